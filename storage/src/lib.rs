@@ -3,6 +3,9 @@
 
 pub mod error;
 pub mod labels;
+pub mod paths;
+pub mod segment;
+pub mod table;
 pub mod matcher;
 pub mod sample;
 pub mod storage;

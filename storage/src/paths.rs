@@ -1,0 +1,82 @@
+//! Every object key Strata reads or writes is built here, and nowhere else.
+//!
+//! ```text
+//! tenants/<tenant>/segments/<YYYYMMDDHH>/<ulid>.parquet   segments written by ingesters (L0)
+//! _system/...                                             reserved for rules, leases (later)
+//! ```
+//!
+//! Tenants live under `tenants/` so that no tenant id can collide with
+//! `_system`. The hour is the segment's write time (from its ULID), which keeps
+//! listings of recent data short.
+
+use object_store::path::Path;
+use ulid::Ulid;
+
+use crate::tenant::TenantId;
+
+/// Prefix of all segments of a tenant.
+pub fn segments_prefix(tenant: &TenantId) -> Path {
+    Path::from_iter(["tenants", tenant.as_str(), "segments"])
+}
+
+/// Key of the segment with id `ulid` of `tenant`.
+pub fn segment(tenant: &TenantId, ulid: Ulid) -> Path {
+    let hour = hour_bucket(ulid.timestamp_ms());
+    let name = format!("{ulid}.parquet");
+    Path::from_iter(["tenants", tenant.as_str(), "segments", hour.as_str(), name.as_str()])
+}
+
+/// The segment id in a segment key, if `path` is one.
+pub fn parse_segment(path: &Path) -> Option<Ulid> {
+    let name = path.filename()?;
+    let id = name.strip_suffix(".parquet")?;
+    Ulid::from_string(id).ok()
+}
+
+/// `YYYYMMDDHH` (UTC) of a millisecond Unix time.
+fn hour_bucket(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let hour = secs.rem_euclid(86_400) / 3600;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}{m:02}{d:02}{hour:02}")
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// well-known algorithm), to avoid a date-time dependency for one key part.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_keys_round_trip_and_stay_under_the_tenant() {
+        let t = TenantId::new("team-a").expect("tenant");
+        // 2024-02-29T13:05:00Z
+        let id = Ulid::from_parts(1_709_211_900_000, 42);
+        let p = segment(&t, id);
+        assert_eq!(p.as_ref(), format!("tenants/team-a/segments/2024022913/{id}.parquet"));
+        assert_eq!(parse_segment(&p), Some(id));
+        assert!(p.as_ref().starts_with(segments_prefix(&t).as_ref()));
+        assert_eq!(parse_segment(&Path::from("tenants/a/segments/x/notes.txt")), None);
+    }
+
+    #[test]
+    fn hour_buckets_follow_the_calendar() {
+        assert_eq!(hour_bucket(0), "1970010100");
+        assert_eq!(hour_bucket(951_782_400_000), "2000022900"); // leap day of a 400-year leap year
+        assert_eq!(hour_bucket(4_102_444_799_000), "2099123123");
+    }
+}
