@@ -1,7 +1,9 @@
 //! Strata's storage layer (the M3DB role): the data model, the segment format,
 //! object-store keys and the object-store boundary, and reads of stored series.
 
+pub mod config;
 pub mod error;
+pub mod failing_store;
 pub mod labels;
 pub mod paths;
 pub mod segment;

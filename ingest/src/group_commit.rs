@@ -1,0 +1,213 @@
+//! Group commit: concurrent write requests of a tenant join one open batch,
+//! the batch is written as ONE segment object, and only after that put
+//! succeeds is any request in it acknowledged. A failed put fails every
+//! request of the batch.
+//!
+//! A tenant's batch is sealed when it reaches `batch_max_bytes`, when its
+//! oldest request has waited `batch_max_age`, or as soon as no segment of that
+//! tenant is being written (classic group commit: under light load a request
+//! waits for one put, under heavy load batches grow while the previous put is
+//! in flight). One task owns all open batches; puts run as separate tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use storage::{Series, Storage, StorageError, TenantId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{Instrument, info_span, warn};
+
+use crate::error::IngestError;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupCommitConfig {
+    /// Seal a batch once its estimated size reaches this many bytes.
+    pub batch_max_bytes: usize,
+    /// Longest time a request waits for its batch to be sealed.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_age: Duration,
+    /// Segment puts in flight at once, over all tenants.
+    pub max_inflight_puts: usize,
+    /// Bytes of accepted but unwritten requests before new requests wait.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_bytes: 4 << 20,
+            batch_max_age: Duration::from_millis(200),
+            max_inflight_puts: 16,
+            max_pending_bytes: 256 << 20,
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Arc<StorageError>>>;
+
+struct Request {
+    tenant: TenantId,
+    series: Vec<Series>,
+    bytes: usize,
+    ack: Ack,
+}
+
+struct Batch {
+    series: Vec<Series>,
+    bytes: usize,
+    acks: Vec<Ack>,
+    opened: Instant,
+}
+
+/// Handle to the group-commit task. Cloning is cheap; the task ends when the
+/// last handle is dropped, after writing what it holds.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    tx: mpsc::Sender<Request>,
+}
+
+impl GroupCommitter {
+    pub fn start(storage: Storage, cfg: GroupCommitConfig) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(storage, cfg, rx));
+        Self { tx }
+    }
+
+    /// Stores `series` of `tenant`; returns once the segment holding them is on
+    /// object storage.
+    pub async fn commit(&self, tenant: TenantId, series: Vec<Series>) -> Result<(), IngestError> {
+        if series.is_empty() {
+            return Ok(());
+        }
+        let bytes = series.iter().map(estimate_bytes).sum();
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Request { tenant, series, bytes, ack }).await.map_err(|_| IngestError::ShuttingDown)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(IngestError::Store(e)),
+            Err(_) => Err(IngestError::ShuttingDown),
+        }
+    }
+}
+
+/// Rough in-memory size of a series, for batch sealing and back-pressure.
+fn estimate_bytes(s: &Series) -> usize {
+    s.labels.iter().map(|l| l.name.len() + l.value.len() + 16).sum::<usize>() + s.samples.len() * 16 + 32
+}
+
+async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) {
+    let mut open: HashMap<TenantId, Batch> = HashMap::new();
+    let mut inflight: HashMap<TenantId, usize> = HashMap::new();
+    let mut puts: JoinSet<(TenantId, usize)> = JoinSet::new();
+    let mut pending_bytes = 0usize;
+    let mut closed = false;
+
+    loop {
+        let deadline = open.values().map(|b| b.opened + cfg.batch_max_age).min();
+        let total_inflight = puts.len();
+        let can_accept = !closed && pending_bytes < cfg.max_pending_bytes;
+        tokio::select! {
+            req = rx.recv(), if can_accept => match req {
+                Some(req) => {
+                    pending_bytes += req.bytes;
+                    let tenant = req.tenant.clone();
+                    let batch = open.entry(req.tenant).or_insert_with(|| Batch {
+                        series: Vec::new(), bytes: 0, acks: Vec::new(), opened: Instant::now(),
+                    });
+                    batch.series.extend(req.series);
+                    batch.bytes += req.bytes;
+                    batch.acks.push(req.ack);
+                    let idle = inflight.get(&tenant).copied().unwrap_or(0) == 0;
+                    if batch.bytes >= cfg.batch_max_bytes || (idle && total_inflight < cfg.max_inflight_puts) {
+                        seal(&storage, &mut open, &mut inflight, &mut puts, &tenant);
+                    }
+                }
+                None => closed = true,
+            },
+            _ = sleep_until(deadline), if deadline.is_some() && total_inflight < cfg.max_inflight_puts => {
+                let now = Instant::now();
+                let due: Vec<TenantId> = open
+                    .iter()
+                    .filter(|(_, b)| b.opened + cfg.batch_max_age <= now)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in due {
+                    seal(&storage, &mut open, &mut inflight, &mut puts, &t);
+                }
+            },
+            Some(done) = puts.join_next(), if !puts.is_empty() => {
+                match done {
+                    Ok((tenant, bytes)) => {
+                        pending_bytes = pending_bytes.saturating_sub(bytes);
+                        if let Some(n) = inflight.get_mut(&tenant) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                inflight.remove(&tenant);
+                                if open.contains_key(&tenant) {
+                                    seal(&storage, &mut open, &mut inflight, &mut puts, &tenant);
+                                }
+                            }
+                        }
+                    }
+                    // A put task cannot panic by design; if one did, its acks were
+                    // dropped and its requests answered 503 by `commit`.
+                    Err(e) => warn!(error = %e, "segment put task failed"),
+                }
+            },
+            else => {
+                // Closed, nothing open and nothing in flight.
+                if closed && open.is_empty() && puts.is_empty() {
+                    return;
+                }
+                if closed {
+                    let tenants: Vec<TenantId> = open.keys().cloned().collect();
+                    for t in tenants {
+                        seal(&storage, &mut open, &mut inflight, &mut puts, &t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn seal(
+    storage: &Storage,
+    open: &mut HashMap<TenantId, Batch>,
+    inflight: &mut HashMap<TenantId, usize>,
+    puts: &mut JoinSet<(TenantId, usize)>,
+    tenant: &TenantId,
+) {
+    let Some(batch) = open.remove(tenant) else { return };
+    *inflight.entry(tenant.clone()).or_default() += 1;
+    let storage = storage.clone();
+    let tenant = tenant.clone();
+    let span = info_span!("segment_put", tenant = %tenant, requests = batch.acks.len(), bytes = batch.bytes);
+    puts.spawn(
+        async move {
+            let result = storage.write_segment(&tenant, &batch.series).await.map(|_| ()).map_err(Arc::new);
+            if let Err(e) = &result {
+                warn!(error = %e, "segment put failed; failing every request of the batch");
+            }
+            for ack in batch.acks {
+                // A request whose client went away no longer waits: nothing to do.
+                let _ = ack.send(result.clone());
+            }
+            (tenant, batch.bytes)
+        }
+        .instrument(span),
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! HTTP routes of the ingest tier: remote write at Prometheus' and M3's paths.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use storage::TenantId;
+use tracing::{debug, warn};
+
+use crate::error::IngestError;
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::remote_write::{self, SeriesLimits};
+
+/// Header that carries the tenant id, as in Cortex, Mimir and Loki.
+pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// `[ingest]` section.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Tenant of requests without an `X-Scope-OrgID` header.
+    pub default_tenant: String,
+    /// Largest accepted (compressed) request body.
+    pub max_request_bytes: usize,
+    /// Largest accepted body after snappy decompression.
+    pub max_decoded_bytes: usize,
+    pub limits: SeriesLimits,
+    pub group_commit: GroupCommitConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            default_tenant: "default".into(),
+            max_request_bytes: 10 << 20,
+            max_decoded_bytes: 100 << 20,
+            limits: SeriesLimits::default(),
+            group_commit: GroupCommitConfig::default(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Checks the config; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        TenantId::new(&self.default_tenant).map_err(|e| format!("ingest.default_tenant: {e}"))?;
+        let positive = [
+            ("ingest.max_request_bytes", self.max_request_bytes),
+            ("ingest.max_decoded_bytes", self.max_decoded_bytes),
+            ("ingest.group_commit.batch_max_bytes", self.group_commit.batch_max_bytes),
+            ("ingest.group_commit.max_inflight_puts", self.group_commit.max_inflight_puts),
+            ("ingest.group_commit.max_pending_bytes", self.group_commit.max_pending_bytes),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(format!("{field}: must be greater than 0"));
+            }
+        }
+        if self.group_commit.batch_max_age.is_zero() {
+            return Err("ingest.group_commit.batch_max_age: must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct IngestState {
+    pub config: IngestConfig,
+    pub committer: GroupCommitter,
+}
+
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(remote_write_handler))
+        .route("/api/v1/prom/remote/write", post(remote_write_handler))
+        .with_state(state)
+}
+
+/// The tenant of a request: its `X-Scope-OrgID` header, or the default.
+pub fn tenant_of(headers: &HeaderMap, default: &str) -> Result<TenantId, storage::TenantError> {
+    match headers.get(TENANT_HEADER) {
+        None => TenantId::new(default),
+        Some(v) => TenantId::new(v.to_str().unwrap_or("\u{fffd}")),
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            warn!(error = %self, "remote write failed");
+        } else {
+            debug!(error = %self, "remote write rejected");
+        }
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response()
+    }
+}
+
+async fn remote_write_handler(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<StatusCode, IngestError> {
+    let cfg = &state.config;
+    check_media_type(&headers)?;
+    let tenant = tenant_of(&headers, &cfg.default_tenant)?;
+    let body = axum::body::to_bytes(body, cfg.max_request_bytes).await.map_err(|e| {
+        // axum reports an over-limit body through the error's source chain.
+        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+            IngestError::BodyTooLarge { limit: cfg.max_request_bytes }
+        } else {
+            IngestError::Body(e.to_string())
+        }
+    })?;
+    let req = remote_write::decode(&body, cfg.max_decoded_bytes)?;
+    let total = req.timeseries.len();
+    let validated = remote_write::validate(req, &cfg.limits);
+    debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
+    let rejected = validated.error(total);
+    state.committer.commit(tenant, validated.series).await?;
+    match rejected {
+        Some(e) => Err(e),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Remote write 1.0 is snappy-compressed protobuf; other media types are 415.
+/// A missing header is accepted, as older senders omit it.
+fn check_media_type(headers: &HeaderMap) -> Result<(), IngestError> {
+    if let Some(v) = headers.get(header::CONTENT_ENCODING) {
+        let v = v.to_str().unwrap_or("");
+        if !v.eq_ignore_ascii_case("snappy") {
+            return Err(IngestError::UnsupportedMediaType { header: "Content-Encoding", value: v.into() });
+        }
+    }
+    if let Some(v) = headers.get(header::CONTENT_TYPE) {
+        let v = v.to_str().unwrap_or("");
+        let mut parts = v.split(';').map(str::trim);
+        let mime = parts.next().unwrap_or("");
+        let proto = parts.find_map(|p| p.strip_prefix("proto=")).unwrap_or("prometheus.WriteRequest");
+        if !mime.eq_ignore_ascii_case("application/x-protobuf") || proto != "prometheus.WriteRequest" {
+            return Err(IngestError::UnsupportedMediaType { header: "Content-Type", value: v.into() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
