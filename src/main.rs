@@ -1,1 +1,70 @@
-fn main() {}
+//! The `strata` binary: runs any role of Strata, or all of them at once.
+
+mod config;
+mod server;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::{Overrides, StrataConfig};
+
+/// Strata: a Prometheus-compatible metrics store on object storage.
+///
+/// Prometheus remote-writes to Strata; Strata keeps the samples as immutable
+/// segments on a local directory or an S3-compatible bucket and answers PromQL
+/// over the Prometheus HTTP API, so Grafana and promtool work unchanged.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run ingest and query in one process on one port (the laptop setup).
+    ///
+    /// Remote write: POST /api/v1/write (and /api/v1/prom/remote/write).
+    /// Queries: /api/v1/query, /query_range, /series, /labels, /label/NAME/values.
+    /// Also /metrics, /-/healthy and /-/ready.
+    Serve(Overrides),
+    /// Run only the ingest tier (remote write), e.g. behind a load balancer.
+    Ingest(Overrides),
+    /// Run only the query tier (Prometheus HTTP API).
+    Query(Overrides),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (roles, flags) = match &cli.role {
+        Role::Serve(f) => (server::Roles { ingest: true, query: true }, f),
+        Role::Ingest(f) => (server::Roles { ingest: true, query: false }, f),
+        Role::Query(f) => (server::Roles { ingest: false, query: true }, f),
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match StrataConfig::load(flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    server::init_logging(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, roles)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "strata stopped");
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,21 +8,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use storage::TenantId;
+use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
 use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::remote_write::{self, SeriesLimits};
 
-/// Header that carries the tenant id, as in Cortex, Mimir and Loki.
-pub const TENANT_HEADER: &str = "X-Scope-OrgID";
-
 /// `[ingest]` section.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Tenant of requests without an `X-Scope-OrgID` header.
-    pub default_tenant: String,
     /// Largest accepted (compressed) request body.
     pub max_request_bytes: usize,
     /// Largest accepted body after snappy decompression.
@@ -34,7 +30,6 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            default_tenant: "default".into(),
             max_request_bytes: 10 << 20,
             max_decoded_bytes: 100 << 20,
             limits: SeriesLimits::default(),
@@ -46,7 +41,6 @@ impl Default for IngestConfig {
 impl IngestConfig {
     /// Checks the config; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        TenantId::new(&self.default_tenant).map_err(|e| format!("ingest.default_tenant: {e}"))?;
         let positive = [
             ("ingest.max_request_bytes", self.max_request_bytes),
             ("ingest.max_decoded_bytes", self.max_decoded_bytes),
@@ -70,6 +64,8 @@ impl IngestConfig {
 pub struct IngestState {
     pub config: IngestConfig,
     pub committer: GroupCommitter,
+    /// Tenant of requests without an `X-Scope-OrgID` header.
+    pub default_tenant: TenantId,
 }
 
 pub fn router(state: IngestState) -> Router {
@@ -77,14 +73,6 @@ pub fn router(state: IngestState) -> Router {
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/prom/remote/write", post(remote_write_handler))
         .with_state(state)
-}
-
-/// The tenant of a request: its `X-Scope-OrgID` header, or the default.
-pub fn tenant_of(headers: &HeaderMap, default: &str) -> Result<TenantId, storage::TenantError> {
-    match headers.get(TENANT_HEADER) {
-        None => TenantId::new(default),
-        Some(v) => TenantId::new(v.to_str().unwrap_or("\u{fffd}")),
-    }
 }
 
 impl IntoResponse for IngestError {
@@ -102,7 +90,7 @@ impl IntoResponse for IngestError {
 async fn remote_write_handler(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<StatusCode, IngestError> {
     let cfg = &state.config;
     check_media_type(&headers)?;
-    let tenant = tenant_of(&headers, &cfg.default_tenant)?;
+    let tenant = tenant::resolve(headers.get(TENANT_HEADER).map(|v| v.as_bytes()), &state.default_tenant)?;
     let body = axum::body::to_bytes(body, cfg.max_request_bytes).await.map_err(|e| {
         // axum reports an over-limit body through the error's source chain.
         if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {

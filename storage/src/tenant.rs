@@ -42,6 +42,19 @@ impl fmt::Display for TenantId {
     }
 }
 
+
+/// Header that carries the tenant id, as in Cortex, Mimir and Loki.
+pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// The tenant of a request: the header's value when present (validated), the
+/// default otherwise.
+pub fn resolve(header: Option<&[u8]>, default: &TenantId) -> Result<TenantId, TenantError> {
+    match header {
+        None => Ok(default.clone()),
+        Some(v) => TenantId::new(std::str::from_utf8(v).unwrap_or("\u{fffd}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +64,11 @@ mod tests {
         for ok in ["a", "team-1", "x.y_z", &"a".repeat(150), "..."] {
             assert!(TenantId::new(ok).is_ok(), "{ok}");
         }
+        let d = TenantId::new("d").expect("default");
+        assert_eq!(resolve(None, &d), Ok(d.clone()));
+        assert_eq!(resolve(Some(b"x"), &d), Ok(TenantId::new("x").expect("x")));
+        assert!(resolve(Some(b"\xff"), &d).is_err());
+        assert!(resolve(Some(b"a|b"), &d).is_err());
         for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0", &"a".repeat(151), "a%2f"] {
             assert!(TenantId::new(bad).is_err(), "{bad:?}");
         }

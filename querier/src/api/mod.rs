@@ -1,0 +1,268 @@
+//! The Prometheus HTTP API (`/api/v1/...`) over Strata's storage: the same
+//! paths, parameters, JSON shapes and error envelope as Prometheus, so
+//! Grafana, promtool and other clients work unchanged.
+
+mod error;
+mod json;
+mod params;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use storage::tenant::{self, TENANT_HEADER};
+use storage::{Labels, Matcher, Storage, TenantId};
+
+pub use error::{ApiError, ErrorType};
+pub use params::{parse_duration, parse_time};
+
+use crate::promql::{self, Engine, EngineOptions};
+use crate::queryable::TenantQueryable;
+use params::Params;
+
+/// The version reported by `/api/v1/status/buildinfo`: the Prometheus release
+/// whose API and PromQL semantics Strata follows, so Grafana enables the
+/// matching features.
+pub const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
+
+/// Earliest and latest times, used when a request gives no start or end.
+const MIN_TIME: i64 = i64::MIN / 2;
+const MAX_TIME: i64 = i64::MAX / 2;
+
+/// `[query]` section.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// How far back an instant selector looks for a sample.
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
+    /// Longest a query may run before it is answered with `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most samples a query may load.
+    pub max_samples: usize,
+    /// Most points per series a range query may return.
+    pub max_points_per_series: i64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            lookback_delta: Duration::from_secs(300),
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+            max_points_per_series: 11_000,
+        }
+    }
+}
+
+impl QueryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lookback_delta.is_zero() {
+            return Err("query.lookback_delta: must be greater than 0".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("query.timeout: must be greater than 0".into());
+        }
+        if self.max_samples == 0 {
+            return Err("query.max_samples: must be greater than 0".into());
+        }
+        if self.max_points_per_series <= 0 {
+            return Err("query.max_points_per_series: must be greater than 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            lookback_delta_ms: i64::try_from(self.lookback_delta.as_millis()).unwrap_or(i64::MAX),
+            max_samples: self.max_samples,
+            max_points_per_series: self.max_points_per_series,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub storage: Storage,
+    pub engine: Engine,
+    pub config: QueryConfig,
+    /// Tenant of requests without an `X-Scope-OrgID` header.
+    pub default_tenant: TenantId,
+}
+
+impl QueryState {
+    pub fn new(storage: Storage, config: QueryConfig, default_tenant: TenantId) -> Self {
+        Self { engine: Engine::new(config.engine_options()), storage, config, default_tenant }
+    }
+
+    fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+        Ok(tenant::resolve(headers.get(TENANT_HEADER).map(|v| v.as_bytes()), &self.default_tenant)?)
+    }
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(label_names).post(label_names))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .with_state(state)
+}
+
+fn success(data: serde_json::Value) -> Response {
+    Json(json!({"status": "success", "data": data})).into_response()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The query text, required and non-empty.
+fn query_text(p: &Params) -> Result<&str, ApiError> {
+    p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": no query provided"))
+}
+
+/// Runs an engine call under the configured (or requested, if shorter) timeout.
+async fn with_timeout<T>(
+    state: &QueryState,
+    p: &Params,
+    fut: impl std::future::Future<Output = Result<T, promql::EvalError>>,
+) -> Result<T, ApiError> {
+    let mut limit = state.config.timeout;
+    if let Some(ms) = p.duration("timeout")? {
+        limit = limit.min(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)));
+    }
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ApiError { kind: ErrorType::Timeout, message: "query timed out in expression evaluation".into() }),
+    }
+}
+
+async fn query(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+    let tenant = state.tenant(&headers)?;
+    let q = query_text(&p)?;
+    let time = p.time("time")?.unwrap_or_else(now_ms);
+    let queryable = TenantQueryable { storage: &state.storage, tenant: &tenant };
+    let value = with_timeout(&state, &p, state.engine.instant_query(&queryable, q, time)).await?;
+    Ok(success(json::query_data(&value)))
+}
+
+async fn query_range(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+    let tenant = state.tenant(&headers)?;
+    let q = query_text(&p)?;
+    let start = p.time("start")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))?;
+    let end = p.time("end")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))?;
+    if end < start {
+        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    let step = p.duration("step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > state.config.max_points_per_series {
+        return Err(ApiError::bad_data(format!(
+            "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+            state.config.max_points_per_series
+        )));
+    }
+    let queryable = TenantQueryable { storage: &state.storage, tenant: &tenant };
+    let value = with_timeout(&state, &p, state.engine.range_query(&queryable, q, start, end, step)).await?;
+    Ok(success(json::query_data(&value)))
+}
+
+/// `match[]` selectors parsed into matcher sets.
+fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    p.all("match[]")
+        .into_iter()
+        .map(|s| promql::parse_selector(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))))
+        .collect()
+}
+
+/// Series of the request's tenant, range and `match[]` (all when none given).
+async fn matching_series(state: &QueryState, headers: &HeaderMap, p: &Params) -> Result<Vec<Labels>, ApiError> {
+    let tenant = state.tenant(headers)?;
+    let sets = match_sets(p)?;
+    let start = p.time("start")?.unwrap_or(MIN_TIME);
+    let end = p.time("end")?.unwrap_or(MAX_TIME);
+    Ok(state.storage.series(&tenant, &sets, start, end).await?)
+}
+
+/// Applies Prometheus' `limit` parameter, with its warning when it cut.
+fn limited<T>(p: &Params, mut items: Vec<T>) -> Result<(Vec<T>, Vec<String>), ApiError> {
+    let limit = match p.get("limit").filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(s) => s.parse::<usize>().map_err(|_| ApiError::bad_data("invalid parameter \"limit\": must be a non-negative integer"))?,
+    };
+    if limit > 0 && items.len() > limit {
+        items.truncate(limit);
+        return Ok((items, vec!["results truncated due to limit".to_string()]));
+    }
+    Ok((items, Vec::new()))
+}
+
+fn success_with_warnings(data: serde_json::Value, warnings: Vec<String>) -> Response {
+    if warnings.is_empty() {
+        return success(data);
+    }
+    Json(json!({"status": "success", "data": data, "warnings": warnings})).into_response()
+}
+
+async fn series(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+    if p.all("match[]").is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let found = matching_series(&state, &headers, &p).await?;
+    let (found, warnings) = limited(&p, found)?;
+    let data: Vec<serde_json::Value> = found.iter().map(json::labels).collect();
+    Ok(success_with_warnings(json!(data), warnings))
+}
+
+async fn label_names(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+    let found = matching_series(&state, &headers, &p).await?;
+    let names: BTreeSet<&str> = found.iter().flat_map(|l| l.iter().map(|l| l.name.as_str())).collect();
+    let (names, warnings) = limited(&p, names.into_iter().collect())?;
+    Ok(success_with_warnings(json!(names), warnings))
+}
+
+async fn label_values(
+    State(state): State<QueryState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    if !storage::labels::is_valid_label_name(&name) && name != storage::METRIC_NAME {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let found = matching_series(&state, &headers, &p).await?;
+    let values: BTreeSet<&str> = found.iter().filter_map(|l| l.get(&name)).collect();
+    let (values, warnings) = limited(&p, values.into_iter().collect())?;
+    Ok(success_with_warnings(json!(values), warnings))
+}
+
+async fn buildinfo() -> Response {
+    success(json!({
+        "version": PROMETHEUS_COMPAT_VERSION,
+        "revision": env!("CARGO_PKG_VERSION"),
+        "branch": "strata",
+        "buildUser": "strata",
+        "buildDate": "",
+        "goVersion": "n/a (Strata, Rust)",
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! Request parameters as Prometheus reads them: from the query string and,
+//! for POST, from a form-encoded body; times as RFC 3339 or Unix seconds,
+//! durations as PromQL durations or seconds.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{Method, header};
+
+use super::error::ApiError;
+
+/// Largest form body accepted (long queries and many `match[]` fit easily).
+const MAX_FORM_BYTES: usize = 8 << 20;
+
+/// All parameters of a request, in order, repeated keys kept.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))))
+            .transpose()
+    }
+
+    pub fn duration(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))))
+            .transpose()
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut pairs: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if req.method() == Method::POST && is_form {
+            let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
+                .await
+                .map_err(|e| ApiError::bad_data(format!("reading form body: {e}")))?;
+            pairs.extend(form_urlencoded::parse(&body).into_owned());
+        } else {
+            let _ = Bytes::from_request(req, state).await;
+        }
+        Ok(Params(pairs))
+    }
+}
+
+/// Prometheus' time parameter: Unix seconds with up to millisecond precision,
+/// or RFC 3339. Returns milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() {
+            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+        }
+        let ms = (secs * 1000.0).round();
+        // Clamp to what fits; Prometheus does the same with its min/max times.
+        return Ok(ms.clamp(i64::MIN as f64, i64::MAX as f64) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// A duration as a PromQL duration (`5m`, `1h30m`) or float seconds. Returns
+/// milliseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        let ms = secs * 1000.0;
+        if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
+            return Err(format!("cannot parse {s:?} to a valid duration. It overflows int64"));
+        }
+        return Ok(ms.round() as i64);
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations_parse_as_prometheus_does() {
+        assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
+        assert_eq!(parse_time("1435781451"), Ok(1_435_781_451_000));
+        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
+        assert_eq!(parse_time("2015-07-01T22:10:51.781+02:00"), Ok(1_435_781_451_781));
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("NaN").is_err());
+        assert_eq!(parse_duration("15"), Ok(15_000));
+        assert_eq!(parse_duration("0.5"), Ok(500));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert!(parse_duration("5 minutes").is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! Strata's configuration: one typed struct with defaults, read from a TOML
+//! file, then environment variables, then command-line flags (each later
+//! source wins), and validated before anything starts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ingest::IngestConfig;
+use querier::api::QueryConfig;
+use serde::Deserialize;
+use storage::TenantId;
+use storage::config::{Backend, StorageConfig};
+
+/// The whole configuration file. Every field has a default, so an empty file
+/// (or none) is a working laptop setup: local storage in `./data`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrataConfig {
+    /// Address of the HTTP server (all APIs, `/metrics`, health).
+    pub listen: SocketAddr,
+    /// Tenant of requests without an `X-Scope-OrgID` header.
+    pub default_tenant: String,
+    /// Log filter in `RUST_LOG` syntax.
+    pub log: String,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+}
+
+impl Default for StrataConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9201)),
+            default_tenant: "default".into(),
+            log: "info".into(),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+/// Command-line overrides (see `strata serve --help`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file [env: STRATA_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9201] [env: STRATA_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the local storage backend [default: ./data] [env: STRATA_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Storage backend [default: local] [env: STRATA_STORAGE]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub storage: Option<Backend>,
+    /// S3 bucket [env: STRATA_S3_BUCKET]
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint URL, e.g. http://127.0.0.1:9000 [env: STRATA_S3_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1] [env: STRATA_S3_REGION]
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Key prefix inside the bucket [env: STRATA_S3_PREFIX]
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Use path-style S3 requests (most S3-compatible servers) [env: STRATA_S3_PATH_STYLE]
+    #[arg(long)]
+    pub s3_path_style: bool,
+    /// Allow plain-HTTP S3 endpoints [env: STRATA_S3_ALLOW_HTTP]
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// Tenant of requests without X-Scope-OrgID [default: default] [env: STRATA_DEFAULT_TENANT]
+    #[arg(long, value_name = "TENANT")]
+    pub default_tenant: Option<String>,
+    /// Log filter, e.g. "info" or "strata=debug,info" [env: STRATA_LOG]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid { field: field.to_string(), reason: reason.to_string() }
+}
+
+fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(field, format!("{v:?} is not a boolean"))),
+    }
+}
+
+impl StrataConfig {
+    /// File, then `env` (a map, so tests need no process environment), then flags.
+    pub fn load(flags: &Overrides, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = flags.config.clone().or_else(|| env.get("STRATA_CONFIG").map(PathBuf::from));
+        let mut c = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        c.apply_env(env)?;
+        c.apply_flags(flags);
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        for (key, v) in env {
+            let s3 = &mut self.storage.s3;
+            match key.as_str() {
+                "STRATA_LISTEN" => self.listen = v.parse().map_err(|e| invalid("STRATA_LISTEN", e))?,
+                "STRATA_DATA_DIR" => self.storage.data_dir = PathBuf::from(v),
+                "STRATA_STORAGE" => {
+                    self.storage.backend = <Backend as clap::ValueEnum>::from_str(v, true)
+                        .map_err(|_| invalid("STRATA_STORAGE", format!("{v:?} is not one of local, s3, memory")))?
+                }
+                "STRATA_S3_BUCKET" => s3.bucket = v.clone(),
+                "STRATA_S3_ENDPOINT" => s3.endpoint = v.clone(),
+                "STRATA_S3_REGION" => s3.region = v.clone(),
+                "STRATA_S3_PREFIX" => s3.prefix = v.clone(),
+                "STRATA_S3_PATH_STYLE" => s3.path_style = parse_bool(key, v)?,
+                "STRATA_S3_ALLOW_HTTP" => s3.allow_http = parse_bool(key, v)?,
+                "STRATA_DEFAULT_TENANT" => self.default_tenant = v.clone(),
+                "STRATA_LOG" => self.log = v.clone(),
+                "STRATA_CONFIG" => {}
+                other if other.starts_with("STRATA_") => {
+                    return Err(invalid(other, "unknown environment variable (typo?)"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, f: &Overrides) {
+        let s3 = &mut self.storage.s3;
+        if let Some(v) = f.listen {
+            self.listen = v;
+        }
+        if let Some(v) = &f.data_dir {
+            self.storage.data_dir = v.clone();
+        }
+        if let Some(v) = f.storage {
+            self.storage.backend = v;
+        }
+        for (flag, field) in [
+            (&f.s3_bucket, &mut s3.bucket),
+            (&f.s3_endpoint, &mut s3.endpoint),
+            (&f.s3_region, &mut s3.region),
+            (&f.s3_prefix, &mut s3.prefix),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        s3.path_style |= f.s3_path_style;
+        s3.allow_http |= f.s3_allow_http;
+        if let Some(v) = &f.default_tenant {
+            self.default_tenant = v.clone();
+        }
+        if let Some(v) = &f.log {
+            self.log = v.clone();
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        TenantId::new(&self.default_tenant).map_err(|e| invalid("default_tenant", e))?;
+        self.storage.validate().map_err(|e| match e {
+            storage::StorageError::Config { field, reason } => invalid(field, reason),
+            other => invalid("storage", other),
+        })?;
+        self.ingest.validate().map_err(|e| invalid("ingest", e))?;
+        self.query.validate().map_err(|e| invalid("query", e))?;
+        Ok(())
+    }
+
+    pub fn default_tenant(&self) -> TenantId {
+        // Checked by validate(); fall back to a fixed valid id rather than panic.
+        TenantId::new(&self.default_tenant).unwrap_or_else(|_| TenantId::new("default").expect("literal tenant id is valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_a_working_laptop_setup() {
+        let c = StrataConfig::load(&Overrides::default(), &HashMap::new()).expect("defaults");
+        assert_eq!(c.listen.port(), 9201);
+        assert_eq!(c.storage.backend, Backend::Local);
+        assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:1000"
+default_tenant = "from-file"
+[storage]
+backend = "s3"
+[storage.s3]
+bucket = "file-bucket"
+endpoint = "http://127.0.0.1:9000"
+path_style = true
+[ingest.group_commit]
+batch_max_age = "50ms"
+[query]
+lookback_delta = "1m"
+"#,
+        )
+        .expect("write");
+        let flags = Overrides { config: Some(path), listen: Some("127.0.0.1:3000".parse().expect("addr")), ..Default::default() };
+        let c = StrataConfig::load(&flags, &env(&[("STRATA_LISTEN", "127.0.0.1:2000"), ("STRATA_S3_BUCKET", "env-bucket")]))
+            .expect("load");
+        assert_eq!(c.listen.port(), 3000, "flag wins over env and file");
+        assert_eq!(c.storage.s3.bucket, "env-bucket", "env wins over file");
+        assert_eq!(c.default_tenant, "from-file");
+        assert!(c.storage.s3.path_style);
+        assert_eq!(c.ingest.group_commit.batch_max_age.as_millis(), 50);
+        assert_eq!(c.query.lookback_delta.as_secs(), 60);
+    }
+
+    #[test]
+    fn errors_name_the_bad_field() {
+        let err = |flags: Overrides, e: &[(&str, &str)]| StrataConfig::load(&flags, &env(e)).unwrap_err().to_string();
+        assert!(err(Overrides::default(), &[("STRATA_STORAGE", "s3")]).contains("storage.s3.bucket"));
+        assert!(err(Overrides::default(), &[("STRATA_LISTEN", "nope")]).contains("STRATA_LISTEN"));
+        assert!(err(Overrides::default(), &[("STRATA_LISTN", "x")]).contains("STRATA_LISTN"));
+        assert!(err(Overrides { default_tenant: Some("a/b".into()), ..Default::default() }, &[]).contains("default_tenant"));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[query]\nlookback = \"5m\"\n").expect("write");
+        let msg = err(Overrides { config: Some(path.clone()), ..Default::default() }, &[]);
+        assert!(msg.contains("lookback"), "{msg}");
+        std::fs::write(&path, "[query]\ntimeout = \"0s\"\n").expect("write");
+        let msg = err(Overrides { config: Some(path), ..Default::default() }, &[]);
+        assert!(msg.contains("query.timeout"), "{msg}");
+    }
+}
