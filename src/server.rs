@@ -10,9 +10,19 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use ingest::{GroupCommitter, IngestState};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use ingest::{GroupCommitter, IngestMetrics, IngestState};
+use prometheus_client::registry::Registry;
 use querier::api::QueryState;
 use storage::Storage;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tracing::{Instrument, info, info_span};
 
 use crate::config::StrataConfig;
@@ -29,32 +39,82 @@ pub fn init_logging(filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-/// The router of the selected roles, plus health endpoints and request spans.
+/// The router of the selected roles, plus `/metrics`, health endpoints and
+/// request spans.
 pub fn app(config: &StrataConfig, roles: Roles, storage: Storage) -> Router {
+    let mut registry = Registry::default();
+    let http_metrics = HttpMetrics::register(&mut registry);
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
     if roles.ingest {
-        let committer = GroupCommitter::start(storage.clone(), config.ingest.group_commit.clone());
-        let state = IngestState { config: config.ingest.clone(), committer, default_tenant: config.default_tenant() };
+        let metrics = IngestMetrics::register(&mut registry);
+        let committer = GroupCommitter::start(storage.clone(), config.ingest.group_commit.clone(), metrics.clone());
+        let state = IngestState { config: config.ingest.clone(), committer, metrics, default_tenant: config.default_tenant() };
         app = app.merge(ingest::router(state));
     }
     if roles.query {
         let state = QueryState::new(storage, config.query.clone(), config.default_tenant());
         app = app.merge(querier::api::router(state));
     }
-    app.layer(middleware::from_fn(trace_request))
+    let registry = Arc::new(registry);
+    app.route("/metrics", get(metrics).with_state(registry))
+        .layer(middleware::from_fn_with_state(http_metrics, trace_request))
 }
 
-/// One span per request, named by the route template, and a log line with
-/// the status and duration.
-async fn trace_request(req: Request, next: Next) -> Response {
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        ),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.to_string()),
+    }
+}
+
+/// `strata_http_*`: requests by route template, method and status code.
+#[derive(Clone)]
+struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    seconds: Family<HttpLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: String,
+    code: u16,
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+        };
+        let r = registry.sub_registry_with_prefix("strata_http");
+        r.register("requests", "HTTP requests by route template, method and status code", m.requests.clone());
+        r.register("request_seconds", "HTTP request duration by route template", m.seconds.clone());
+        m
+    }
+}
+
+/// One span per request, named by the route template; metrics and a debug
+/// line with the status and duration when it is answered.
+async fn trace_request(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let span = info_span!("request", method = %req.method(), route = %route);
+    let method = req.method().to_string();
+    let span = info_span!("request", method = %method, route = %route);
     let start = Instant::now();
     async move {
         let resp = next.run(req).await;
-        tracing::debug!(status = resp.status().as_u16(), seconds = start.elapsed().as_secs_f64(), "request done");
+        let seconds = start.elapsed().as_secs_f64();
+        let labels = HttpLabels { route, method, code: resp.status().as_u16() };
+        m.requests.get_or_create(&labels).inc();
+        m.seconds.get_or_create(&labels).observe(seconds);
+        tracing::debug!(status = labels.code, seconds, "request done");
         resp
     }
     .instrument(span)

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info_span, warn};
 
 use crate::error::IngestError;
+use crate::metrics::IngestMetrics;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,9 +72,9 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    pub fn start(storage: Storage, cfg: GroupCommitConfig) -> Self {
+    pub fn start(storage: Storage, cfg: GroupCommitConfig, metrics: IngestMetrics) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(storage, cfg, rx));
+        tokio::spawn(run(Ctx { storage, metrics }, cfg, rx));
         Self { tx }
     }
 
@@ -99,7 +100,14 @@ fn estimate_bytes(s: &Series) -> usize {
     s.labels.iter().map(|l| l.name.len() + l.value.len() + 16).sum::<usize>() + s.samples.len() * 16 + 32
 }
 
-async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) {
+/// What every segment put needs.
+#[derive(Clone)]
+struct Ctx {
+    storage: Storage,
+    metrics: IngestMetrics,
+}
+
+async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) {
     let mut open: HashMap<TenantId, Batch> = HashMap::new();
     let mut inflight: HashMap<TenantId, usize> = HashMap::new();
     let mut puts: JoinSet<(TenantId, usize)> = JoinSet::new();
@@ -123,7 +131,7 @@ async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Re
                     batch.acks.push(req.ack);
                     let idle = inflight.get(&tenant).copied().unwrap_or(0) == 0;
                     if batch.bytes >= cfg.batch_max_bytes || (idle && total_inflight < cfg.max_inflight_puts) {
-                        seal(&storage, &mut open, &mut inflight, &mut puts, &tenant);
+                        seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                     }
                 }
                 None => closed = true,
@@ -136,7 +144,7 @@ async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Re
                     .map(|(t, _)| t.clone())
                     .collect();
                 for t in due {
-                    seal(&storage, &mut open, &mut inflight, &mut puts, &t);
+                    seal(&ctx, &mut open, &mut inflight, &mut puts, &t);
                 }
             },
             Some(done) = puts.join_next(), if !puts.is_empty() => {
@@ -148,7 +156,7 @@ async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Re
                             if *n == 0 {
                                 inflight.remove(&tenant);
                                 if open.contains_key(&tenant) {
-                                    seal(&storage, &mut open, &mut inflight, &mut puts, &tenant);
+                                    seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                                 }
                             }
                         }
@@ -166,7 +174,7 @@ async fn run(storage: Storage, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Re
                 if closed {
                     let tenants: Vec<TenantId> = open.keys().cloned().collect();
                     for t in tenants {
-                        seal(&storage, &mut open, &mut inflight, &mut puts, &t);
+                        seal(&ctx, &mut open, &mut inflight, &mut puts, &t);
                     }
                 }
             }
@@ -182,7 +190,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 fn seal(
-    storage: &Storage,
+    ctx: &Ctx,
     open: &mut HashMap<TenantId, Batch>,
     inflight: &mut HashMap<TenantId, usize>,
     puts: &mut JoinSet<(TenantId, usize)>,
@@ -190,15 +198,29 @@ fn seal(
 ) {
     let Some(batch) = open.remove(tenant) else { return };
     *inflight.entry(tenant.clone()).or_default() += 1;
-    let storage = storage.clone();
+    let ctx = ctx.clone();
     let tenant = tenant.clone();
     let span = info_span!("segment_put", tenant = %tenant, requests = batch.acks.len(), bytes = batch.bytes);
     puts.spawn(
         async move {
-            let result = storage.write_segment(&tenant, &batch.series).await.map(|_| ()).map_err(Arc::new);
-            if let Err(e) = &result {
-                warn!(error = %e, "segment put failed; failing every request of the batch");
-            }
+            let started = Instant::now();
+            let result = ctx.storage.write_segment(&tenant, &batch.series).await;
+            let m = &ctx.metrics;
+            m.segment_put_seconds.observe(started.elapsed().as_secs_f64());
+            m.batch_requests.observe(batch.acks.len() as f64);
+            let result = match result {
+                Ok(written) => {
+                    m.segments_written.inc();
+                    m.segment_bytes.inc_by(written.bytes as u64);
+                    m.samples_received.inc_by(written.samples);
+                    Ok(())
+                }
+                Err(e) => {
+                    m.segment_put_failures.inc();
+                    warn!(error = %e, "segment put failed; failing every request of the batch");
+                    Err(Arc::new(e))
+                }
+            };
             for ack in batch.acks {
                 // A request whose client went away no longer waits: nothing to do.
                 let _ = ack.send(result.clone());

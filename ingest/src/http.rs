@@ -12,6 +12,7 @@ use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
 use crate::error::IngestError;
+use crate::metrics::IngestMetrics;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::remote_write::{self, SeriesLimits};
 
@@ -64,6 +65,7 @@ impl IngestConfig {
 pub struct IngestState {
     pub config: IngestConfig,
     pub committer: GroupCommitter,
+    pub metrics: IngestMetrics,
     /// Tenant of requests without an `X-Scope-OrgID` header.
     pub default_tenant: TenantId,
 }
@@ -104,6 +106,7 @@ async fn remote_write_handler(State(state): State<IngestState>, headers: HeaderM
     let validated = remote_write::validate(req, &cfg.limits);
     debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
     let rejected = validated.error(total);
+    state.metrics.series_rejected.inc_by(validated.rejected as u64);
     state.committer.commit(tenant, validated.series).await?;
     match rejected {
         Some(e) => Err(e),

@@ -4,9 +4,11 @@
 pub mod error;
 pub mod group_commit;
 pub mod http;
+pub mod metrics;
 pub mod proto;
 pub mod remote_write;
 
 pub use error::IngestError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
+pub use metrics::IngestMetrics;
 pub use http::{IngestConfig, IngestState, router};

@@ -49,6 +49,15 @@ pub struct Storage {
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
 }
 
+/// What [`Storage::write_segment`] stored.
+#[derive(Clone, Debug)]
+pub struct WrittenSegment {
+    pub key: Path,
+    pub bytes: usize,
+    pub samples: u64,
+    pub series: usize,
+}
+
 /// A segment that a read will look at.
 struct Candidate {
     meta: ObjectMeta,
@@ -74,7 +83,7 @@ impl Storage {
 
     /// Writes `series` (samples in any order) as one immutable segment object
     /// of `tenant`. Returns only after the object store acknowledged the put.
-    pub async fn write_segment(&self, tenant: &TenantId, series: &[Series]) -> Result<Path> {
+    pub async fn write_segment(&self, tenant: &TenantId, series: &[Series]) -> Result<WrittenSegment> {
         let (bytes, index) = segment::encode(series)?;
         let key = paths::segment(tenant, Ulid::new());
         let size = bytes.len();
@@ -83,8 +92,9 @@ impl Storage {
             .await
             .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
         debug!(key = %key, bytes = size, samples = index.samples, series = index.series.len(), "segment written");
+        let written = WrittenSegment { key: key.clone(), bytes: size, samples: index.samples, series: index.series.len() };
         self.cache_index(&key, Arc::new(index));
-        Ok(key)
+        Ok(written)
     }
 
     /// Series matching all `matchers` with their samples in `[start_ms, end_ms]`

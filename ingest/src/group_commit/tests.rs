@@ -8,7 +8,7 @@ use super::*;
 fn setup(cfg: GroupCommitConfig) -> (GroupCommitter, Storage, Arc<Faults>) {
     let (store, faults) = FailingStore::new(Arc::new(object_store::memory::InMemory::new()));
     let storage = Storage::new(Arc::new(store));
-    (GroupCommitter::start(storage.clone(), cfg), storage, faults)
+    (GroupCommitter::start(storage.clone(), cfg, IngestMetrics::default()), storage, faults)
 }
 
 fn one(name: &str, t: i64) -> Vec<Series> {

@@ -8,11 +8,12 @@ use storage::{Matcher, Storage};
 use tower::ServiceExt;
 
 use super::*;
+use crate::metrics::IngestMetrics;
 use crate::proto;
 
 fn app(storage: &Storage, config: IngestConfig) -> Router {
-    let committer = GroupCommitter::start(storage.clone(), config.group_commit.clone());
-    router(IngestState { config, committer, default_tenant: TenantId::new("default").expect("tenant") })
+    let committer = GroupCommitter::start(storage.clone(), config.group_commit.clone(), IngestMetrics::default());
+    router(IngestState { config, committer, metrics: IngestMetrics::default(), default_tenant: TenantId::new("default").expect("tenant") })
 }
 
 fn body(series: &[(&[(&str, &str)], i64, f64)]) -> Vec<u8> {

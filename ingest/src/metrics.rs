@@ -1,0 +1,47 @@
+//! Metrics of the ingest tier, registered in the process registry and served
+//! on `/metrics`.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug)]
+pub struct IngestMetrics {
+    pub samples_received: Counter,
+    pub series_rejected: Counter,
+    pub segments_written: Counter,
+    pub segment_bytes: Counter,
+    pub segment_put_failures: Counter,
+    pub segment_put_seconds: Histogram,
+    pub batch_requests: Histogram,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            samples_received: Counter::default(),
+            series_rejected: Counter::default(),
+            segments_written: Counter::default(),
+            segment_bytes: Counter::default(),
+            segment_put_failures: Counter::default(),
+            segment_put_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+        }
+    }
+}
+
+impl IngestMetrics {
+    /// Creates the metrics and registers them under `strata_ingest_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("strata_ingest");
+        r.register("samples_received", "Samples accepted for storage", m.samples_received.clone());
+        r.register("series_rejected", "Series rejected by validation", m.series_rejected.clone());
+        r.register("segments_written", "Segments written to object storage", m.segments_written.clone());
+        r.register("segment_written_bytes", "Bytes of segments written to object storage", m.segment_bytes.clone());
+        r.register("segment_put_failures", "Segment puts that failed (their requests got 5xx)", m.segment_put_failures.clone());
+        r.register("segment_put_seconds", "Time to encode and put one segment", m.segment_put_seconds.clone());
+        r.register("batch_requests", "Write requests committed together in one segment", m.batch_requests.clone());
+        m
+    }
+}
