@@ -85,7 +85,10 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid {field}: {reason}")]
@@ -93,7 +96,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &str, reason: impl ToString) -> ConfigError {
-    ConfigError::Invalid { field: field.to_string(), reason: reason.to_string() }
+    ConfigError::Invalid {
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
@@ -107,7 +113,10 @@ fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
 impl StrataConfig {
     /// File, then `env` (a map, so tests need no process environment), then flags.
     pub fn load(flags: &Overrides, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let file = flags.config.clone().or_else(|| env.get("STRATA_CONFIG").map(PathBuf::from));
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| env.get("STRATA_CONFIG").map(PathBuf::from));
         let mut c = match &file {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
@@ -119,19 +128,32 @@ impl StrataConfig {
     }
 
     fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         for (key, v) in env {
             let s3 = &mut self.storage.s3;
             match key.as_str() {
-                "STRATA_LISTEN" => self.listen = v.parse().map_err(|e| invalid("STRATA_LISTEN", e))?,
+                "STRATA_LISTEN" => {
+                    self.listen = v.parse().map_err(|e| invalid("STRATA_LISTEN", e))?
+                }
                 "STRATA_DATA_DIR" => self.storage.data_dir = PathBuf::from(v),
                 "STRATA_STORAGE" => {
-                    self.storage.backend = <Backend as clap::ValueEnum>::from_str(v, true)
-                        .map_err(|_| invalid("STRATA_STORAGE", format!("{v:?} is not one of local, s3, memory")))?
+                    self.storage.backend =
+                        <Backend as clap::ValueEnum>::from_str(v, true).map_err(|_| {
+                            invalid(
+                                "STRATA_STORAGE",
+                                format!("{v:?} is not one of local, s3, memory"),
+                            )
+                        })?
                 }
                 "STRATA_S3_BUCKET" => s3.bucket = v.clone(),
                 "STRATA_S3_ENDPOINT" => s3.endpoint = v.clone(),
@@ -195,7 +217,8 @@ impl StrataConfig {
 
     pub fn default_tenant(&self) -> TenantId {
         // Checked by validate(); fall back to a fixed valid id rather than panic.
-        TenantId::new(&self.default_tenant).unwrap_or_else(|_| TenantId::new("default").expect("literal tenant id is valid"))
+        TenantId::new(&self.default_tenant)
+            .unwrap_or_else(|_| TenantId::new("default").expect("literal tenant id is valid"))
     }
 }
 
@@ -204,7 +227,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -237,9 +263,19 @@ lookback_delta = "1m"
 "#,
         )
         .expect("write");
-        let flags = Overrides { config: Some(path), listen: Some("127.0.0.1:3000".parse().expect("addr")), ..Default::default() };
-        let c = StrataConfig::load(&flags, &env(&[("STRATA_LISTEN", "127.0.0.1:2000"), ("STRATA_S3_BUCKET", "env-bucket")]))
-            .expect("load");
+        let flags = Overrides {
+            config: Some(path),
+            listen: Some("127.0.0.1:3000".parse().expect("addr")),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(
+            &flags,
+            &env(&[
+                ("STRATA_LISTEN", "127.0.0.1:2000"),
+                ("STRATA_S3_BUCKET", "env-bucket"),
+            ]),
+        )
+        .expect("load");
         assert_eq!(c.listen.port(), 3000, "flag wins over env and file");
         assert_eq!(c.storage.s3.bucket, "env-bucket", "env wins over file");
         assert_eq!(c.default_tenant, "from-file");
@@ -250,19 +286,44 @@ lookback_delta = "1m"
 
     #[test]
     fn errors_name_the_bad_field() {
-        let err = |flags: Overrides, e: &[(&str, &str)]| StrataConfig::load(&flags, &env(e)).unwrap_err().to_string();
-        assert!(err(Overrides::default(), &[("STRATA_STORAGE", "s3")]).contains("storage.s3.bucket"));
+        let err = |flags: Overrides, e: &[(&str, &str)]| {
+            StrataConfig::load(&flags, &env(e)).unwrap_err().to_string()
+        };
+        assert!(
+            err(Overrides::default(), &[("STRATA_STORAGE", "s3")]).contains("storage.s3.bucket")
+        );
         assert!(err(Overrides::default(), &[("STRATA_LISTEN", "nope")]).contains("STRATA_LISTEN"));
         assert!(err(Overrides::default(), &[("STRATA_LISTN", "x")]).contains("STRATA_LISTN"));
-        assert!(err(Overrides { default_tenant: Some("a/b".into()), ..Default::default() }, &[]).contains("default_tenant"));
+        assert!(
+            err(
+                Overrides {
+                    default_tenant: Some("a/b".into()),
+                    ..Default::default()
+                },
+                &[]
+            )
+            .contains("default_tenant")
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[query]\nlookback = \"5m\"\n").expect("write");
-        let msg = err(Overrides { config: Some(path.clone()), ..Default::default() }, &[]);
+        let msg = err(
+            Overrides {
+                config: Some(path.clone()),
+                ..Default::default()
+            },
+            &[],
+        );
         assert!(msg.contains("lookback"), "{msg}");
         std::fs::write(&path, "[query]\ntimeout = \"0s\"\n").expect("write");
-        let msg = err(Overrides { config: Some(path), ..Default::default() }, &[]);
+        let msg = err(
+            Overrides {
+                config: Some(path),
+                ..Default::default()
+            },
+            &[],
+        );
         assert!(msg.contains("query.timeout"), "{msg}");
     }
 }

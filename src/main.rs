@@ -39,9 +39,27 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (roles, flags) = match &cli.role {
-        Role::Serve(f) => (server::Roles { ingest: true, query: true }, f),
-        Role::Ingest(f) => (server::Roles { ingest: true, query: false }, f),
-        Role::Query(f) => (server::Roles { ingest: false, query: true }, f),
+        Role::Serve(f) => (
+            server::Roles {
+                ingest: true,
+                query: true,
+            },
+            f,
+        ),
+        Role::Ingest(f) => (
+            server::Roles {
+                ingest: true,
+                query: false,
+            },
+            f,
+        ),
+        Role::Query(f) => (
+            server::Roles {
+                ingest: false,
+                query: true,
+            },
+            f,
+        ),
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match StrataConfig::load(flags, &env) {
@@ -52,7 +70,10 @@ fn main() -> ExitCode {
         }
     };
     server::init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("strata: cannot start the async runtime: {e}");

@@ -16,13 +16,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use ingest::{GroupCommitter, IngestMetrics, IngestState};
-use prometheus_client::registry::Registry;
-use querier::api::QueryState;
-use storage::Storage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use querier::api::QueryState;
+use storage::Storage;
 use tracing::{Instrument, info, info_span};
 
 use crate::config::StrataConfig;
@@ -34,9 +34,14 @@ pub struct Roles {
 }
 
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The router of the selected roles, plus `/metrics`, health endpoints and
@@ -49,8 +54,17 @@ pub fn app(config: &StrataConfig, roles: Roles, storage: Storage) -> Router {
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
     if roles.ingest {
         let metrics = IngestMetrics::register(&mut registry);
-        let committer = GroupCommitter::start(storage.clone(), config.ingest.group_commit.clone(), metrics.clone());
-        let state = IngestState { config: config.ingest.clone(), committer, metrics, default_tenant: config.default_tenant() };
+        let committer = GroupCommitter::start(
+            storage.clone(),
+            config.ingest.group_commit.clone(),
+            metrics.clone(),
+        );
+        let state = IngestState {
+            config: config.ingest.clone(),
+            committer,
+            metrics,
+            default_tenant: config.default_tenant(),
+        };
         app = app.merge(ingest::router(state));
     }
     if roles.query {
@@ -67,10 +81,17 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         ),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.to_string()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            e.to_string(),
+        ),
     }
 }
 
@@ -92,11 +113,21 @@ impl HttpMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
         };
         let r = registry.sub_registry_with_prefix("strata_http");
-        r.register("requests", "HTTP requests by route template, method and status code", m.requests.clone());
-        r.register("request_seconds", "HTTP request duration by route template", m.seconds.clone());
+        r.register(
+            "requests",
+            "HTTP requests by route template, method and status code",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_seconds",
+            "HTTP request duration by route template",
+            m.seconds.clone(),
+        );
         m
     }
 }
@@ -104,14 +135,22 @@ impl HttpMetrics {
 /// One span per request, named by the route template; metrics and a debug
 /// line with the status and duration when it is answered.
 async fn trace_request(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let span = info_span!("request", method = %method, route = %route);
     let start = Instant::now();
     async move {
         let resp = next.run(req).await;
         let seconds = start.elapsed().as_secs_f64();
-        let labels = HttpLabels { route, method, code: resp.status().as_u16() };
+        let labels = HttpLabels {
+            route,
+            method,
+            code: resp.status().as_u16(),
+        };
         m.requests.get_or_create(&labels).inc();
         m.seconds.get_or_create(&labels).observe(seconds);
         tracing::debug!(status = labels.code, seconds, "request done");
@@ -122,7 +161,10 @@ async fn trace_request(State(m): State<HttpMetrics>, req: Request, next: Next) -
 }
 
 pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
-    let store = config.storage.build().context("building the object store")?;
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
     let storage = Storage::new(store);
     let app = app(&config, roles, storage);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -130,7 +172,10 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("local address")?;
     info!(%addr, backend = ?config.storage.backend, ingest = roles.ingest, query = roles.query, "Strata listening on {addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     info!("Strata stopped");
     Ok(())
 }

@@ -14,7 +14,9 @@ pub enum IngestError {
     BodyTooLarge { limit: usize },
     #[error("reading request body: {0}")]
     Body(String),
-    #[error("unsupported {header}: {value:?} (remote write 1.0 needs snappy-compressed application/x-protobuf)")]
+    #[error(
+        "unsupported {header}: {value:?} (remote write 1.0 needs snappy-compressed application/x-protobuf)"
+    )]
     UnsupportedMediaType { header: &'static str, value: String },
     #[error("snappy decoding failed: {0}")]
     Snappy(String),
@@ -26,7 +28,12 @@ pub enum IngestError {
     Tenant(#[from] TenantError),
     /// Some series were invalid; the valid ones (if any) were stored.
     #[error("{rejected} of {total} series rejected; first: series {series}: {reason}")]
-    InvalidSeries { rejected: usize, total: usize, series: String, reason: String },
+    InvalidSeries {
+        rejected: usize,
+        total: usize,
+        series: String,
+        reason: String,
+    },
     #[error("series {series}: {reason}")]
     Limit { series: String, reason: String },
     /// Storing the batch failed; nothing of the request is acknowledged.
@@ -38,7 +45,12 @@ pub enum IngestError {
 
 impl From<LabelError> for IngestError {
     fn from(e: LabelError) -> Self {
-        IngestError::InvalidSeries { rejected: 1, total: 1, series: String::new(), reason: e.to_string() }
+        IngestError::InvalidSeries {
+            rejected: 1,
+            total: 1,
+            series: String::new(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -48,7 +60,9 @@ impl IngestError {
         match self {
             BodyTooLarge { .. } | DecodedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Body(_) | Snappy(_) | Protobuf(_) | Tenant(_) | InvalidSeries { .. } | Limit { .. } => StatusCode::BAD_REQUEST,
+            Body(_) | Snappy(_) | Protobuf(_) | Tenant(_) | InvalidSeries { .. } | Limit { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Store(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

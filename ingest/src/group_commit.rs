@@ -86,7 +86,15 @@ impl GroupCommitter {
         }
         let bytes = series.iter().map(estimate_bytes).sum();
         let (ack, done) = oneshot::channel();
-        self.tx.send(Request { tenant, series, bytes, ack }).await.map_err(|_| IngestError::ShuttingDown)?;
+        self.tx
+            .send(Request {
+                tenant,
+                series,
+                bytes,
+                ack,
+            })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(IngestError::Store(e)),
@@ -97,7 +105,12 @@ impl GroupCommitter {
 
 /// Rough in-memory size of a series, for batch sealing and back-pressure.
 fn estimate_bytes(s: &Series) -> usize {
-    s.labels.iter().map(|l| l.name.len() + l.value.len() + 16).sum::<usize>() + s.samples.len() * 16 + 32
+    s.labels
+        .iter()
+        .map(|l| l.name.len() + l.value.len() + 16)
+        .sum::<usize>()
+        + s.samples.len() * 16
+        + 32
 }
 
 /// What every segment put needs.
@@ -196,7 +209,9 @@ fn seal(
     puts: &mut JoinSet<(TenantId, usize)>,
     tenant: &TenantId,
 ) {
-    let Some(batch) = open.remove(tenant) else { return };
+    let Some(batch) = open.remove(tenant) else {
+        return;
+    };
     *inflight.entry(tenant.clone()).or_default() += 1;
     let ctx = ctx.clone();
     let tenant = tenant.clone();
@@ -206,7 +221,8 @@ fn seal(
             let started = Instant::now();
             let result = ctx.storage.write_segment(&tenant, &batch.series).await;
             let m = &ctx.metrics;
-            m.segment_put_seconds.observe(started.elapsed().as_secs_f64());
+            m.segment_put_seconds
+                .observe(started.elapsed().as_secs_f64());
             m.batch_requests.observe(batch.acks.len() as f64);
             let result = match result {
                 Ok(written) => {

@@ -12,8 +12,8 @@ use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
 use crate::error::IngestError;
-use crate::metrics::IngestMetrics;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::metrics::IngestMetrics;
 use crate::remote_write::{self, SeriesLimits};
 
 /// `[ingest]` section.
@@ -45,9 +45,18 @@ impl IngestConfig {
         let positive = [
             ("ingest.max_request_bytes", self.max_request_bytes),
             ("ingest.max_decoded_bytes", self.max_decoded_bytes),
-            ("ingest.group_commit.batch_max_bytes", self.group_commit.batch_max_bytes),
-            ("ingest.group_commit.max_inflight_puts", self.group_commit.max_inflight_puts),
-            ("ingest.group_commit.max_pending_bytes", self.group_commit.max_pending_bytes),
+            (
+                "ingest.group_commit.batch_max_bytes",
+                self.group_commit.batch_max_bytes,
+            ),
+            (
+                "ingest.group_commit.max_inflight_puts",
+                self.group_commit.max_inflight_puts,
+            ),
+            (
+                "ingest.group_commit.max_pending_bytes",
+                self.group_commit.max_pending_bytes,
+            ),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -85,28 +94,48 @@ impl IntoResponse for IngestError {
         } else {
             debug!(error = %self, "remote write rejected");
         }
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
     }
 }
 
-async fn remote_write_handler(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<StatusCode, IngestError> {
+async fn remote_write_handler(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, IngestError> {
     let cfg = &state.config;
     check_media_type(&headers)?;
-    let tenant = tenant::resolve(headers.get(TENANT_HEADER).map(|v| v.as_bytes()), &state.default_tenant)?;
-    let body = axum::body::to_bytes(body, cfg.max_request_bytes).await.map_err(|e| {
-        // axum reports an over-limit body through the error's source chain.
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
-            IngestError::BodyTooLarge { limit: cfg.max_request_bytes }
-        } else {
-            IngestError::Body(e.to_string())
-        }
-    })?;
+    let tenant = tenant::resolve(
+        headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+        &state.default_tenant,
+    )?;
+    let body = axum::body::to_bytes(body, cfg.max_request_bytes)
+        .await
+        .map_err(|e| {
+            // axum reports an over-limit body through the error's source chain.
+            if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+            {
+                IngestError::BodyTooLarge {
+                    limit: cfg.max_request_bytes,
+                }
+            } else {
+                IngestError::Body(e.to_string())
+            }
+        })?;
     let req = remote_write::decode(&body, cfg.max_decoded_bytes)?;
     let total = req.timeseries.len();
     let validated = remote_write::validate(req, &cfg.limits);
     debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
     let rejected = validated.error(total);
-    state.metrics.series_rejected.inc_by(validated.rejected as u64);
+    state
+        .metrics
+        .series_rejected
+        .inc_by(validated.rejected as u64);
     state.committer.commit(tenant, validated.series).await?;
     match rejected {
         Some(e) => Err(e),
@@ -120,16 +149,26 @@ fn check_media_type(headers: &HeaderMap) -> Result<(), IngestError> {
     if let Some(v) = headers.get(header::CONTENT_ENCODING) {
         let v = v.to_str().unwrap_or("");
         if !v.eq_ignore_ascii_case("snappy") {
-            return Err(IngestError::UnsupportedMediaType { header: "Content-Encoding", value: v.into() });
+            return Err(IngestError::UnsupportedMediaType {
+                header: "Content-Encoding",
+                value: v.into(),
+            });
         }
     }
     if let Some(v) = headers.get(header::CONTENT_TYPE) {
         let v = v.to_str().unwrap_or("");
         let mut parts = v.split(';').map(str::trim);
         let mime = parts.next().unwrap_or("");
-        let proto = parts.find_map(|p| p.strip_prefix("proto=")).unwrap_or("prometheus.WriteRequest");
-        if !mime.eq_ignore_ascii_case("application/x-protobuf") || proto != "prometheus.WriteRequest" {
-            return Err(IngestError::UnsupportedMediaType { header: "Content-Type", value: v.into() });
+        let proto = parts
+            .find_map(|p| p.strip_prefix("proto="))
+            .unwrap_or("prometheus.WriteRequest");
+        if !mime.eq_ignore_ascii_case("application/x-protobuf")
+            || proto != "prometheus.WriteRequest"
+        {
+            return Err(IngestError::UnsupportedMediaType {
+                header: "Content-Type",
+                value: v.into(),
+            });
         }
     }
     Ok(())

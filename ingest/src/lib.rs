@@ -10,5 +10,5 @@ pub mod remote_write;
 
 pub use error::IngestError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
-pub use metrics::IngestMetrics;
 pub use http::{IngestConfig, IngestState, router};
+pub use metrics::IngestMetrics;

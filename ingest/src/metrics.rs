@@ -35,13 +35,41 @@ impl IngestMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("strata_ingest");
-        r.register("samples_received", "Samples accepted for storage", m.samples_received.clone());
-        r.register("series_rejected", "Series rejected by validation", m.series_rejected.clone());
-        r.register("segments_written", "Segments written to object storage", m.segments_written.clone());
-        r.register("segment_written_bytes", "Bytes of segments written to object storage", m.segment_bytes.clone());
-        r.register("segment_put_failures", "Segment puts that failed (their requests got 5xx)", m.segment_put_failures.clone());
-        r.register("segment_put_seconds", "Time to encode and put one segment", m.segment_put_seconds.clone());
-        r.register("batch_requests", "Write requests committed together in one segment", m.batch_requests.clone());
+        r.register(
+            "samples_received",
+            "Samples accepted for storage",
+            m.samples_received.clone(),
+        );
+        r.register(
+            "series_rejected",
+            "Series rejected by validation",
+            m.series_rejected.clone(),
+        );
+        r.register(
+            "segments_written",
+            "Segments written to object storage",
+            m.segments_written.clone(),
+        );
+        r.register(
+            "segment_written_bytes",
+            "Bytes of segments written to object storage",
+            m.segment_bytes.clone(),
+        );
+        r.register(
+            "segment_put_failures",
+            "Segment puts that failed (their requests got 5xx)",
+            m.segment_put_failures.clone(),
+        );
+        r.register(
+            "segment_put_seconds",
+            "Time to encode and put one segment",
+            m.segment_put_seconds.clone(),
+        );
+        r.register(
+            "batch_requests",
+            "Write requests committed together in one segment",
+            m.batch_requests.clone(),
+        );
         m
     }
 }

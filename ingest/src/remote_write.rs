@@ -19,7 +19,11 @@ pub struct SeriesLimits {
 
 impl Default for SeriesLimits {
     fn default() -> Self {
-        Self { max_label_name_length: 1024, max_label_value_length: 2048, max_label_names_per_series: 30 }
+        Self {
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
+            max_label_names_per_series: 30,
+        }
     }
 }
 
@@ -28,9 +32,14 @@ impl Default for SeriesLimits {
 pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::WriteRequest, IngestError> {
     let size = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
     if size > max_decoded {
-        return Err(IngestError::DecodedTooLarge { size, limit: max_decoded });
+        return Err(IngestError::DecodedTooLarge {
+            size,
+            limit: max_decoded,
+        });
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| IngestError::Snappy(e.to_string()))?;
     proto::WriteRequest::decode(raw.as_slice()).map_err(|e| IngestError::Protobuf(e.to_string()))
 }
 
@@ -49,7 +58,12 @@ pub struct Validated {
 impl Validated {
     pub fn error(&self, total: usize) -> Option<IngestError> {
         let (series, reason) = self.first_error.clone()?;
-        Some(IngestError::InvalidSeries { rejected: self.rejected, total, series, reason })
+        Some(IngestError::InvalidSeries {
+            rejected: self.rejected,
+            total,
+            series,
+            reason,
+        })
     }
 }
 
@@ -74,10 +88,16 @@ pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
 
 fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (String, String)> {
     let describe = |labels: &[proto::Label]| {
-        let mut s: String =
-            labels.iter().map(|l| format!("{}={:?}", l.name, l.value)).collect::<Vec<_>>().join(", ");
+        let mut s: String = labels
+            .iter()
+            .map(|l| format!("{}={:?}", l.name, l.value))
+            .collect::<Vec<_>>()
+            .join(", ");
         if s.len() > 200 {
-            let cut = (0..=200).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=200)
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
             s.truncate(cut);
             s.push('…');
         }
@@ -93,19 +113,33 @@ fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (St
     }
     for l in &ts.labels {
         if l.name.len() > limits.max_label_name_length {
-            return Err(fail(format!("label name longer than {} bytes", limits.max_label_name_length)));
+            return Err(fail(format!(
+                "label name longer than {} bytes",
+                limits.max_label_name_length
+            )));
         }
         if l.value.len() > limits.max_label_value_length {
-            return Err(fail(format!("value of label {} longer than {} bytes", l.name, limits.max_label_value_length)));
+            return Err(fail(format!(
+                "value of label {} longer than {} bytes",
+                l.name, limits.max_label_value_length
+            )));
         }
     }
     // An empty value means "no such label" in Prometheus: drop it, as the
     // Prometheus TSDB does, rather than reject the series.
-    let pairs: Vec<Label> =
-        ts.labels.iter().filter(|l| !l.value.is_empty()).map(|l| Label::new(l.name.clone(), l.value.clone())).collect();
+    let pairs: Vec<Label> = ts
+        .labels
+        .iter()
+        .filter(|l| !l.value.is_empty())
+        .map(|l| Label::new(l.name.clone(), l.value.clone()))
+        .collect();
     let labels = Labels::from_sorted(pairs).map_err(|e| fail(e.to_string()))?;
     labels.validate().map_err(|e| fail(e.to_string()))?;
-    let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
+    let samples = ts
+        .samples
+        .iter()
+        .map(|s| Sample::new(s.timestamp, s.value))
+        .collect();
     Ok(Series { labels, samples })
 }
 
@@ -114,25 +148,36 @@ mod tests {
     use super::*;
 
     fn label(n: &str, v: &str) -> proto::Label {
-        proto::Label { name: n.into(), value: v.into() }
+        proto::Label {
+            name: n.into(),
+            value: v.into(),
+        }
     }
 
     fn ts(labels: Vec<proto::Label>, samples: &[(i64, f64)]) -> proto::TimeSeries {
         proto::TimeSeries {
             labels,
-            samples: samples.iter().map(|&(timestamp, value)| proto::Sample { value, timestamp }).collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| proto::Sample { value, timestamp })
+                .collect(),
             exemplars: vec![],
         }
     }
 
     fn encode(req: &proto::WriteRequest) -> Vec<u8> {
-        snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy")
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy")
     }
 
     #[test]
     fn decodes_a_valid_request() {
         let req = proto::WriteRequest {
-            timeseries: vec![ts(vec![label("__name__", "up"), label("job", "a")], &[(1, 1.0), (2, f64::NAN)])],
+            timeseries: vec![ts(
+                vec![label("__name__", "up"), label("job", "a")],
+                &[(1, 1.0), (2, f64::NAN)],
+            )],
             metadata: vec![],
         };
         let got = decode(&encode(&req), 1 << 20).expect("decode");
@@ -148,27 +193,56 @@ mod tests {
             timeseries: vec![ts(vec![label("__name__", "up")], &[(1, 1.0)])],
             metadata: vec![],
         });
-        assert!(matches!(decode(&good[..good.len() / 2], 1 << 20), Err(IngestError::Snappy(_))));
+        assert!(matches!(
+            decode(&good[..good.len() / 2], 1 << 20),
+            Err(IngestError::Snappy(_))
+        ));
         assert!(matches!(decode(b"", 1 << 20), Err(IngestError::Snappy(_))));
-        let garbage = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff\xff not protobuf").expect("snappy");
-        assert!(matches!(decode(&garbage, 1 << 20), Err(IngestError::Protobuf(_))));
-        assert!(matches!(decode(&good, 3), Err(IngestError::DecodedTooLarge { .. })));
+        let garbage = snap::raw::Encoder::new()
+            .compress_vec(b"\xff\xff\xff\xff not protobuf")
+            .expect("snappy");
+        assert!(matches!(
+            decode(&garbage, 1 << 20),
+            Err(IngestError::Protobuf(_))
+        ));
+        assert!(matches!(
+            decode(&good, 3),
+            Err(IngestError::DecodedTooLarge { .. })
+        ));
         // A header claiming a huge size is refused before allocating.
-        assert!(matches!(decode(&[0xff, 0xff, 0xff, 0xff, 0x0f], 1 << 20), Err(IngestError::DecodedTooLarge { .. })));
+        assert!(matches!(
+            decode(&[0xff, 0xff, 0xff, 0xff, 0x0f], 1 << 20),
+            Err(IngestError::DecodedTooLarge { .. })
+        ));
     }
 
     #[test]
     fn invalid_series_are_rejected_and_valid_ones_kept() {
-        let limits = SeriesLimits { max_label_value_length: 8, ..Default::default() };
+        let limits = SeriesLimits {
+            max_label_value_length: 8,
+            ..Default::default()
+        };
         let req = proto::WriteRequest {
             timeseries: vec![
-                ts(vec![label("__name__", "ok"), label("empty", "")], &[(1, 1.0)]),
-                ts(vec![label("job", "a"), label("__name__", "unsorted")], &[(1, 1.0)]),
-                ts(vec![label("__name__", "dup"), label("a", "1"), label("a", "2")], &[(1, 1.0)]),
+                ts(
+                    vec![label("__name__", "ok"), label("empty", "")],
+                    &[(1, 1.0)],
+                ),
+                ts(
+                    vec![label("job", "a"), label("__name__", "unsorted")],
+                    &[(1, 1.0)],
+                ),
+                ts(
+                    vec![label("__name__", "dup"), label("a", "1"), label("a", "2")],
+                    &[(1, 1.0)],
+                ),
                 ts(vec![label("job", "no-name")], &[(1, 1.0)]),
                 ts(vec![label("__name__", "bad-name")], &[(1, 1.0)]),
                 ts(vec![label("__name__", "x"), label("1a", "v")], &[(1, 1.0)]),
-                ts(vec![label("__name__", "x"), label("a", "waytoolongvalue")], &[(1, 1.0)]),
+                ts(
+                    vec![label("__name__", "x"), label("a", "waytoolongvalue")],
+                    &[(1, 1.0)],
+                ),
             ],
             metadata: vec![],
         };
@@ -177,6 +251,9 @@ mod tests {
         assert_eq!(v.series[0].labels.len(), 1, "empty-valued label dropped");
         assert_eq!(v.rejected, 6);
         let err = v.error(7).expect("error").to_string();
-        assert!(err.contains("6 of 7 series rejected") && err.contains("not sorted"), "{err}");
+        assert!(
+            err.contains("6 of 7 series rejected") && err.contains("not sorted"),
+            "{err}"
+        );
     }
 }

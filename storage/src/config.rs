@@ -37,7 +37,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { backend: Backend::Local, data_dir: PathBuf::from("./data"), s3: S3Config::default() }
+        Self {
+            backend: Backend::Local,
+            data_dir: PathBuf::from("./data"),
+            s3: S3Config::default(),
+        }
     }
 }
 
@@ -80,15 +84,33 @@ impl Default for S3Config {
 impl StorageConfig {
     /// Cross-field checks; the message names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| Err(StorageError::Config { field, reason: reason.into() });
+        let bad = |field, reason: &str| {
+            Err(StorageError::Config {
+                field,
+                reason: reason.into(),
+            })
+        };
         match self.backend {
-            Backend::Local if self.data_dir.as_os_str().is_empty() => bad("storage.data_dir", "must not be empty"),
-            Backend::S3 if self.s3.bucket.is_empty() => bad("storage.s3.bucket", "required when storage.backend = \"s3\""),
-            Backend::S3 if !self.s3.endpoint.is_empty() && !self.s3.endpoint.contains("://") => {
-                bad("storage.s3.endpoint", "must be a URL such as http://127.0.0.1:9000")
+            Backend::Local if self.data_dir.as_os_str().is_empty() => {
+                bad("storage.data_dir", "must not be empty")
             }
-            Backend::S3 if self.s3.access_key_id.is_some() != self.s3.secret_access_key.is_some() => {
-                bad("storage.s3.secret_access_key", "access_key_id and secret_access_key go together")
+            Backend::S3 if self.s3.bucket.is_empty() => bad(
+                "storage.s3.bucket",
+                "required when storage.backend = \"s3\"",
+            ),
+            Backend::S3 if !self.s3.endpoint.is_empty() && !self.s3.endpoint.contains("://") => {
+                bad(
+                    "storage.s3.endpoint",
+                    "must be a URL such as http://127.0.0.1:9000",
+                )
+            }
+            Backend::S3
+                if self.s3.access_key_id.is_some() != self.s3.secret_access_key.is_some() =>
+            {
+                bad(
+                    "storage.s3.secret_access_key",
+                    "access_key_id and secret_access_key go together",
+                )
             }
             _ => Ok(()),
         }
@@ -97,12 +119,17 @@ impl StorageConfig {
     /// Builds the object store. The local directory is created if missing.
     pub fn build(&self) -> Result<Arc<dyn ObjectStore>> {
         self.validate()?;
-        let cfg_err = |field, e: &dyn std::fmt::Display| StorageError::Config { field, reason: e.to_string() };
+        let cfg_err = |field, e: &dyn std::fmt::Display| StorageError::Config {
+            field,
+            reason: e.to_string(),
+        };
         match self.backend {
             Backend::Memory => Ok(Arc::new(InMemory::new())),
             Backend::Local => {
-                std::fs::create_dir_all(&self.data_dir).map_err(|e| cfg_err("storage.data_dir", &e))?;
-                let fs = LocalFileSystem::new_with_prefix(&self.data_dir).map_err(|e| cfg_err("storage.data_dir", &e))?;
+                std::fs::create_dir_all(&self.data_dir)
+                    .map_err(|e| cfg_err("storage.data_dir", &e))?;
+                let fs = LocalFileSystem::new_with_prefix(&self.data_dir)
+                    .map_err(|e| cfg_err("storage.data_dir", &e))?;
                 Ok(Arc::new(fs))
             }
             Backend::S3 => {
@@ -138,16 +165,32 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let c = StorageConfig { backend: Backend::S3, ..Default::default() };
+        let c = StorageConfig {
+            backend: Backend::S3,
+            ..Default::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("storage.s3.bucket"), "{err}");
-        let mut c = StorageConfig { backend: Backend::S3, ..Default::default() };
+        let mut c = StorageConfig {
+            backend: Backend::S3,
+            ..Default::default()
+        };
         c.s3.bucket = "b".into();
         c.s3.endpoint = "localhost:9000".into();
-        assert!(c.validate().unwrap_err().to_string().contains("storage.s3.endpoint"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.s3.endpoint")
+        );
         c.s3.endpoint = "http://localhost:9000".into();
         c.s3.access_key_id = Some("x".into());
-        assert!(c.validate().unwrap_err().to_string().contains("secret_access_key"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("secret_access_key")
+        );
         c.s3.secret_access_key = Some("y".into());
         assert!(c.validate().is_ok());
         assert!(c.build().is_ok());
@@ -156,7 +199,10 @@ mod tests {
     #[test]
     fn local_backend_creates_its_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let c = StorageConfig { data_dir: dir.path().join("nested/data"), ..Default::default() };
+        let c = StorageConfig {
+            data_dir: dir.path().join("nested/data"),
+            ..Default::default()
+        };
         c.build().expect("build");
         assert!(dir.path().join("nested/data").is_dir());
     }

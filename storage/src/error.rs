@@ -60,7 +60,11 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn store(op: &'static str, key: impl Into<String>, source: object_store::Error) -> Self {
-        Self::ObjectStore { op, key: key.into(), source }
+        Self::ObjectStore {
+            op,
+            key: key.into(),
+            source,
+        }
     }
 }
 

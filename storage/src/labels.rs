@@ -24,7 +24,10 @@ pub struct Label {
 
 impl Label {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -53,10 +56,15 @@ impl Labels {
             if i > 0 {
                 let prev = &labels[i - 1].name;
                 if prev == &l.name {
-                    return Err(LabelError::Duplicate { name: l.name.clone() });
+                    return Err(LabelError::Duplicate {
+                        name: l.name.clone(),
+                    });
                 }
                 if prev > &l.name {
-                    return Err(LabelError::Unsorted { name: l.name.clone(), after: prev.clone() });
+                    return Err(LabelError::Unsorted {
+                        name: l.name.clone(),
+                        after: prev.clone(),
+                    });
                 }
             }
         }
@@ -83,14 +91,20 @@ impl Labels {
     pub fn validate(&self) -> Result<(), LabelError> {
         let name = self.get(METRIC_NAME).ok_or(LabelError::MissingMetricName)?;
         if !is_valid_metric_name(name) {
-            return Err(LabelError::InvalidMetricName { name: name.to_string() });
+            return Err(LabelError::InvalidMetricName {
+                name: name.to_string(),
+            });
         }
         for l in &self.0 {
             if l.name != METRIC_NAME && !is_valid_label_name(&l.name) {
-                return Err(LabelError::InvalidLabelName { name: l.name.clone() });
+                return Err(LabelError::InvalidLabelName {
+                    name: l.name.clone(),
+                });
             }
             if l.value.is_empty() {
-                return Err(LabelError::EmptyValue { name: l.name.clone() });
+                return Err(LabelError::EmptyValue {
+                    name: l.name.clone(),
+                });
             }
         }
         Ok(())
@@ -154,7 +168,12 @@ impl Labels {
 
     /// The stable series id of this label set.
     pub fn series_id(&self) -> SeriesId {
-        let mut buf = Vec::with_capacity(self.0.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
+        let mut buf = Vec::with_capacity(
+            self.0
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 2)
+                .sum(),
+        );
         for l in &self.0 {
             buf.extend_from_slice(l.name.as_bytes());
             buf.push(0xff);
@@ -238,9 +257,11 @@ mod tests {
 
     #[test]
     fn sorted_input_is_required_by_from_sorted() {
-        let err = Labels::from_sorted(vec![Label::new("b", "1"), Label::new("a", "1")]).unwrap_err();
+        let err =
+            Labels::from_sorted(vec![Label::new("b", "1"), Label::new("a", "1")]).unwrap_err();
         assert!(matches!(err, LabelError::Unsorted { .. }), "{err}");
-        let err = Labels::from_sorted(vec![Label::new("a", "1"), Label::new("a", "2")]).unwrap_err();
+        let err =
+            Labels::from_sorted(vec![Label::new("a", "1"), Label::new("a", "2")]).unwrap_err();
         assert!(matches!(err, LabelError::Duplicate { .. }), "{err}");
         let err = Labels::from_sorted(vec![Label::new("", "1")]).unwrap_err();
         assert!(matches!(err, LabelError::EmptyName), "{err}");
@@ -250,8 +271,14 @@ mod tests {
     fn validation_follows_prometheus_name_rules() {
         assert!(l(&[("__name__", "up"), ("job", "x")]).validate().is_ok());
         assert!(l(&[("__name__", "a:b_c9")]).validate().is_ok());
-        assert!(matches!(l(&[("job", "x")]).validate(), Err(LabelError::MissingMetricName)));
-        assert!(matches!(l(&[("__name__", "9up")]).validate(), Err(LabelError::InvalidMetricName { .. })));
+        assert!(matches!(
+            l(&[("job", "x")]).validate(),
+            Err(LabelError::MissingMetricName)
+        ));
+        assert!(matches!(
+            l(&[("__name__", "9up")]).validate(),
+            Err(LabelError::InvalidMetricName { .. })
+        ));
         assert!(matches!(
             l(&[("__name__", "up"), ("a-b", "x")]).validate(),
             Err(LabelError::InvalidLabelName { .. })
@@ -260,7 +287,10 @@ mod tests {
             l(&[("__name__", "up"), ("a:b", "x")]).validate(),
             Err(LabelError::InvalidLabelName { .. })
         ));
-        assert!(matches!(l(&[("__name__", "up"), ("a", "")]).validate(), Err(LabelError::EmptyValue { .. })));
+        assert!(matches!(
+            l(&[("__name__", "up"), ("a", "")]).validate(),
+            Err(LabelError::EmptyValue { .. })
+        ));
     }
 
     #[test]
@@ -268,7 +298,10 @@ mod tests {
         let a = l(&[("__name__", "up"), ("job", "x")]);
         let b = l(&[("job", "x"), ("__name__", "up")]);
         assert_eq!(a.series_id(), b.series_id());
-        assert_ne!(a.series_id(), l(&[("__name__", "up"), ("job", "y")]).series_id());
+        assert_ne!(
+            a.series_id(),
+            l(&[("__name__", "up"), ("job", "y")]).series_id()
+        );
         // The encoding separates name and value: these two must differ.
         assert_ne!(l(&[("ab", "c")]).series_id(), l(&[("a", "bc")]).series_id());
         // Frozen: a change of this value changes the on-disk meaning of series ids.
@@ -282,6 +315,9 @@ mod tests {
         assert_eq!(a.with("b", ""), l(&[("d", "4")]));
         assert_eq!(a.without("d"), l(&[("b", "2")]));
         assert_eq!(a.to_string(), "{b=\"2\", d=\"4\"}");
-        assert_eq!(l(&[("__name__", "up"), ("a", "1")]).to_string(), "up{a=\"1\"}");
+        assert_eq!(
+            l(&[("__name__", "up"), ("a", "1")]).to_string(),
+            "up{a=\"1\"}"
+        );
     }
 }

@@ -31,7 +31,11 @@ impl PartialEq for Matcher {
 }
 
 impl Matcher {
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, MatcherError> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MatcherError> {
         let name = name.into();
         let value = value.into();
         let re = match op {
@@ -46,11 +50,21 @@ impl Matcher {
             }
             _ => None,
         };
-        Ok(Self { name, op, value, re })
+        Ok(Self {
+            name,
+            op,
+            value,
+            re,
+        })
     }
 
     pub fn eq(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), op: MatchOp::Equal, value: value.into(), re: None }
+        Self {
+            name: name.into(),
+            op: MatchOp::Equal,
+            value: value.into(),
+            re: None,
+        }
     }
 
     /// Whether a label value (empty when the label is absent) matches.
@@ -86,7 +100,8 @@ mod tests {
 
     #[test]
     fn regex_is_anchored_and_absent_is_empty() {
-        let l = Labels::from_pairs([("__name__", "http_requests"), ("job", "api")]).expect("labels");
+        let l =
+            Labels::from_pairs([("__name__", "http_requests"), ("job", "api")]).expect("labels");
         let m = Matcher::new(MatchOp::Regex, "job", "ap").expect("regex");
         assert!(!m.matches(&l));
         let m = Matcher::new(MatchOp::Regex, "job", "a.*").expect("regex");

@@ -23,7 +23,13 @@ pub fn segments_prefix(tenant: &TenantId) -> Path {
 pub fn segment(tenant: &TenantId, ulid: Ulid) -> Path {
     let hour = hour_bucket(ulid.timestamp_ms());
     let name = format!("{ulid}.parquet");
-    Path::from_iter(["tenants", tenant.as_str(), "segments", hour.as_str(), name.as_str()])
+    Path::from_iter([
+        "tenants",
+        tenant.as_str(),
+        "segments",
+        hour.as_str(),
+        name.as_str(),
+    ])
 }
 
 /// The segment id in a segment key, if `path` is one.
@@ -67,10 +73,16 @@ mod tests {
         // 2024-02-29T13:05:00Z
         let id = Ulid::from_parts(1_709_211_900_000, 42);
         let p = segment(&t, id);
-        assert_eq!(p.as_ref(), format!("tenants/team-a/segments/2024022913/{id}.parquet"));
+        assert_eq!(
+            p.as_ref(),
+            format!("tenants/team-a/segments/2024022913/{id}.parquet")
+        );
         assert_eq!(parse_segment(&p), Some(id));
         assert!(p.as_ref().starts_with(segments_prefix(&t).as_ref()));
-        assert_eq!(parse_segment(&Path::from("tenants/a/segments/x/notes.txt")), None);
+        assert_eq!(
+            parse_segment(&Path::from("tenants/a/segments/x/notes.txt")),
+            None
+        );
     }
 
     #[test]

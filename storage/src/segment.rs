@@ -73,7 +73,8 @@ impl SegmentIndex {
 /// never drops what a client sent.
 pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     // Group by label set; BTreeMap by id gives the on-disk order.
-    let mut by_id: BTreeMap<SeriesId, (&Labels, Vec<(i64, f64)>)> = BTreeMap::new();
+    type Points = Vec<(i64, f64)>;
+    let mut by_id: BTreeMap<SeriesId, (&Labels, Points)> = BTreeMap::new();
     for s in series {
         let id = s.labels.series_id();
         let entry = by_id.entry(id).or_insert_with(|| (&s.labels, Vec::new()));
@@ -96,23 +97,41 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
             min_time = min_time.min(t);
             max_time = max_time.max(t);
         }
-        index.push(IndexedSeries { id, labels: labels.clone() });
+        index.push(IndexedSeries {
+            id,
+            labels: labels.clone(),
+        });
     }
     if total == 0 {
         (min_time, max_time) = (0, 0);
     }
-    let index = SegmentIndex { min_time, max_time, samples: total as u64, series: index };
+    let index = SegmentIndex {
+        min_time,
+        max_time,
+        samples: total as u64,
+        series: index,
+    };
 
     let batch = RecordBatch::try_new(
         sample_schema(),
-        vec![Arc::new(UInt64Array::from(ids)), Arc::new(Int64Array::from(ts)), Arc::new(Float64Array::from(vs))],
+        vec![
+            Arc::new(UInt64Array::from(ids)),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(vs)),
+        ],
     )
     .map_err(|e| StorageError::Encode(e.to_string()))?;
 
-    let index_json = serde_json::to_string(&index).map_err(|e| StorageError::Encode(e.to_string()))?;
+    let index_json =
+        serde_json::to_string(&index).map_err(|e| StorageError::Encode(e.to_string()))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| StorageError::Encode(e.to_string()))?))
-        .set_column_encoding(ColumnPath::from(COL_TIMESTAMP), Encoding::DELTA_BINARY_PACKED)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| StorageError::Encode(e.to_string()))?,
+        ))
+        .set_column_encoding(
+            ColumnPath::from(COL_TIMESTAMP),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_column_dictionary_enabled(ColumnPath::from(COL_TIMESTAMP), false)
         .set_column_encoding(ColumnPath::from(COL_VALUE), Encoding::BYTE_STREAM_SPLIT)
         .set_column_dictionary_enabled(ColumnPath::from(COL_VALUE), false)
@@ -125,23 +144,38 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, sample_schema(), Some(props))
         .map_err(|e| StorageError::Encode(e.to_string()))?;
-    writer.write(&batch).map_err(|e| StorageError::Encode(e.to_string()))?;
-    writer.close().map_err(|e| StorageError::Encode(e.to_string()))?;
+    writer
+        .write(&batch)
+        .map_err(|e| StorageError::Encode(e.to_string()))?;
+    writer
+        .close()
+        .map_err(|e| StorageError::Encode(e.to_string()))?;
     Ok((Bytes::from(buf), index))
 }
 
 /// Reads the series index from a segment's footer key-value metadata.
 /// `key` is only used in error messages.
 pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentIndex> {
-    let corrupt = |reason: String| StorageError::Corrupt { key: key.to_string(), reason };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
     let kv = kv.ok_or_else(|| corrupt("no key-value metadata".into()))?;
-    let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.as_deref());
+    let get = |k: &str| {
+        kv.iter()
+            .find(|e| e.key == k)
+            .and_then(|e| e.value.as_deref())
+    };
     if get(KEY_FORMAT) != Some(FORMAT_MAGIC) {
-        return Err(corrupt(format!("not a Strata segment ({KEY_FORMAT} missing or wrong)")));
+        return Err(corrupt(format!(
+            "not a Strata segment ({KEY_FORMAT} missing or wrong)"
+        )));
     }
     let version = get(KEY_VERSION).unwrap_or("");
     if version != FORMAT_VERSION.to_string() {
-        return Err(corrupt(format!("unsupported segment format version {version:?}")));
+        return Err(corrupt(format!(
+            "unsupported segment format version {version:?}"
+        )));
     }
     let json = get(KEY_INDEX).ok_or_else(|| corrupt(format!("{KEY_INDEX} missing")))?;
     serde_json::from_str(json).map_err(|e| corrupt(format!("bad series index: {e}")))
@@ -150,7 +184,7 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{Sample, STALE_NAN_BITS};
+    use crate::sample::{STALE_NAN_BITS, Sample};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
@@ -166,7 +200,10 @@ mod tests {
         let stale = f64::from_bits(STALE_NAN_BITS);
         let input = vec![
             series(&[("__name__", "b"), ("x", "1")], &[(30, 3.0), (10, 1.0)]),
-            series(&[("__name__", "a")], &[(5, weird_nan), (6, stale), (7, -0.0)]),
+            series(
+                &[("__name__", "a")],
+                &[(5, weird_nan), (6, stale), (7, -0.0)],
+            ),
             // Same labels again (another request in the same batch).
             series(&[("__name__", "b"), ("x", "1")], &[(20, 2.0)]),
         ];
@@ -175,14 +212,30 @@ mod tests {
         assert_eq!(index.series.len(), 2);
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
-        let decoded = decode_index("test", reader.metadata().file_metadata().key_value_metadata()).expect("index");
+        let decoded = decode_index(
+            "test",
+            reader.metadata().file_metadata().key_value_metadata(),
+        )
+        .expect("index");
         assert_eq!(decoded, index);
         let mut rows = Vec::new();
         for batch in reader.build().expect("reader") {
             let batch = batch.expect("batch");
-            let ids = batch.column(0).as_any().downcast_ref::<UInt64Array>().expect("ids");
-            let ts = batch.column(1).as_any().downcast_ref::<Int64Array>().expect("ts");
-            let vs = batch.column(2).as_any().downcast_ref::<Float64Array>().expect("vs");
+            let ids = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("ids");
+            let ts = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("ts");
+            let vs = batch
+                .column(2)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("vs");
             for i in 0..batch.num_rows() {
                 rows.push((ids.value(i), ts.value(i), vs.value(i).to_bits()));
             }

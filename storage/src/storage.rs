@@ -67,9 +67,16 @@ struct Candidate {
 impl Storage {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         let ctx = SessionContext::new();
-        let url = ObjectStoreUrl::parse("strata://store/").unwrap_or_else(|_| ObjectStoreUrl::local_filesystem());
-        ctx.runtime_env().register_object_store(url.as_ref(), store.clone());
-        Self { store, ctx, url, index_cache: Arc::default() }
+        let url = ObjectStoreUrl::parse("strata://store/")
+            .unwrap_or_else(|_| ObjectStoreUrl::local_filesystem());
+        ctx.runtime_env()
+            .register_object_store(url.as_ref(), store.clone());
+        Self {
+            store,
+            ctx,
+            url,
+            index_cache: Arc::default(),
+        }
     }
 
     /// A storage on a fresh in-memory object store (unit tests, conformance runner).
@@ -83,7 +90,11 @@ impl Storage {
 
     /// Writes `series` (samples in any order) as one immutable segment object
     /// of `tenant`. Returns only after the object store acknowledged the put.
-    pub async fn write_segment(&self, tenant: &TenantId, series: &[Series]) -> Result<WrittenSegment> {
+    pub async fn write_segment(
+        &self,
+        tenant: &TenantId,
+        series: &[Series],
+    ) -> Result<WrittenSegment> {
         let (bytes, index) = segment::encode(series)?;
         let key = paths::segment(tenant, Ulid::new());
         let size = bytes.len();
@@ -92,7 +103,12 @@ impl Storage {
             .await
             .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
         debug!(key = %key, bytes = size, samples = index.samples, series = index.series.len(), "segment written");
-        let written = WrittenSegment { key: key.clone(), bytes: size, samples: index.samples, series: index.series.len() };
+        let written = WrittenSegment {
+            key: key.clone(),
+            bytes: size,
+            samples: index.samples,
+            series: index.series.len(),
+        };
         self.cache_index(&key, Arc::new(index));
         Ok(written)
     }
@@ -101,7 +117,13 @@ impl Storage {
     /// (inclusive), sorted by labels, samples sorted by time. A (series,
     /// timestamp) written more than once (a retried request) comes back once;
     /// if the values differ, the value from the newest segment wins.
-    pub async fn select(&self, tenant: &TenantId, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<Series>> {
+    pub async fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>> {
         let candidates = self.candidates(tenant, start_ms, end_ms).await?;
         // Per file position: matched series id -> labels.
         let mut files = Vec::new();
@@ -119,7 +141,10 @@ impl Storage {
                 continue;
             }
             ids.extend(matched.keys().copied());
-            files.push(SegmentFile { key: c.meta.location.to_string(), size: c.meta.size });
+            files.push(SegmentFile {
+                key: c.meta.location.to_string(),
+                size: c.meta.size,
+            });
             labels_of.push(matched);
         }
         if files.is_empty() {
@@ -144,18 +169,43 @@ impl Storage {
         let mut by_series: HashMap<&Labels, Vec<(i64, u32, usize, f64)>> = HashMap::new();
         let mut row = 0usize;
         for b in &batches {
-            let corrupt = |what: &str| StorageError::Corrupt { key: "scan".into(), reason: format!("column {what} has the wrong type") };
-            let sid = b.column(0).as_any().downcast_ref::<UInt64Array>().ok_or_else(|| corrupt(COL_SERIES))?;
-            let ts = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| corrupt(COL_TIMESTAMP))?;
-            let vs = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| corrupt(COL_VALUE))?;
-            let seg = b.column(3).as_any().downcast_ref::<UInt32Array>().ok_or_else(|| corrupt(COL_SEGMENT))?;
+            let corrupt = |what: &str| StorageError::Corrupt {
+                key: "scan".into(),
+                reason: format!("column {what} has the wrong type"),
+            };
+            let sid = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| corrupt(COL_SERIES))?;
+            let ts = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| corrupt(COL_TIMESTAMP))?;
+            let vs = b
+                .column(2)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| corrupt(COL_VALUE))?;
+            let seg = b
+                .column(3)
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(|| corrupt(COL_SEGMENT))?;
             for i in 0..b.num_rows() {
                 row += 1;
                 let pos = seg.value(i);
-                let Some(labels) = labels_of.get(pos as usize).and_then(|m| m.get(&sid.value(i))) else {
+                let Some(labels) = labels_of
+                    .get(pos as usize)
+                    .and_then(|m| m.get(&sid.value(i)))
+                else {
                     continue; // an id that matched in another file only
                 };
-                by_series.entry(labels).or_default().push((ts.value(i), pos, row, vs.value(i)));
+                by_series
+                    .entry(labels)
+                    .or_default()
+                    .push((ts.value(i), pos, row, vs.value(i)));
             }
         }
 
@@ -170,7 +220,10 @@ impl Storage {
                         _ => samples.push(Sample::new(t, v)),
                     }
                 }
-                Series { labels: labels.clone(), samples }
+                Series {
+                    labels: labels.clone(),
+                    samples,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -180,12 +233,19 @@ impl Storage {
     /// Label sets of series that match any of the matcher sets (all series when
     /// `matcher_sets` is empty) in segments overlapping the range, sorted.
     /// Answered from segment indexes alone, without reading samples.
-    pub async fn series(&self, tenant: &TenantId, matcher_sets: &[Vec<Matcher>], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>> {
+    pub async fn series(
+        &self,
+        tenant: &TenantId,
+        matcher_sets: &[Vec<Matcher>],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>> {
         let candidates = self.candidates(tenant, start_ms, end_ms).await?;
         let mut out: HashSet<&Labels> = HashSet::new();
         for c in &candidates {
             for s in &c.index.series {
-                if matcher_sets.is_empty() || matcher_sets.iter().any(|m| matches_all(m, &s.labels)) {
+                if matcher_sets.is_empty() || matcher_sets.iter().any(|m| matches_all(m, &s.labels))
+                {
                     out.insert(&s.labels);
                 }
             }
@@ -197,13 +257,20 @@ impl Storage {
 
     /// Segments of `tenant` whose time range overlaps `[start_ms, end_ms]`,
     /// oldest first.
-    async fn candidates(&self, tenant: &TenantId, start_ms: i64, end_ms: i64) -> Result<Vec<Candidate>> {
+    async fn candidates(
+        &self,
+        tenant: &TenantId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Candidate>> {
         let prefix = paths::segments_prefix(tenant);
         let mut metas: Vec<(Ulid, ObjectMeta)> = self
             .store
             .list(Some(&prefix))
             .map_err(|e| StorageError::store("list", prefix.as_ref(), e))
-            .try_filter_map(|m| async move { Ok(paths::parse_segment(&m.location).map(|id| (id, m))) })
+            .try_filter_map(
+                |m| async move { Ok(paths::parse_segment(&m.location).map(|id| (id, m))) },
+            )
             .try_collect()
             .await?;
         metas.sort_by_key(|(id, _)| *id);
@@ -227,22 +294,37 @@ impl Storage {
 
     /// The series index of a segment, from the cache or its footer.
     async fn index(&self, meta: &ObjectMeta) -> Result<Arc<SegmentIndex>> {
-        if let Some(i) = self.index_cache.lock().ok().and_then(|c| c.get(&meta.location).cloned()) {
+        if let Some(i) = self
+            .index_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&meta.location).cloned())
+        {
             return Ok(i);
         }
         let key = meta.location.to_string();
-        let corrupt = |reason: String| StorageError::Corrupt { key: key.clone(), reason };
+        let corrupt = |reason: String| StorageError::Corrupt {
+            key: key.clone(),
+            reason,
+        };
         let size = meta.size;
         let tail_start = size.saturating_sub(FOOTER_PREFETCH);
         let get = |range: std::ops::Range<u64>| async move {
-            self.store.get_range(&meta.location, range).await.map_err(|e| StorageError::store("get_range", meta.location.as_ref(), e))
+            self.store
+                .get_range(&meta.location, range)
+                .await
+                .map_err(|e| StorageError::store("get_range", meta.location.as_ref(), e))
         };
         let mut buf = get(tail_start..size).await?;
-        let trailer: &[u8] = buf.get(buf.len().saturating_sub(PARQUET_TRAILER)..).unwrap_or_default();
+        let trailer: &[u8] = buf
+            .get(buf.len().saturating_sub(PARQUET_TRAILER)..)
+            .unwrap_or_default();
         let tail = FooterTail::try_from(trailer).map_err(|e| corrupt(format!("footer: {e}")))?;
         let needed = (tail.metadata_length() + PARQUET_TRAILER) as u64;
         if needed > size {
-            return Err(corrupt(format!("footer length {needed} exceeds object size {size}")));
+            return Err(corrupt(format!(
+                "footer length {needed} exceeds object size {size}"
+            )));
         }
         if needed > buf.len() as u64 {
             buf = get(size - needed..size).await?;
@@ -250,7 +332,10 @@ impl Storage {
         let start = buf.len() - needed as usize;
         let md = ParquetMetaDataReader::decode_metadata(&buf[start..buf.len() - PARQUET_TRAILER])
             .map_err(|e| corrupt(format!("footer: {e}")))?;
-        let index = Arc::new(segment::decode_index(&key, md.file_metadata().key_value_metadata())?);
+        let index = Arc::new(segment::decode_index(
+            &key,
+            md.file_metadata().key_value_metadata(),
+        )?);
         self.cache_index(&meta.location, index.clone());
         Ok(index)
     }

@@ -44,9 +44,17 @@ pub struct SegmentTable {
 
 impl SegmentTable {
     pub fn new(url: ObjectStoreUrl, files: Vec<SegmentFile>) -> Self {
-        let mut fields: Vec<Field> = sample_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = sample_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new(COL_SEGMENT, DataType::UInt32, false));
-        Self { url, files, schema: Arc::new(Schema::new(fields)) }
+        Self {
+            url,
+            files,
+            schema: Arc::new(Schema::new(fields)),
+        }
     }
 }
 
@@ -60,7 +68,10 @@ impl TableProvider for SegmentTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Statistics pruning is inexact: DataFusion re-applies the filters.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -73,7 +84,9 @@ impl TableProvider for SegmentTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let partition_col = Arc::new(Field::new(COL_SEGMENT, DataType::UInt32, false));
-        let table_schema = TableSchema::builder(sample_schema()).with_table_partition_cols(vec![partition_col]).build();
+        let table_schema = TableSchema::builder(sample_schema())
+            .with_table_partition_cols(vec![partition_col])
+            .build();
         let mut source = ParquetSource::new(table_schema);
         // Only filters on file columns go to the Parquet reader.
         let file_filters: Vec<Expr> = filters
@@ -91,7 +104,8 @@ impl TableProvider for SegmentTable {
         for (i, f) in self.files.iter().enumerate() {
             let pos = u32::try_from(i).unwrap_or(u32::MAX);
             builder = builder.with_file(
-                PartitionedFile::new(f.key.clone(), f.size).with_partition_values(vec![ScalarValue::UInt32(Some(pos))]),
+                PartitionedFile::new(f.key.clone(), f.size)
+                    .with_partition_values(vec![ScalarValue::UInt32(Some(pos))]),
             );
         }
         Ok(DataSourceExec::from_data_source(builder.build()))

@@ -15,7 +15,12 @@ pub struct TenantId(String);
 
 impl TenantId {
     pub fn new(id: &str) -> Result<Self, TenantError> {
-        let err = |reason| Err(TenantError { id: id.chars().take(MAX_TENANT_LEN + 10).collect(), reason });
+        let err = |reason| {
+            Err(TenantError {
+                id: id.chars().take(MAX_TENANT_LEN + 10).collect(),
+                reason,
+            })
+        };
         if id.is_empty() {
             return err("must not be empty");
         }
@@ -25,7 +30,10 @@ impl TenantId {
         if id == "." || id == ".." {
             return err("must not be '.' or '..'");
         }
-        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
             return err("only letters, digits, '_', '.' and '-' are allowed");
         }
         Ok(Self(id.to_string()))
@@ -41,7 +49,6 @@ impl fmt::Display for TenantId {
         f.write_str(&self.0)
     }
 }
-
 
 /// Header that carries the tenant id, as in Cortex, Mimir and Loki.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";
@@ -69,7 +76,18 @@ mod tests {
         assert_eq!(resolve(Some(b"x"), &d), Ok(TenantId::new("x").expect("x")));
         assert!(resolve(Some(b"\xff"), &d).is_err());
         assert!(resolve(Some(b"a|b"), &d).is_err());
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0", &"a".repeat(151), "a%2f"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            "a\0",
+            &"a".repeat(151),
+            "a%2f",
+        ] {
             assert!(TenantId::new(bad).is_err(), "{bad:?}");
         }
     }

@@ -8,7 +8,11 @@ use super::*;
 fn setup(cfg: GroupCommitConfig) -> (GroupCommitter, Storage, Arc<Faults>) {
     let (store, faults) = FailingStore::new(Arc::new(object_store::memory::InMemory::new()));
     let storage = Storage::new(Arc::new(store));
-    (GroupCommitter::start(storage.clone(), cfg, IngestMetrics::default()), storage, faults)
+    (
+        GroupCommitter::start(storage.clone(), cfg, IngestMetrics::default()),
+        storage,
+        faults,
+    )
 }
 
 fn one(name: &str, t: i64) -> Vec<Series> {
@@ -35,11 +39,18 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 async fn stored(storage: &Storage) -> usize {
     let all = [Matcher::new(storage::MatchOp::Regex, "__name__", ".+").expect("matcher")];
-    storage.select(&tenant(), &all, i64::MIN, i64::MAX).await.expect("select").len()
+    storage
+        .select(&tenant(), &all, i64::MIN, i64::MAX)
+        .await
+        .expect("select")
+        .len()
 }
 
 fn slow_age() -> GroupCommitConfig {
-    GroupCommitConfig { batch_max_age: Duration::from_secs(3600), ..Default::default() }
+    GroupCommitConfig {
+        batch_max_age: Duration::from_secs(3600),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -54,7 +65,10 @@ async fn nothing_is_acknowledged_before_its_put_completes() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    assert!(!req.is_finished(), "acknowledged while its put is still held");
+    assert!(
+        !req.is_finished(),
+        "acknowledged while its put is still held"
+    );
     assert_eq!(faults.puts_completed(), 0);
     faults.hold_puts(false);
     req.await.expect("join").expect("commit");
@@ -87,7 +101,11 @@ async fn requests_arriving_during_a_put_share_the_next_segment() {
     for r in rest {
         r.await.expect("join").expect("rest");
     }
-    assert_eq!(faults.puts_completed(), 2, "one segment for the first request, one for the other five");
+    assert_eq!(
+        faults.puts_completed(),
+        2,
+        "one segment for the first request, one for the other five"
+    );
     assert_eq!(stored(&storage).await, 6);
 }
 
@@ -121,14 +139,19 @@ async fn a_failed_put_fails_every_request_of_its_batch() {
 
     // The store recovers: the next request is stored and acknowledged.
     faults.fail_puts(false);
-    gc.commit(tenant(), one("later", 1)).await.expect("commit after recovery");
+    gc.commit(tenant(), one("later", 1))
+        .await
+        .expect("commit after recovery");
     assert_eq!(stored(&storage).await, 1);
 }
 
 #[tokio::test]
 async fn batches_are_sealed_by_size_and_by_age_while_a_put_is_in_flight() {
     // By size: every request exceeds the byte limit, so each is sealed at once.
-    let (gc, _, faults) = setup(GroupCommitConfig { batch_max_bytes: 1, ..slow_age() });
+    let (gc, _, faults) = setup(GroupCommitConfig {
+        batch_max_bytes: 1,
+        ..slow_age()
+    });
     faults.hold_puts(true);
     let reqs: Vec<_> = (0..3)
         .map(|i| {
@@ -143,7 +166,10 @@ async fn batches_are_sealed_by_size_and_by_age_while_a_put_is_in_flight() {
     }
 
     // By age: a request behind a held put is sealed once batch_max_age passes.
-    let (gc, _, faults) = setup(GroupCommitConfig { batch_max_age: Duration::from_millis(20), ..Default::default() });
+    let (gc, _, faults) = setup(GroupCommitConfig {
+        batch_max_age: Duration::from_millis(20),
+        ..Default::default()
+    });
     faults.hold_puts(true);
     let a = tokio::spawn({
         let gc = gc.clone();
@@ -154,7 +180,10 @@ async fn batches_are_sealed_by_size_and_by_age_while_a_put_is_in_flight() {
         let gc = gc.clone();
         async move { gc.commit(tenant(), one("b", 1)).await }
     });
-    eventually("the second put, sealed by age", || faults.puts_started() == 2).await;
+    eventually("the second put, sealed by age", || {
+        faults.puts_started() == 2
+    })
+    .await;
     faults.hold_puts(false);
     a.await.expect("join").expect("a");
     b.await.expect("join").expect("b");

@@ -12,50 +12,108 @@ use crate::metrics::IngestMetrics;
 use crate::proto;
 
 fn app(storage: &Storage, config: IngestConfig) -> Router {
-    let committer = GroupCommitter::start(storage.clone(), config.group_commit.clone(), IngestMetrics::default());
-    router(IngestState { config, committer, metrics: IngestMetrics::default(), default_tenant: TenantId::new("default").expect("tenant") })
+    let committer = GroupCommitter::start(
+        storage.clone(),
+        config.group_commit.clone(),
+        IngestMetrics::default(),
+    );
+    router(IngestState {
+        config,
+        committer,
+        metrics: IngestMetrics::default(),
+        default_tenant: TenantId::new("default").expect("tenant"),
+    })
 }
 
-fn body(series: &[(&[(&str, &str)], i64, f64)]) -> Vec<u8> {
+/// A series for [`body`]: label pairs, one sample's timestamp and value.
+type TestSeries<'a> = (&'a [(&'a str, &'a str)], i64, f64);
+
+/// A bad-input case: name, tenant header, body, expected status, message part.
+type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+
+fn body(series: &[TestSeries]) -> Vec<u8> {
     let req = proto::WriteRequest {
         timeseries: series
             .iter()
             .map(|(labels, t, v)| proto::TimeSeries {
-                labels: labels.iter().map(|(n, v)| proto::Label { name: (*n).into(), value: (*v).into() }).collect(),
-                samples: vec![proto::Sample { value: *v, timestamp: *t }],
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| proto::Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                samples: vec![proto::Sample {
+                    value: *v,
+                    timestamp: *t,
+                }],
                 exemplars: vec![],
             })
             .collect(),
         metadata: vec![],
     };
-    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy")
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
 }
 
-async fn post(app: &Router, path: &str, tenant: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
+async fn post(
+    app: &Router,
+    path: &str,
+    tenant: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
     let mut req = Request::post(path)
         .header("Content-Type", "application/x-protobuf")
         .header("Content-Encoding", "snappy");
     if let Some(t) = tenant {
         req = req.header(TENANT_HEADER, t);
     }
-    let resp = app.clone().oneshot(req.body(Body::from(body)).expect("request")).await.expect("response");
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).expect("request"))
+        .await
+        .expect("response");
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn count(storage: &Storage, tenant: &str) -> usize {
     let all = [Matcher::new(storage::MatchOp::Regex, "__name__", ".+").expect("matcher")];
-    storage.select(&TenantId::new(tenant).expect("tenant"), &all, i64::MIN, i64::MAX).await.expect("select").len()
+    storage
+        .select(
+            &TenantId::new(tenant).expect("tenant"),
+            &all,
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .expect("select")
+        .len()
 }
 
 #[tokio::test]
 async fn remote_write_stores_per_tenant_and_answers_204() {
     let storage = Storage::in_memory();
     let app = app(&storage, IngestConfig::default());
-    let (s, _) = post(&app, "/api/v1/write", None, body(&[(&[("__name__", "up"), ("job", "a")], 1000, 1.0)])).await;
+    let (s, _) = post(
+        &app,
+        "/api/v1/write",
+        None,
+        body(&[(&[("__name__", "up"), ("job", "a")], 1000, 1.0)]),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = post(&app, "/api/v1/prom/remote/write", Some("team-b"), body(&[(&[("__name__", "up")], 1000, 1.0)])).await;
+    let (s, _) = post(
+        &app,
+        "/api/v1/prom/remote/write",
+        Some("team-b"),
+        body(&[(&[("__name__", "up")], 1000, 1.0)]),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(count(&storage, "default").await, 1);
     assert_eq!(count(&storage, "team-b").await, 1);
@@ -64,19 +122,63 @@ async fn remote_write_stores_per_tenant_and_answers_204() {
 #[tokio::test]
 async fn bad_input_gets_a_4xx_with_a_message_and_keeps_earlier_data() {
     let storage = Storage::in_memory();
-    let config = IngestConfig { max_request_bytes: 4096, ..Default::default() };
+    let config = IngestConfig {
+        max_request_bytes: 4096,
+        ..Default::default()
+    };
     let app = app(&storage, config);
     let good = body(&[(&[("__name__", "up")], 1000, 1.0)]);
-    assert_eq!(post(&app, "/api/v1/write", None, good.clone()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        post(&app, "/api/v1/write", None, good.clone()).await.0,
+        StatusCode::NO_CONTENT
+    );
 
-    let garbage_proto = snap::raw::Encoder::new().compress_vec(b"\x0a\xff\xff\xff\xff\x0f").expect("snappy");
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
-        ("truncated snappy", None, good[..good.len() - 3].to_vec(), StatusCode::BAD_REQUEST, "snappy"),
-        ("not snappy", None, b"hello world, not snappy".to_vec(), StatusCode::BAD_REQUEST, "snappy"),
-        ("garbage protobuf", None, garbage_proto, StatusCode::BAD_REQUEST, "protobuf"),
-        ("too large", None, vec![0u8; 5000], StatusCode::PAYLOAD_TOO_LARGE, "limit"),
-        ("bad tenant", Some("../etc"), good.clone(), StatusCode::BAD_REQUEST, "tenant"),
-        ("empty tenant", Some(""), good.clone(), StatusCode::BAD_REQUEST, "tenant"),
+    let garbage_proto = snap::raw::Encoder::new()
+        .compress_vec(b"\x0a\xff\xff\xff\xff\x0f")
+        .expect("snappy");
+    let cases: Vec<Case> = vec![
+        (
+            "truncated snappy",
+            None,
+            good[..good.len() - 3].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "snappy",
+        ),
+        (
+            "not snappy",
+            None,
+            b"hello world, not snappy".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "snappy",
+        ),
+        (
+            "garbage protobuf",
+            None,
+            garbage_proto,
+            StatusCode::BAD_REQUEST,
+            "protobuf",
+        ),
+        (
+            "too large",
+            None,
+            vec![0u8; 5000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            "bad tenant",
+            Some("../etc"),
+            good.clone(),
+            StatusCode::BAD_REQUEST,
+            "tenant",
+        ),
+        (
+            "empty tenant",
+            Some(""),
+            good.clone(),
+            StatusCode::BAD_REQUEST,
+            "tenant",
+        ),
         (
             "unsorted labels",
             None,
@@ -91,12 +193,21 @@ async fn bad_input_gets_a_4xx_with_a_message_and_keeps_earlier_data() {
             StatusCode::BAD_REQUEST,
             "duplicate",
         ),
-        ("invalid name", None, body(&[(&[("__name__", "x"), ("a-b", "1")], 1, 1.0)]), StatusCode::BAD_REQUEST, "invalid label name"),
+        (
+            "invalid name",
+            None,
+            body(&[(&[("__name__", "x"), ("a-b", "1")], 1, 1.0)]),
+            StatusCode::BAD_REQUEST,
+            "invalid label name",
+        ),
     ];
     for (what, tenant, b, want, needle) in cases {
         let (status, msg) = post(&app, "/api/v1/write", tenant, b).await;
         assert_eq!(status, want, "{what}: {msg}");
-        assert!(msg.contains(needle), "{what}: message {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{what}: message {msg:?} should mention {needle:?}"
+        );
     }
     // Nothing bad was stored, nothing good was lost.
     assert_eq!(count(&storage, "default").await, 1);
@@ -106,7 +217,10 @@ async fn bad_input_gets_a_4xx_with_a_message_and_keeps_earlier_data() {
 async fn valid_series_of_a_partly_invalid_request_are_stored() {
     let storage = Storage::in_memory();
     let app = app(&storage, IngestConfig::default());
-    let b = body(&[(&[("__name__", "good")], 1, 1.0), (&[("no_name", "x")], 1, 1.0)]);
+    let b = body(&[
+        (&[("__name__", "good")], 1, 1.0),
+        (&[("no_name", "x")], 1, 1.0),
+    ]);
     let (s, msg) = post(&app, "/api/v1/write", None, b).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(msg.contains("1 of 2 series rejected"), "{msg}");
@@ -118,13 +232,25 @@ async fn unknown_media_types_are_415() {
     let storage = Storage::in_memory();
     let app = app(&storage, IngestConfig::default());
     let req = Request::post("/api/v1/write")
-        .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+        .header(
+            "Content-Type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        )
         .header("Content-Encoding", "snappy")
         .body(Body::from(body(&[(&[("__name__", "up")], 1, 1.0)])))
         .expect("request");
-    assert_eq!(app.clone().oneshot(req).await.expect("resp").status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let req = Request::post("/api/v1/write").header("Content-Encoding", "gzip").body(Body::empty()).expect("request");
-    assert_eq!(app.oneshot(req).await.expect("resp").status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        app.clone().oneshot(req).await.expect("resp").status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let req = Request::post("/api/v1/write")
+        .header("Content-Encoding", "gzip")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        app.oneshot(req).await.expect("resp").status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
 }
 
 #[tokio::test]
@@ -133,7 +259,13 @@ async fn a_store_failure_is_a_503_and_nothing_is_acknowledged() {
     let storage = Storage::new(Arc::new(store));
     let app = app(&storage, IngestConfig::default());
     faults.fail_puts(true);
-    let (s, msg) = post(&app, "/api/v1/write", None, body(&[(&[("__name__", "up")], 1, 1.0)])).await;
+    let (s, msg) = post(
+        &app,
+        "/api/v1/write",
+        None,
+        body(&[(&[("__name__", "up")], 1, 1.0)]),
+    )
+    .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
     assert_eq!(count(&storage, "default").await, 0);
 }
@@ -143,5 +275,9 @@ fn config_validation_names_the_field() {
     assert!(IngestConfig::default().validate().is_ok());
     let mut c = IngestConfig::default();
     c.group_commit.batch_max_bytes = 0;
-    assert!(c.validate().unwrap_err().starts_with("ingest.group_commit.batch_max_bytes"));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .starts_with("ingest.group_commit.batch_max_bytes")
+    );
 }
