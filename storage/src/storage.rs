@@ -49,6 +49,19 @@ pub struct Storage {
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
 }
 
+/// Segment ids of this process, strictly increasing even within one
+/// millisecond: readers resolve conflicting duplicates by id order ("newest
+/// wins"), so a random ULID within the same millisecond would make that
+/// order arbitrary.
+static SEGMENT_IDS: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+
+fn next_segment_id() -> Ulid {
+    // Overflow within one millisecond (2^80 ids) cannot happen in practice;
+    // a poisoned lock only means another writer panicked. Both fall back to a
+    // fresh ULID, which is still unique.
+    SEGMENT_IDS.lock().ok().and_then(|mut g| g.generate().ok()).unwrap_or_else(Ulid::new)
+}
+
 /// What [`Storage::write_segment`] stored.
 #[derive(Clone, Debug)]
 pub struct WrittenSegment {
@@ -96,7 +109,7 @@ impl Storage {
         series: &[Series],
     ) -> Result<WrittenSegment> {
         let (bytes, index) = segment::encode(series)?;
-        let key = paths::segment(tenant, Ulid::new());
+        let key = paths::segment(tenant, next_segment_id());
         let size = bytes.len();
         self.store
             .put(&key, bytes.into())

@@ -116,6 +116,12 @@ async fn duplicates_from_retries_come_back_once_and_newest_wins() {
     );
 }
 
+#[test]
+fn segment_ids_increase_within_one_millisecond() {
+    let ids: Vec<Ulid> = (0..1000).map(|_| next_segment_id()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
 #[tokio::test]
 async fn tenants_are_isolated_and_series_uses_the_index() {
     let s = Storage::in_memory();
