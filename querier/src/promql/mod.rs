@@ -4,8 +4,27 @@
 //! time ranges every selector needs, loads them once through a [`Queryable`],
 //! and then evaluates the expression tree in memory, step by step.
 
+mod aggregations;
+mod binary;
+mod eval;
+mod functions;
+mod histogram;
+mod range_functions;
+mod selectors;
+mod time_functions;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use promql_parser::parser::value::ValueType;
 use storage::{Labels, Matcher, Sample, Series};
+
+use eval::Evaluator;
+use value::{Val, check_unique, final_labels, finish_vector};
 
 /// Where the engine gets series from. The querier implements it over object
 /// storage for one tenant; tests and the conformance runner may use others.
@@ -15,7 +34,12 @@ pub trait Queryable: Send + Sync {
     /// lie in `[start_ms, end_ms]` (both inclusive), in time order. Stale
     /// markers are returned as stored; series with no sample in the range may
     /// be omitted.
-    async fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<Series>, EvalError>;
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, EvalError>;
 }
 
 /// Engine settings, with Prometheus' defaults.
@@ -31,15 +55,25 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { lookback_delta_ms: 5 * 60 * 1000, max_samples: 50_000_000, max_points_per_series: 11_000 }
+        Self {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            max_points_per_series: 11_000,
+        }
     }
 }
 
 /// A query result, as the Prometheus API returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Scalar { t: i64, v: f64 },
-    String { t: i64, s: String },
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        s: String,
+    },
     /// Instant vector: one sample per series, all at the evaluation time.
     Vector(Vec<VectorSample>),
     /// Range vector or range-query result: series with their points.
@@ -84,14 +118,46 @@ impl Engine {
     }
 
     /// Evaluates `query` at one instant (`/api/v1/query`).
-    pub async fn instant_query(&self, q: &dyn Queryable, query: &str, time_ms: i64) -> Result<Value, EvalError> {
-        let _ = (q, query, time_ms);
-        Err(EvalError::Unsupported("engine under construction".into()))
+    pub async fn instant_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<Value, EvalError> {
+        let expr = parse(query)?;
+        let lookback = self.opts.lookback_delta_ms;
+        let loaded =
+            selectors::load(q, &expr, time_ms, time_ms, lookback, self.opts.max_samples).await?;
+        let ev = Evaluator::new(&loaded, time_ms, time_ms, 0, lookback);
+        match ev.eval(&expr, time_ms)? {
+            Val::Scalar(v) => Ok(Value::Scalar { t: time_ms, v }),
+            Val::Str(s) => Ok(Value::String { t: time_ms, s }),
+            Val::Vector(v) => Ok(Value::Vector(
+                finish_vector(v)?
+                    .into_iter()
+                    .map(|e| VectorSample {
+                        labels: e.labels,
+                        sample: Sample::new(time_ms, e.v),
+                    })
+                    .collect(),
+            )),
+            Val::Matrix(m) => {
+                let out: Vec<Series> = m
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: final_labels(&s.labels, s.drop_name),
+                        samples: s.samples,
+                    })
+                    .collect();
+                check_unique(out.iter().map(|s| &s.labels))?;
+                Ok(Value::Matrix(out))
+            }
+        }
     }
 
     /// Evaluates `query` at every step from start to end inclusive
-    /// (`/api/v1/query_range`); the result is a matrix (or a scalar/string
-    /// error as Prometheus gives for those types).
+    /// (`/api/v1/query_range`); the result is a matrix, one series per label
+    /// set, sorted by labels.
     pub async fn range_query(
         &self,
         q: &dyn Queryable,
@@ -100,7 +166,89 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, EvalError> {
-        let _ = (q, query, start_ms, end_ms, step_ms);
-        Err(EvalError::Unsupported("engine under construction".into()))
+        if step_ms <= 0 {
+            return Err(EvalError::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(EvalError::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if end_ms.saturating_sub(start_ms) / step_ms > self.opts.max_points_per_series {
+            return Err(EvalError::Parse(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                    .into(),
+            ));
+        }
+        let expr = parse(query)?;
+        let vt = expr.value_type();
+        if vt != ValueType::Scalar && vt != ValueType::Vector {
+            let name = if vt == ValueType::Matrix {
+                "range vector"
+            } else {
+                "string"
+            };
+            return Err(EvalError::Parse(format!(
+                "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+        let lookback = self.opts.lookback_delta_ms;
+        let loaded =
+            selectors::load(q, &expr, start_ms, end_ms, lookback, self.opts.max_samples).await?;
+        let ev = Evaluator::new(&loaded, start_ms, end_ms, step_ms, lookback);
+        let mut series: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut points = 0usize;
+        let mut ts = start_ms;
+        while ts <= end_ms {
+            let elems = match ev.eval(&expr, ts)? {
+                Val::Scalar(v) => vec![value::Elem {
+                    labels: Labels::empty(),
+                    v,
+                    drop_name: false,
+                }],
+                Val::Vector(v) => finish_vector(v)?,
+                other => {
+                    return Err(EvalError::Execution(format!(
+                        "range query step evaluated to {}",
+                        other.type_name()
+                    )));
+                }
+            };
+            points += elems.len();
+            if points > self.opts.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
+            for e in elems {
+                series
+                    .entry(e.labels)
+                    .or_default()
+                    .push(Sample::new(ts, e.v));
+            }
+            let Some(next) = ts.checked_add(step_ms) else {
+                break;
+            };
+            ts = next;
+        }
+        let mut out: Vec<Series> = series
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(out))
+    }
+}
+
+fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
+    promql_parser::parser::parse(query).map_err(EvalError::Parse)
+}
+
+/// Parses a series selector such as `up{job="api"}` (the `match[]` parameter
+/// of the series and label APIs) into storage matchers.
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, EvalError> {
+    match promql_parser::parser::parse(s).map_err(EvalError::Parse)? {
+        promql_parser::parser::Expr::VectorSelector(vs) => selectors::to_storage_matchers(&vs),
+        _ => Err(EvalError::Parse(format!("{s:?} is not a series selector"))),
     }
 }

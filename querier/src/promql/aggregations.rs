@@ -1,0 +1,238 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, ...) with
+//! `by`/`without` grouping.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use storage::labels::is_valid_label_name;
+use storage::{Labels, METRIC_NAME};
+
+use super::EvalError;
+use super::eval::Evaluator;
+use super::value::{Elem, KahanSum, Val, format_float, quantile};
+
+pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val, EvalError> {
+    let op = a.op.to_string();
+    let input = ev.eval(&a.expr, ts)?.into_vector()?;
+    let param = match &a.param {
+        Some(p) => Some(ev.eval(p, ts)?),
+        None => None,
+    };
+    let grouping = Grouping::new(a.modifier.as_ref());
+    let out = match op.as_str() {
+        "topk" | "bottomk" => {
+            let k = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
+            top_k(input, &grouping, k, op == "topk")?
+        }
+        // Experimental; only the parameter check is implemented.
+        "limitk" | "limit_ratio" => {
+            let p = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
+            if p.is_nan() {
+                let what = if op == "limitk" { "Parameter" } else { "Ratio" };
+                return Err(EvalError::Execution(format!("{what} value is NaN")));
+            }
+            return Err(EvalError::Unsupported(format!("aggregation {op}")));
+        }
+        "count_values" => {
+            let label = param.ok_or_else(|| missing_param(&op))?.into_string()?;
+            count_values(input, &grouping, &label)?
+        }
+        "quantile" => {
+            let q = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
+            simple(input, &grouping, |vals| quantile(q, &mut vals.to_vec()))
+        }
+        "sum" => simple(input, &grouping, sum),
+        "avg" => simple(input, &grouping, avg),
+        "count" => simple(input, &grouping, |v| v.len() as f64),
+        "group" => simple(input, &grouping, |_| 1.0),
+        "min" => simple(input, &grouping, |v| {
+            v.iter()
+                .fold(f64::NAN, |m, &x| if x < m || m.is_nan() { x } else { m })
+        }),
+        "max" => simple(input, &grouping, |v| {
+            v.iter()
+                .fold(f64::NAN, |m, &x| if x > m || m.is_nan() { x } else { m })
+        }),
+        "stdvar" => simple(input, &grouping, variance),
+        "stddev" => simple(input, &grouping, |v| variance(v).sqrt()),
+        other => return Err(EvalError::Unsupported(format!("aggregation {other}"))),
+    };
+    Ok(Val::Vector(out))
+}
+
+fn missing_param(op: &str) -> EvalError {
+    EvalError::Parse(format!("aggregation {op} requires a parameter"))
+}
+
+struct Grouping {
+    by: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn new(m: Option<&LabelModifier>) -> Self {
+        match m {
+            Some(LabelModifier::Include(ls)) => Self {
+                by: true,
+                names: ls.labels.clone(),
+            },
+            Some(LabelModifier::Exclude(ls)) => Self {
+                by: false,
+                names: ls.labels.clone(),
+            },
+            None => Self {
+                by: true,
+                names: Vec::new(),
+            },
+        }
+    }
+
+    /// Labels of the group an element belongs to; `without` always drops the
+    /// metric name.
+    fn key(&self, l: &Labels) -> Labels {
+        if self.by {
+            l.retain(|n| self.names.iter().any(|x| x == n))
+        } else {
+            l.retain(|n| n != METRIC_NAME && !self.names.iter().any(|x| x == n))
+        }
+    }
+}
+
+/// Groups elements, keeping groups in order of first appearance.
+fn group<'e>(input: &'e [Elem], g: &Grouping) -> Vec<(Labels, Vec<&'e Elem>)> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<(Labels, Vec<&Elem>)> = Vec::new();
+    for e in input {
+        let key = g.key(&e.labels);
+        match index.get(&key) {
+            Some(&i) => {
+                if let Some(gr) = groups.get_mut(i) {
+                    gr.1.push(e);
+                }
+            }
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![e]));
+            }
+        }
+    }
+    groups
+}
+
+/// Aggregations producing one value per group from the group's values.
+fn simple(input: Vec<Elem>, g: &Grouping, f: impl Fn(&[f64]) -> f64) -> Vec<Elem> {
+    group(&input, g)
+        .into_iter()
+        .map(|(labels, members)| {
+            let vals: Vec<f64> = members.iter().map(|e| e.v).collect();
+            let drop_name = members.iter().any(|e| e.drop_name);
+            Elem {
+                labels,
+                v: f(&vals),
+                drop_name,
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn sum(v: &[f64]) -> f64 {
+    let mut s = KahanSum::default();
+    v.iter().for_each(|&x| s.add(x));
+    s.value()
+}
+
+/// Mean that survives overflow of the plain sum and treats infinities as
+/// Prometheus does (a mix of +Inf and -Inf is NaN).
+pub(crate) fn avg(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    let s = sum(v);
+    if s.is_finite() || s.is_nan() {
+        return s / n;
+    }
+    let pos_inf = v.contains(&f64::INFINITY);
+    let neg_inf = v.contains(&f64::NEG_INFINITY);
+    match (pos_inf, neg_inf) {
+        (true, true) => f64::NAN,
+        (true, false) => f64::INFINITY,
+        (false, true) => f64::NEG_INFINITY,
+        (false, false) => {
+            // Finite values whose sum overflows: average the scaled values.
+            let mut m = KahanSum::default();
+            v.iter().for_each(|&x| m.add(x / n));
+            m.value()
+        }
+    }
+}
+
+/// Population variance (Welford's online algorithm, as Prometheus).
+pub(crate) fn variance(v: &[f64]) -> f64 {
+    let mut count = 0.0;
+    let mut mean = 0.0;
+    let mut m2 = 0.0;
+    for &x in v {
+        count += 1.0;
+        let delta = x - mean;
+        mean += delta / count;
+        m2 += delta * (x - mean);
+    }
+    m2 / count
+}
+
+fn top_k(input: Vec<Elem>, g: &Grouping, k: f64, top: bool) -> Result<Vec<Elem>, EvalError> {
+    if k.is_nan() {
+        return Err(EvalError::Execution("Parameter value is NaN".into()));
+    }
+    if k < 1.0 {
+        return Ok(Vec::new());
+    }
+    let k = if k >= input.len() as f64 {
+        input.len()
+    } else {
+        k as usize
+    };
+    let mut out = Vec::new();
+    for (_, mut members) in group(&input, g) {
+        // NaN always sorts last: it is neither the top nor the bottom.
+        members.sort_by(|a, b| {
+            let (x, y) = (a.v, b.v);
+            match (x.is_nan(), y.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ if top => y.total_cmp(&x),
+                _ => x.total_cmp(&y),
+            }
+        });
+        out.extend(members.into_iter().take(k).cloned());
+    }
+    Ok(out)
+}
+
+fn count_values(input: Vec<Elem>, g: &Grouping, label: &str) -> Result<Vec<Elem>, EvalError> {
+    if !is_valid_label_name(label) {
+        return Err(EvalError::Execution(format!(
+            "invalid label name {label:?}"
+        )));
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<Elem> = Vec::new();
+    for e in &input {
+        let key = g.key(&e.labels).with(label, &format_float(e.v));
+        match index.get(&key) {
+            Some(&i) => {
+                if let Some(o) = out.get_mut(i) {
+                    o.v += 1.0;
+                }
+            }
+            None => {
+                index.insert(key.clone(), out.len());
+                out.push(Elem {
+                    labels: key,
+                    v: 1.0,
+                    drop_name: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

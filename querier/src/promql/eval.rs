@@ -1,0 +1,181 @@
+//! The evaluator: computes an expression's value at one timestamp.
+//!
+//! Range queries evaluate the tree at every step; subqueries evaluate their
+//! inner expression at their own aligned steps (memoised, since neighbouring
+//! outer steps share most inner steps).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use promql_parser::parser::{Expr, SubqueryExpr};
+use storage::{Labels, Sample};
+
+use super::EvalError;
+use super::selectors::{
+    DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms, select_instant,
+    select_range,
+};
+use super::value::{Elem, RangeSeries, Val};
+use super::{aggregations, binary, functions};
+
+/// Most inner steps one subquery evaluation may take, a guard against
+/// queries such as `x[100y:1ms]` that would never finish.
+const MAX_SUBQUERY_STEPS: i64 = 1_000_000;
+
+/// Inner results of subqueries by (subquery node, evaluation time).
+type SubqueryCache = RefCell<HashMap<(usize, i64), Rc<Vec<Elem>>>>;
+
+pub(crate) struct Evaluator<'a> {
+    pub loaded: &'a Loaded,
+    /// Query start and end, for `@ start()` / `@ end()`.
+    pub start: i64,
+    pub end: i64,
+    /// Query step (0 for instant queries), for `step()`.
+    pub step: i64,
+    pub lookback: i64,
+    subquery_cache: SubqueryCache,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(loaded: &'a Loaded, start: i64, end: i64, step: i64, lookback: i64) -> Self {
+        Self {
+            loaded,
+            start,
+            end,
+            step,
+            lookback,
+            subquery_cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn eval(&self, expr: &Expr, ts: i64) -> Result<Val, EvalError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|e| Elem {
+                            labels: e.labels,
+                            v: -e.v,
+                            drop_name: true,
+                        })
+                        .collect(),
+                )),
+                other => Err(EvalError::Execution(format!(
+                    "unary minus on {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => {
+                let t = self.ref_time(&vs.at, &vs.offset, ts);
+                let series = self.loaded.series(vs)?;
+                Ok(Val::Vector(
+                    select_instant(series, t, self.lookback)
+                        .into_iter()
+                        .map(|(e, _)| e)
+                        .collect(),
+                ))
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let t = self.ref_time(&vs.at, &vs.offset, ts);
+                let series = self.loaded.series(vs)?;
+                Ok(Val::Matrix(select_range(series, t, duration_ms(&ms.range))))
+            }
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, ts)?)),
+            Expr::Aggregate(a) => aggregations::eval(self, a, ts),
+            Expr::Binary(b) => binary::eval(self, b, ts),
+            Expr::Call(c) => functions::eval(self, c, ts),
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    /// The reference time (end of the window) a selector-like node with
+    /// these modifiers sees when evaluated at `ts`.
+    pub fn ref_time(
+        &self,
+        at: &Option<promql_parser::parser::AtModifier>,
+        off: &Option<promql_parser::parser::Offset>,
+        ts: i64,
+    ) -> i64 {
+        at_ms(at, self.start, self.end)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(off))
+    }
+
+    /// Evaluates a subquery at `ts`: the inner expression at every multiple of
+    /// the step inside the left-open window.
+    pub fn subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<Vec<RangeSeries>, EvalError> {
+        let t = self.ref_time(&sq.at, &sq.offset, ts);
+        let step = sq
+            .step
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+        if step <= 0 {
+            return Err(EvalError::Parse("subquery step must be positive".into()));
+        }
+        let range = duration_ms(&sq.range);
+        let mint = t.saturating_sub(range);
+        let mut first = mint.div_euclid(step) * step;
+        if first <= mint {
+            first = first.saturating_add(step);
+        }
+        if t.saturating_sub(first) / step > MAX_SUBQUERY_STEPS {
+            return Err(EvalError::TooManySamples);
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<RangeSeries> = Vec::new();
+        let mut it = first;
+        while it <= t {
+            let vec = self.subquery_step(sq, it)?;
+            for e in vec.iter() {
+                let i = *index.entry(e.labels.clone()).or_insert_with(|| {
+                    out.push(RangeSeries {
+                        labels: e.labels.clone(),
+                        samples: Vec::new(),
+                        drop_name: false,
+                    });
+                    out.len() - 1
+                });
+                if let Some(rs) = out.get_mut(i) {
+                    rs.samples.push(Sample::new(it, e.v));
+                    rs.drop_name |= e.drop_name;
+                }
+            }
+            let Some(next) = it.checked_add(step) else {
+                break;
+            };
+            it = next;
+        }
+        Ok(out)
+    }
+
+    fn subquery_step(&self, sq: &SubqueryExpr, it: i64) -> Result<Rc<Vec<Elem>>, EvalError> {
+        let key = (node_id(sq), it);
+        if let Some(v) = self.subquery_cache.borrow().get(&key) {
+            return Ok(Rc::clone(v));
+        }
+        let v = match self.eval(&sq.expr, it)? {
+            Val::Vector(v) => v,
+            Val::Scalar(v) => vec![Elem {
+                labels: Labels::empty(),
+                v,
+                drop_name: false,
+            }],
+            other => {
+                return Err(EvalError::Execution(format!(
+                    "subquery over {}",
+                    other.type_name()
+                )));
+            }
+        };
+        let v = Rc::new(v);
+        self.subquery_cache.borrow_mut().insert(key, Rc::clone(&v));
+        Ok(v)
+    }
+}

@@ -1,0 +1,362 @@
+//! Functions over range vectors: `rate` and friends, the `*_over_time`
+//! family, `deriv`, `predict_linear`, `changes`, `resets`.
+
+use promql_parser::parser::Expr;
+use storage::Sample;
+
+use super::EvalError;
+use super::aggregations::avg;
+use super::eval::Evaluator;
+use super::selectors::duration_ms;
+use super::value::{Elem, KahanSum, RangeSeries, Val, quantile};
+
+/// A range-vector argument at one evaluation time, with its window.
+pub(crate) struct Window {
+    pub series: Vec<RangeSeries>,
+    /// Window bounds `(start, end]` in ms, after offset and `@`.
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Evaluates a matrix-typed argument (range selector or subquery).
+pub(crate) fn window(ev: &Evaluator<'_>, expr: &Expr, ts: i64) -> Result<Window, EvalError> {
+    match expr {
+        Expr::Paren(p) => window(ev, &p.expr, ts),
+        Expr::MatrixSelector(ms) => {
+            let end = ev.ref_time(&ms.vs.at, &ms.vs.offset, ts);
+            let start = end.saturating_sub(duration_ms(&ms.range));
+            let series = ev.eval(expr, ts)?.into_matrix()?;
+            Ok(Window { series, start, end })
+        }
+        Expr::Subquery(sq) => {
+            let end = ev.ref_time(&sq.at, &sq.offset, ts);
+            let start = end.saturating_sub(duration_ms(&sq.range));
+            Ok(Window {
+                series: ev.subquery(sq, ts)?,
+                start,
+                end,
+            })
+        }
+        _ => Err(EvalError::Execution(
+            "expected a range vector argument".into(),
+        )),
+    }
+}
+
+/// Returns `None` when `name` is not a range-vector function.
+pub(crate) fn eval(
+    ev: &Evaluator<'_>,
+    name: &str,
+    args: &[Box<Expr>],
+    ts: i64,
+) -> Option<Result<Val, EvalError>> {
+    let kind = match name {
+        "rate" => Kind::Extrapolated {
+            counter: true,
+            rate: true,
+        },
+        "increase" => Kind::Extrapolated {
+            counter: true,
+            rate: false,
+        },
+        "delta" => Kind::Extrapolated {
+            counter: false,
+            rate: false,
+        },
+        "irate" => Kind::Instant { rate: true },
+        "idelta" => Kind::Instant { rate: false },
+        "deriv"
+        | "predict_linear"
+        | "resets"
+        | "changes"
+        | "avg_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "sum_over_time"
+        | "count_over_time"
+        | "last_over_time"
+        | "first_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "quantile_over_time"
+        | "present_over_time"
+        | "mad_over_time"
+        | "ts_of_last_over_time"
+        | "ts_of_first_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time"
+        | "double_exponential_smoothing" => Kind::Simple,
+        _ => return None,
+    };
+    Some(eval_kind(ev, name, kind, args, ts))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Extrapolated { counter: bool, rate: bool },
+    Instant { rate: bool },
+    Simple,
+}
+
+fn eval_kind(
+    ev: &Evaluator<'_>,
+    name: &str,
+    kind: Kind,
+    args: &[Box<Expr>],
+    ts: i64,
+) -> Result<Val, EvalError> {
+    // quantile_over_time takes its scalar first, the others after the range.
+    let (matrix_arg, scalar_args) = match name {
+        "quantile_over_time" => (args.get(1), args.get(..1)),
+        _ => (args.first(), args.get(1..)),
+    };
+    let matrix_arg =
+        matrix_arg.ok_or_else(|| EvalError::Parse(format!("missing argument to {name}")))?;
+    let mut params = Vec::new();
+    for a in scalar_args.unwrap_or_default() {
+        params.push(ev.eval(a, ts)?.into_scalar()?);
+    }
+    let param = params.first().copied().unwrap_or(f64::NAN);
+    if name == "double_exponential_smoothing" {
+        let tf = params.get(1).copied().unwrap_or(f64::NAN);
+        if !(param > 0.0 && param < 1.0) {
+            return Err(EvalError::Execution(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {param}"
+            )));
+        }
+        if !(tf > 0.0 && tf < 1.0) {
+            return Err(EvalError::Execution(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+            )));
+        }
+    }
+    let w = window(ev, matrix_arg, ts)?;
+    // Only these keep the metric name: they return a sample as it was.
+    let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    let mut out = Vec::with_capacity(w.series.len());
+    for s in &w.series {
+        let v = match kind {
+            Kind::Extrapolated { counter, rate } => {
+                extrapolated(&s.samples, w.start, w.end, counter, rate)
+            }
+            Kind::Instant { rate } => instant_delta(&s.samples, rate),
+            Kind::Simple if name == "double_exponential_smoothing" => holt(
+                &s.samples,
+                param,
+                params.get(1).copied().unwrap_or(f64::NAN),
+            ),
+            Kind::Simple => simple(name, &s.samples, param, ts),
+        };
+        if let Some(v) = v {
+            out.push(Elem {
+                labels: s.labels.clone(),
+                v,
+                drop_name: !keep_name || s.drop_name,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// `rate`, `increase`, `delta`: the change over the window, extrapolated
+/// towards the window edges when samples stop short of them.
+fn extrapolated(s: &[Sample], start: i64, end: i64, counter: bool, rate: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let first = s.first()?;
+    let last = s.last()?;
+    let mut result = last.v - first.v;
+    if counter {
+        let mut prev = first.v;
+        for x in s.iter().skip(1) {
+            if x.v < prev {
+                result += prev;
+            }
+            prev = x.v;
+        }
+    }
+    let mut to_start = (first.t as f64 - start as f64) / 1000.0;
+    let mut to_end = (end as f64 - last.t as f64) / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg_step = sampled / (s.len() - 1) as f64;
+    let threshold = avg_step * 1.1;
+    if to_start >= threshold {
+        to_start = avg_step / 2.0;
+    }
+    if counter && result > 0.0 && first.v >= 0.0 {
+        // A counter cannot have been below zero: don't extrapolate past it.
+        let to_zero = sampled * (first.v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_step / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= (end as f64 - start as f64) / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate`, `idelta`: from the last two samples.
+fn instant_delta(s: &[Sample], rate: bool) -> Option<f64> {
+    let n = s.len();
+    if n < 2 {
+        return None;
+    }
+    let last = s.get(n - 1)?;
+    let prev = s.get(n - 2)?;
+    let dt = last.t - prev.t;
+    if dt == 0 {
+        return None;
+    }
+    let mut v = if rate && last.v < prev.v {
+        last.v
+    } else {
+        last.v - prev.v
+    };
+    if rate {
+        v /= dt as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+fn simple(name: &str, s: &[Sample], param: f64, ts: i64) -> Option<f64> {
+    let first = s.first()?;
+    let vals = || s.iter().map(|x| x.v);
+    Some(match name {
+        "deriv" => {
+            if s.len() < 2 {
+                return None;
+            }
+            linear_regression(s, first.t).0
+        }
+        "predict_linear" => {
+            if s.len() < 2 {
+                return None;
+            }
+            let (slope, intercept) = linear_regression(s, ts);
+            slope * param + intercept
+        }
+        "resets" => s
+            .windows(2)
+            .filter(|w| matches!(w, [a, b] if b.v < a.v))
+            .count() as f64,
+        "changes" => s
+            .windows(2)
+            .filter(|w| matches!(w, [a, b] if b.v != a.v && !(a.v.is_nan() && b.v.is_nan())))
+            .count() as f64,
+        "avg_over_time" => avg(&vals().collect::<Vec<_>>()),
+        "min_over_time" => vals().fold(f64::NAN, |m, x| if x < m || m.is_nan() { x } else { m }),
+        "max_over_time" => vals().fold(f64::NAN, |m, x| if x > m || m.is_nan() { x } else { m }),
+        "sum_over_time" => {
+            let mut k = KahanSum::default();
+            vals().for_each(|x| k.add(x));
+            k.value()
+        }
+        "count_over_time" => s.len() as f64,
+        "last_over_time" => s.last()?.v,
+        "first_over_time" => first.v,
+        "ts_of_last_over_time" => s.last()?.t as f64 / 1000.0,
+        "ts_of_first_over_time" => first.t as f64 / 1000.0,
+        "ts_of_min_over_time" => extreme_time(s, |x, m| x < m),
+        "ts_of_max_over_time" => extreme_time(s, |x, m| x > m),
+        "present_over_time" => 1.0,
+        "stdvar_over_time" => variance_kahan(vals()),
+        "stddev_over_time" => variance_kahan(vals()).sqrt(),
+        "quantile_over_time" => quantile(param, &mut vals().collect::<Vec<_>>()),
+        "mad_over_time" => {
+            let mut v: Vec<f64> = vals().collect();
+            if v.iter().any(|x| x.is_nan()) {
+                return Some(f64::NAN);
+            }
+            let median = quantile(0.5, &mut v);
+            let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
+            quantile(0.5, &mut dev)
+        }
+        _ => return None,
+    })
+}
+
+/// Time (seconds) of the first sample that is the extreme by `better`.
+fn extreme_time(s: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
+    let mut best: Option<Sample> = None;
+    for x in s {
+        match best {
+            Some(b) if !(better(x.v, b.v) || b.v.is_nan()) => {}
+            _ => best = Some(*x),
+        }
+    }
+    best.map_or(f64::NAN, |b| b.t as f64 / 1000.0)
+}
+
+/// `double_exponential_smoothing` (Holt's linear method) with smoothing
+/// factor `sf` and trend factor `tf`.
+fn holt(s: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+    let (first, second) = (s.first()?, s.get(1)?);
+    let mut s0 = 0.0;
+    let mut s1 = first.v;
+    let mut b = second.v - first.v;
+    for (i, x) in s.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let next = sf * x.v + (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = next;
+    }
+    Some(s1)
+}
+
+/// Population variance with compensated sums (Welford's method).
+fn variance_kahan(vals: impl Iterator<Item = f64>) -> f64 {
+    let mut count = 0.0;
+    let mut mean = KahanSum::default();
+    let mut aux = KahanSum::default();
+    for x in vals {
+        count += 1.0;
+        let delta = x - mean.value();
+        mean.add(delta / count);
+        aux.add(delta * (x - mean.value()));
+    }
+    aux.value() / count
+}
+
+/// Least-squares fit of value over time (seconds relative to
+/// `intercept_time`); returns (slope, intercept).
+pub(crate) fn linear_regression(s: &[Sample], intercept_time: i64) -> (f64, f64) {
+    let mut n = 0.0;
+    let (mut sx, mut sy, mut sxy, mut sx2) = (
+        KahanSum::default(),
+        KahanSum::default(),
+        KahanSum::default(),
+        KahanSum::default(),
+    );
+    let init_y = s.first().map_or(f64::NAN, |x| x.v);
+    let mut const_y = true;
+    for x in s {
+        if const_y && x.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let t = (x.t - intercept_time) as f64 / 1000.0;
+        sx.add(t);
+        sy.add(x.v);
+        sxy.add(t * x.v);
+        sx2.add(t * t);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sx, sy, sxy, sx2) = (sx.value(), sy.value(), sxy.value(), sx2.value());
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}

@@ -1,0 +1,284 @@
+//! Selector planning and evaluation.
+//!
+//! Before evaluation the AST is walked once to find every selector and the
+//! widest time range it needs; each distinct selector is loaded with one
+//! `Queryable::select`. During evaluation selectors only slice the loaded,
+//! time-ordered samples.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use storage::sample::is_stale_nan;
+use storage::{METRIC_NAME, MatchOp, Matcher, Sample, Series};
+
+use super::value::{Elem, RangeSeries};
+use super::{EvalError, Queryable};
+
+/// Subquery step when the query gives none (Prometheus' default global
+/// evaluation interval).
+pub(crate) const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// Identity of an AST node during one query (the AST is not moved while the
+/// query runs, so its address is stable).
+pub(crate) fn node_id<T>(node: &T) -> usize {
+    node as *const T as usize
+}
+
+pub(crate) fn duration_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+/// The fixed evaluation time an `@` modifier sets, if any.
+pub(crate) fn at_ms(at: &Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(start),
+        Some(AtModifier::End) => Some(end),
+        Some(AtModifier::At(t)) => Some(match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => duration_ms(&d),
+            Err(e) => -duration_ms(&e.duration()),
+        }),
+    }
+}
+
+/// Storage matchers for a selector; the metric name becomes a `__name__` matcher.
+pub(crate) fn to_storage_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(EvalError::Unsupported("`or` inside label matchers".into()));
+    }
+    let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
+    if let Some(name) = &vs.name {
+        out.push(Matcher::eq(METRIC_NAME, name.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        let matcher = Matcher::new(op, m.name.clone(), m.value.clone())
+            .map_err(|e| EvalError::Parse(e.to_string()))?;
+        out.push(matcher);
+    }
+    Ok(out)
+}
+
+fn matcher_key(ms: &[Matcher]) -> String {
+    let mut parts: Vec<String> = ms
+        .iter()
+        .map(|m| format!("{}{:?}{:?}", m.name, m.op, m.value))
+        .collect();
+    parts.sort();
+    parts.join("\u{0}")
+}
+
+/// Time range (inclusive) of samples one selector needs.
+struct Need {
+    matchers: Vec<Matcher>,
+    min: i64,
+    max: i64,
+    nodes: Vec<usize>,
+}
+
+/// Samples loaded for every selector node of a query.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    by_node: HashMap<usize, Arc<Vec<Series>>>,
+}
+
+impl Loaded {
+    pub fn series(&self, vs: &VectorSelector) -> Result<&[Series], EvalError> {
+        self.by_node
+            .get(&node_id(vs))
+            .map(|s| s.as_slice())
+            .ok_or_else(|| EvalError::Execution("selector was not loaded".into()))
+    }
+}
+
+/// Walks `expr`, evaluated at times in `[lo, hi]`, and records the sample
+/// ranges its selectors need.
+struct Planner {
+    start: i64,
+    end: i64,
+    lookback: i64,
+    needs: HashMap<String, Need>,
+}
+
+impl Planner {
+    fn add(&mut self, vs: &VectorSelector, min: i64, max: i64) -> Result<(), EvalError> {
+        let matchers = to_storage_matchers(vs)?;
+        let key = matcher_key(&matchers);
+        let need = self.needs.entry(key).or_insert(Need {
+            matchers,
+            min,
+            max,
+            nodes: Vec::new(),
+        });
+        need.min = need.min.min(min);
+        need.max = need.max.max(max);
+        need.nodes.push(node_id(vs));
+        Ok(())
+    }
+
+    fn walk(&mut self, expr: &Expr, lo: i64, hi: i64) -> Result<(), EvalError> {
+        match expr {
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = at_ms(&vs.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
+                let off = offset_ms(&vs.offset);
+                self.add(
+                    vs,
+                    lo.saturating_sub(off).saturating_sub(self.lookback),
+                    hi.saturating_sub(off),
+                )
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let (lo, hi) = at_ms(&vs.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
+                let off = offset_ms(&vs.offset);
+                let range = duration_ms(&ms.range);
+                self.add(
+                    vs,
+                    lo.saturating_sub(off).saturating_sub(range),
+                    hi.saturating_sub(off),
+                )
+            }
+            Expr::Subquery(sq) => {
+                let (lo, hi) = at_ms(&sq.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
+                let off = offset_ms(&sq.offset);
+                let range = duration_ms(&sq.range);
+                self.walk(
+                    &sq.expr,
+                    lo.saturating_sub(off).saturating_sub(range),
+                    hi.saturating_sub(off),
+                )
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.walk(p, lo, hi)?;
+                }
+                self.walk(&a.expr, lo, hi)
+            }
+            Expr::Unary(u) => self.walk(&u.expr, lo, hi),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, lo, hi)?;
+                self.walk(&b.rhs, lo, hi)
+            }
+            Expr::Paren(p) => self.walk(&p.expr, lo, hi),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.walk(a, lo, hi)?;
+                }
+                Ok(())
+            }
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+}
+
+/// Loads every selector of `expr` for evaluation times `[lo, hi]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn load(
+    q: &dyn Queryable,
+    expr: &Expr,
+    lo: i64,
+    hi: i64,
+    lookback: i64,
+    max_samples: usize,
+) -> Result<Loaded, EvalError> {
+    let mut planner = Planner {
+        start: lo,
+        end: hi,
+        lookback,
+        needs: HashMap::new(),
+    };
+    planner.walk(expr, lo, hi)?;
+    let mut loaded = Loaded::default();
+    let mut total = 0usize;
+    for need in planner.needs.into_values() {
+        // Windows are left-open, so the first millisecond is never needed.
+        let series = q
+            .select(&need.matchers, need.min.saturating_add(1), need.max)
+            .await?;
+        total = total.saturating_add(series.iter().map(|s| s.samples.len()).sum::<usize>());
+        if total > max_samples {
+            return Err(EvalError::TooManySamples);
+        }
+        let series = Arc::new(series);
+        for n in need.nodes {
+            loaded.by_node.insert(n, Arc::clone(&series));
+        }
+    }
+    Ok(loaded)
+}
+
+/// The latest sample of `s` in `(t - lookback, t]`, unless it is a stale marker.
+pub(crate) fn instant_sample(s: &[Sample], t: i64, lookback: i64) -> Option<Sample> {
+    let idx = s.partition_point(|x| x.t <= t);
+    let last = s.get(idx.checked_sub(1)?)?;
+    if last.t <= t.saturating_sub(lookback) || is_stale_nan(last.v) {
+        return None;
+    }
+    Some(*last)
+}
+
+/// Instant selector at reference time `t` (offset and `@` already applied);
+/// returns elements with the samples' own timestamps alongside.
+pub(crate) fn select_instant(series: &[Series], t: i64, lookback: i64) -> Vec<(Elem, i64)> {
+    series
+        .iter()
+        .filter_map(|s| {
+            instant_sample(&s.samples, t, lookback).map(|x| {
+                (
+                    Elem {
+                        labels: s.labels.clone(),
+                        v: x.v,
+                        drop_name: false,
+                    },
+                    x.t,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Range selector: samples in `(t - range, t]` without stale markers; series
+/// with no sample there are left out.
+pub(crate) fn select_range(series: &[Series], t: i64, range: i64) -> Vec<RangeSeries> {
+    series
+        .iter()
+        .filter_map(|s| {
+            let from = s
+                .samples
+                .partition_point(|x| x.t <= t.saturating_sub(range));
+            let to = s.samples.partition_point(|x| x.t <= t);
+            let samples: Vec<Sample> = s
+                .samples
+                .get(from..to)?
+                .iter()
+                .filter(|x| !is_stale_nan(x.v))
+                .copied()
+                .collect();
+            if samples.is_empty() {
+                return None;
+            }
+            Some(RangeSeries {
+                labels: s.labels.clone(),
+                samples,
+                drop_name: false,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,215 @@
+//! Unit tests of the engine over a small in-memory store. The Prometheus
+//! conformance scripts (see `promqltest`) are the full specification; these
+//! pin down the engine's own contract: one `select` per distinct selector,
+//! result shapes, and error kinds.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use storage::matcher::matches_all;
+use storage::sample::stale_nan;
+use storage::{Labels, Matcher, Sample, Series};
+
+use super::{Engine, EvalError, Queryable, Value};
+
+#[derive(Default)]
+struct MemQueryable {
+    series: Vec<Series>,
+    calls: Mutex<Vec<(usize, i64, i64)>>,
+}
+
+#[async_trait]
+impl Queryable for MemQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, EvalError> {
+        self.calls
+            .lock()
+            .map_err(|e| EvalError::Storage(e.to_string()))?
+            .push((matchers.len(), start_ms, end_ms));
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| matches_all(matchers, &s.labels))
+            .map(|s| Series {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .filter(|x| x.t >= start_ms && x.t <= end_ms)
+                    .copied()
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied()).expect("labels")
+}
+
+/// A series with one sample every `step_s` seconds from 0, values `vals`.
+fn series(pairs: &[(&str, &str)], step_s: i64, vals: &[f64]) -> Series {
+    let samples = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Sample::new(i as i64 * step_s * 1000, *v))
+        .collect();
+    Series {
+        labels: labels(pairs),
+        samples,
+    }
+}
+
+fn store() -> MemQueryable {
+    MemQueryable {
+        series: vec![
+            series(
+                &[("__name__", "req"), ("job", "a")],
+                60,
+                &[0.0, 60.0, 120.0, 180.0, 240.0, 300.0],
+            ),
+            series(
+                &[("__name__", "req"), ("job", "b")],
+                60,
+                &[0.0, 30.0, 60.0, 10.0, 40.0, 70.0],
+            ),
+            series(
+                &[("__name__", "up"), ("job", "a")],
+                60,
+                &[1.0, 1.0, 1.0, stale_nan()],
+            ),
+        ],
+        calls: Mutex::default(),
+    }
+}
+
+fn vector(v: Value) -> Vec<(String, f64)> {
+    match v {
+        Value::Vector(v) => {
+            let mut out: Vec<(String, f64)> = v
+                .into_iter()
+                .map(|s| (s.labels.to_string(), s.sample.v))
+                .collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+        other => panic!("expected a vector, got {other:?}"),
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn instant_selector_and_staleness() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.instant_query(&q, "up", 120_000)).expect("query");
+    assert_eq!(vector(v), vec![("up{job=\"a\"}".to_string(), 1.0)]);
+    // The stale marker at 180s ends the series at once.
+    let v = block_on(e.instant_query(&q, "up", 200_000)).expect("query");
+    assert!(vector(v).is_empty());
+}
+
+#[test]
+fn rate_handles_counter_resets_and_drops_the_name() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.instant_query(&q, "rate(req[5m])", 300_000)).expect("query");
+    let got = vector(v);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "{job=\"a\"}");
+    // 240 increase over 240s sampled, extrapolated to the 300s window: 1/s.
+    assert!((got[0].1 - 1.0).abs() < 1e-9, "{got:?}");
+    // b from 60s: 30, 60, reset to 10 (60 kept), 40, 70: increase 100,
+    // extrapolated by the same 1.25 over 300s.
+    assert!((got[1].1 - 100.0 * 1.25 / 300.0).abs() < 1e-9, "{got:?}");
+}
+
+#[test]
+fn aggregation_and_binary_matching() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.instant_query(&q, "sum by (job) (req) / on(job) group_left up", 120_000))
+        .expect("query");
+    assert_eq!(vector(v), vec![("{job=\"a\"}".to_string(), 120.0)]);
+    let err = block_on(e.instant_query(&q, "req + on() up", 120_000)).expect_err("many-to-many");
+    assert!(matches!(err, EvalError::Execution(_)), "{err}");
+    let err = block_on(e.instant_query(&q, "sum(", 0)).expect_err("parse");
+    assert!(matches!(err, EvalError::Parse(_)), "{err}");
+}
+
+#[test]
+fn range_query_gives_a_matrix_and_scalars_become_one_series() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.range_query(&q, "req{job=\"a\"} * 2", 0, 120_000, 60_000)).expect("query");
+    let Value::Matrix(m) = v else {
+        panic!("expected a matrix")
+    };
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].labels, labels(&[("job", "a")]));
+    let vals: Vec<f64> = m[0].samples.iter().map(|s| s.v).collect();
+    assert_eq!(vals, vec![0.0, 120.0, 240.0]);
+
+    let v = block_on(e.range_query(&q, "time()", 0, 120_000, 60_000)).expect("query");
+    let Value::Matrix(m) = v else {
+        panic!("expected a matrix")
+    };
+    assert_eq!(m.len(), 1);
+    assert!(m[0].labels.is_empty());
+    assert_eq!(m[0].samples.len(), 3);
+
+    let err = block_on(e.range_query(&q, "req[5m]", 0, 120_000, 60_000)).expect_err("matrix");
+    assert!(matches!(err, EvalError::Parse(_)), "{err}");
+}
+
+#[test]
+fn each_distinct_selector_is_loaded_once_with_the_widest_range() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.instant_query(
+        &q,
+        "req offset 1m + rate(req[10m]) + max_over_time(req[2m:30s])",
+        600_000,
+    ));
+    v.expect("query");
+    let calls = q.calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (_, start, end) = calls[0];
+    // Lookback of the offset selector reaches 600-60-300 = 240s; the range
+    // 600-600 = 0s; start is exclusive so the load begins 1ms later.
+    assert_eq!((start, end), (1, 600_000));
+}
+
+#[test]
+fn subquery_steps_are_aligned_to_the_step() {
+    let q = store();
+    let e = Engine::default();
+    // Inner steps at 60s..300s: values 60,120,180,240,300 of req{job="a"}.
+    let v = block_on(e.instant_query(&q, "count_over_time(req{job=\"a\"}[4m:1m])", 310_000))
+        .expect("query");
+    assert_eq!(vector(v), vec![("{job=\"a\"}".to_string(), 4.0)]);
+    let v = block_on(e.instant_query(&q, "req{job=\"a\"}[2m:1m]", 300_000)).expect("query");
+    let Value::Matrix(m) = v else {
+        panic!("expected a matrix")
+    };
+    let ts: Vec<i64> = m[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(ts, vec![240_000, 300_000]);
+}
+
+#[test]
+fn unsupported_features_say_so() {
+    let q = store();
+    let e = Engine::default();
+    let err = block_on(e.instant_query(&q, "limitk(1, req)", 0)).expect_err("limitk");
+    assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+}

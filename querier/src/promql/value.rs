@@ -1,0 +1,217 @@
+//! Intermediate values of the evaluator and label helpers shared by the
+//! operator modules.
+//!
+//! Evaluation runs one timestamp at a time, so an instant vector is a list of
+//! [`Elem`]s. Every element carries `drop_name`: Prometheus 3 removes the
+//! metric name lazily (at the end of the query), so that `label_replace` can
+//! still read it and aggregations may still group by it.
+
+use std::collections::HashSet;
+
+use storage::{Label, Labels, METRIC_NAME, Sample};
+
+use super::EvalError;
+
+/// One element of an instant vector at the current evaluation time.
+#[derive(Clone, Debug)]
+pub(crate) struct Elem {
+    pub labels: Labels,
+    pub v: f64,
+    /// The metric name is to be removed when the query finishes.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector (range selector or subquery window).
+#[derive(Clone, Debug)]
+pub(crate) struct RangeSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub drop_name: bool,
+}
+
+/// The value of an expression at one evaluation time.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Elem>),
+    Matrix(Vec<RangeSeries>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+
+    pub fn into_vector(self) -> Result<Vec<Elem>, EvalError> {
+        match self {
+            Val::Vector(v) => Ok(v),
+            other => Err(type_error("instant vector", &other)),
+        }
+    }
+
+    pub fn into_scalar(self) -> Result<f64, EvalError> {
+        match self {
+            Val::Scalar(v) => Ok(v),
+            other => Err(type_error("scalar", &other)),
+        }
+    }
+
+    pub fn into_string(self) -> Result<String, EvalError> {
+        match self {
+            Val::Str(s) => Ok(s),
+            other => Err(type_error("string", &other)),
+        }
+    }
+
+    pub fn into_matrix(self) -> Result<Vec<RangeSeries>, EvalError> {
+        match self {
+            Val::Matrix(m) => Ok(m),
+            other => Err(type_error("range vector", &other)),
+        }
+    }
+}
+
+fn type_error(want: &str, got: &Val) -> EvalError {
+    EvalError::Execution(format!("expected {want}, got {}", got.type_name()))
+}
+
+/// Labels as Prometheus prints them in error messages: `{a="b", c="d"}`,
+/// metric name included as an ordinary label.
+pub(crate) fn prom_string(labels: &Labels) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// The labels an element will have once the query finishes.
+pub(crate) fn final_labels(labels: &Labels, drop_name: bool) -> Labels {
+    if drop_name {
+        labels.without(METRIC_NAME)
+    } else {
+        labels.clone()
+    }
+}
+
+/// Applies pending name removal and rejects duplicate label sets, as
+/// Prometheus does once a query (or a step of it) is complete.
+pub(crate) fn finish_vector(v: Vec<Elem>) -> Result<Vec<Elem>, EvalError> {
+    let out: Vec<Elem> = v
+        .into_iter()
+        .map(|e| Elem {
+            labels: final_labels(&e.labels, e.drop_name),
+            v: e.v,
+            drop_name: false,
+        })
+        .collect();
+    check_unique(out.iter().map(|e| &e.labels))?;
+    Ok(out)
+}
+
+pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EvalError> {
+    let mut seen = HashSet::new();
+    for l in labels {
+        if !seen.insert(l) {
+            return Err(same_labelset());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn same_labelset() -> EvalError {
+    EvalError::Execution("vector cannot contain metrics with the same labelset".into())
+}
+
+/// Signature labels for vector matching: with `on`, only the listed labels;
+/// otherwise every label except the listed ones and the metric name.
+pub(crate) fn match_labels(labels: &Labels, on: bool, names: &[String]) -> Labels {
+    if on {
+        labels.retain(|n| names.iter().any(|x| x == n))
+    } else {
+        labels.retain(|n| n != METRIC_NAME && !names.iter().any(|x| x == n))
+    }
+}
+
+/// Builds labels from pairs that may be unsorted; pairs with empty values
+/// are dropped (an empty value means "no label").
+pub(crate) fn labels_from(pairs: Vec<Label>) -> Labels {
+    let mut pairs: Vec<Label> = pairs.into_iter().filter(|l| !l.value.is_empty()).collect();
+    pairs.sort_by(|a, b| a.name.cmp(&b.name));
+    pairs.dedup_by(|a, b| a.name == b.name);
+    Labels::from_sorted(pairs).unwrap_or_default()
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, as used for label values.
+pub(crate) fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Kahan-Babuska-Neumaier compensated summation, as Prometheus uses for sums.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct KahanSum {
+    sum: f64,
+    c: f64,
+}
+
+impl KahanSum {
+    pub fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if t.is_infinite() {
+            self.c = 0.0;
+        } else if self.sum.abs() >= v.abs() {
+            self.c += (self.sum - t) + v;
+        } else {
+            self.c += (v - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    pub fn value(&self) -> f64 {
+        if self.sum.is_infinite() {
+            self.sum
+        } else {
+            self.sum + self.c
+        }
+    }
+}
+
+/// Quantile with linear interpolation between closest ranks (Prometheus'
+/// `quantile` aggregation and `quantile_over_time`). `values` need not be sorted.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    // NaNs sort last with total_cmp (positive NaN); Prometheus sorts them first.
+    let nan_count = values.iter().filter(|v| v.is_nan()).count();
+    values.rotate_right(nan_count);
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    let lo = values.get(lower as usize).copied().unwrap_or(f64::NAN);
+    let hi = values.get(upper as usize).copied().unwrap_or(f64::NAN);
+    lo * (1.0 - weight) + hi * weight
+}
