@@ -59,7 +59,11 @@ fn next_segment_id() -> Ulid {
     // Overflow within one millisecond (2^80 ids) cannot happen in practice;
     // a poisoned lock only means another writer panicked. Both fall back to a
     // fresh ULID, which is still unique.
-    SEGMENT_IDS.lock().ok().and_then(|mut g| g.generate().ok()).unwrap_or_else(Ulid::new)
+    // (`Ulid::default()` is the nil id, so no `unwrap_or_default` here.)
+    match SEGMENT_IDS.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        None => Ulid::new(),
+    }
 }
 
 /// What [`Storage::write_segment`] stored.
