@@ -46,11 +46,17 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_data(message: impl Into<String>) -> Self {
-        Self { kind: ErrorType::BadData, message: message.into() }
+        Self {
+            kind: ErrorType::BadData,
+            message: message.into(),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { kind: ErrorType::Internal, message: message.into() }
+        Self {
+            kind: ErrorType::Internal,
+            message: message.into(),
+        }
     }
 }
 
@@ -58,10 +64,15 @@ impl From<EvalError> for ApiError {
     fn from(e: EvalError) -> Self {
         let kind = match &e {
             EvalError::Parse(_) => ErrorType::BadData,
-            EvalError::Execution(_) | EvalError::Unsupported(_) | EvalError::TooManySamples => ErrorType::Execution,
+            EvalError::Execution(_) | EvalError::Unsupported(_) | EvalError::TooManySamples => {
+                ErrorType::Execution
+            }
             EvalError::Storage(_) => ErrorType::Internal,
         };
-        Self { kind, message: e.to_string() }
+        Self {
+            kind,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -12,7 +12,9 @@ pub fn time(ms: i64) -> Json {
     if ms % 1000 == 0 {
         Json::Number(Number::from(ms / 1000))
     } else {
-        Number::from_f64(ms as f64 / 1000.0).map(Json::Number).unwrap_or(Json::Null)
+        Number::from_f64(ms as f64 / 1000.0)
+            .map(Json::Number)
+            .unwrap_or(Json::Null)
     }
 }
 
@@ -55,7 +57,11 @@ pub fn query_data(v: &Value) -> Json {
             let result: Vec<Json> = series
                 .iter()
                 .map(|s| {
-                    let values: Vec<Json> = s.samples.iter().map(|p| json!([time(p.t), float(p.v)])).collect();
+                    let values: Vec<Json> = s
+                        .samples
+                        .iter()
+                        .map(|p| json!([time(p.t), float(p.v)]))
+                        .collect();
                     json!({"metric": labels(&s.labels), "values": values})
                 })
                 .collect();

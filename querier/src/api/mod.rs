@@ -99,11 +99,19 @@ pub struct QueryState {
 
 impl QueryState {
     pub fn new(storage: Storage, config: QueryConfig, default_tenant: TenantId) -> Self {
-        Self { engine: Engine::new(config.engine_options()), storage, config, default_tenant }
+        Self {
+            engine: Engine::new(config.engine_options()),
+            storage,
+            config,
+            default_tenant,
+        }
     }
 
     fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
-        Ok(tenant::resolve(headers.get(TENANT_HEADER).map(|v| v.as_bytes()), &self.default_tenant)?)
+        Ok(tenant::resolve(
+            headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+            &self.default_tenant,
+        )?)
     }
 }
 
@@ -131,43 +139,91 @@ fn now_ms() -> i64 {
 
 /// The query text, required and non-empty.
 fn query_text(p: &Params) -> Result<&str, ApiError> {
-    p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": no query provided"))
+    p.get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": no query provided"))
 }
 
-/// Runs an engine call under the configured (or requested, if shorter) timeout.
-async fn with_timeout<T>(
+/// What a query evaluates: an instant or a range.
+enum Eval {
+    Instant(i64),
+    Range { start: i64, end: i64, step: i64 },
+}
+
+/// Evaluates a query on the blocking thread pool, so CPU-heavy PromQL never
+/// stalls the async workers that serve remote write, under the configured
+/// (or requested, if shorter) timeout.
+async fn evaluate(
     state: &QueryState,
+    headers: &HeaderMap,
     p: &Params,
-    fut: impl std::future::Future<Output = Result<T, promql::EvalError>>,
-) -> Result<T, ApiError> {
+    eval: Eval,
+) -> Result<Response, ApiError> {
+    let tenant = state.tenant(headers)?;
+    let query = query_text(p)?.to_string();
     let mut limit = state.config.timeout;
     if let Some(ms) = p.duration("timeout")? {
         limit = limit.min(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)));
     }
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(ApiError { kind: ErrorType::Timeout, message: "query timed out in expression evaluation".into() }),
+    let engine = state.engine.clone();
+    let queryable = TenantQueryable {
+        storage: state.storage.clone(),
+        tenant,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async {
+            match eval {
+                Eval::Instant(t) => engine.instant_query(&queryable, &query, t).await,
+                Eval::Range { start, end, step } => {
+                    engine
+                        .range_query(&queryable, &query, start, end, step)
+                        .await
+                }
+            }
+        })
+    });
+    // On timeout the evaluation is abandoned; it ends on its own.
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(result)) => Ok(success(json::query_data(&result?))),
+        Ok(Err(join)) => Err(ApiError::internal(format!(
+            "query evaluation failed: {join}"
+        ))),
+        Err(_) => Err(ApiError {
+            kind: ErrorType::Timeout,
+            message: "query timed out in expression evaluation".into(),
+        }),
     }
 }
 
-async fn query(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
-    let tenant = state.tenant(&headers)?;
-    let q = query_text(&p)?;
+async fn query(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
     let time = p.time("time")?.unwrap_or_else(now_ms);
-    let queryable = TenantQueryable { storage: &state.storage, tenant: &tenant };
-    let value = with_timeout(&state, &p, state.engine.instant_query(&queryable, q, time)).await?;
-    Ok(success(json::query_data(&value)))
+    evaluate(&state, &headers, &p, Eval::Instant(time)).await
 }
 
-async fn query_range(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
-    let tenant = state.tenant(&headers)?;
-    let q = query_text(&p)?;
-    let start = p.time("start")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))?;
-    let end = p.time("end")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))?;
+async fn query_range(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    query_text(&p)?;
+    let start = p
+        .time("start")?
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))?;
+    let end = p
+        .time("end")?
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))?;
     if end < start {
-        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
     }
-    let step = p.duration("step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
+    let step = p
+        .duration("step")?
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
     if step <= 0 {
         return Err(ApiError::bad_data(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -179,21 +235,26 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, p: Par
             state.config.max_points_per_series
         )));
     }
-    let queryable = TenantQueryable { storage: &state.storage, tenant: &tenant };
-    let value = with_timeout(&state, &p, state.engine.range_query(&queryable, q, start, end, step)).await?;
-    Ok(success(json::query_data(&value)))
+    evaluate(&state, &headers, &p, Eval::Range { start, end, step }).await
 }
 
 /// `match[]` selectors parsed into matcher sets.
 fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     p.all("match[]")
         .into_iter()
-        .map(|s| promql::parse_selector(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))))
+        .map(|s| {
+            promql::parse_selector(s)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))
+        })
         .collect()
 }
 
 /// Series of the request's tenant, range and `match[]` (all when none given).
-async fn matching_series(state: &QueryState, headers: &HeaderMap, p: &Params) -> Result<Vec<Labels>, ApiError> {
+async fn matching_series(
+    state: &QueryState,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<Vec<Labels>, ApiError> {
     let tenant = state.tenant(headers)?;
     let sets = match_sets(p)?;
     let start = p.time("start")?.unwrap_or(MIN_TIME);
@@ -205,7 +266,9 @@ async fn matching_series(state: &QueryState, headers: &HeaderMap, p: &Params) ->
 fn limited<T>(p: &Params, mut items: Vec<T>) -> Result<(Vec<T>, Vec<String>), ApiError> {
     let limit = match p.get("limit").filter(|s| !s.is_empty()) {
         None => 0,
-        Some(s) => s.parse::<usize>().map_err(|_| ApiError::bad_data("invalid parameter \"limit\": must be a non-negative integer"))?,
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            ApiError::bad_data("invalid parameter \"limit\": must be a non-negative integer")
+        })?,
     };
     if limit > 0 && items.len() > limit {
         items.truncate(limit);
@@ -221,7 +284,11 @@ fn success_with_warnings(data: serde_json::Value, warnings: Vec<String>) -> Resp
     Json(json!({"status": "success", "data": data, "warnings": warnings})).into_response()
 }
 
-async fn series(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+async fn series(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
     if p.all("match[]").is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
@@ -231,9 +298,16 @@ async fn series(State(state): State<QueryState>, headers: HeaderMap, p: Params) 
     Ok(success_with_warnings(json!(data), warnings))
 }
 
-async fn label_names(State(state): State<QueryState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+async fn label_names(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
     let found = matching_series(&state, &headers, &p).await?;
-    let names: BTreeSet<&str> = found.iter().flat_map(|l| l.iter().map(|l| l.name.as_str())).collect();
+    let names: BTreeSet<&str> = found
+        .iter()
+        .flat_map(|l| l.iter().map(|l| l.name.as_str()))
+        .collect();
     let (names, warnings) = limited(&p, names.into_iter().collect())?;
     Ok(success_with_warnings(json!(names), warnings))
 }

@@ -17,24 +17,37 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
         self.get(key)
             .filter(|s| !s.is_empty())
-            .map(|s| parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))))
+            .map(|s| {
+                parse_time(s)
+                    .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+            })
             .transpose()
     }
 
     pub fn duration(&self, key: &str) -> Result<Option<i64>, ApiError> {
         self.get(key)
             .filter(|s| !s.is_empty())
-            .map(|s| parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))))
+            .map(|s| {
+                parse_duration(s)
+                    .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+            })
             .transpose()
     }
 }
@@ -87,7 +100,9 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(secs) = s.parse::<f64>() {
         let ms = secs * 1000.0;
         if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
-            return Err(format!("cannot parse {s:?} to a valid duration. It overflows int64"));
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
         }
         return Ok(ms.round() as i64);
     }
@@ -104,8 +119,14 @@ mod tests {
     fn times_and_durations_parse_as_prometheus_does() {
         assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
         assert_eq!(parse_time("1435781451"), Ok(1_435_781_451_000));
-        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
-        assert_eq!(parse_time("2015-07-01T22:10:51.781+02:00"), Ok(1_435_781_451_781));
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z"),
+            Ok(1_435_781_451_781)
+        );
+        assert_eq!(
+            parse_time("2015-07-01T22:10:51.781+02:00"),
+            Ok(1_435_781_451_781)
+        );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_duration("15"), Ok(15_000));

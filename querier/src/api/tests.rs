@@ -23,15 +23,26 @@ async fn app() -> Router {
         .write_segment(
             &default,
             &[
-                series(&[("__name__", "up"), ("job", "api"), ("instance", "a")], |_| 1.0),
-                series(&[("__name__", "up"), ("job", "db"), ("instance", "b")], |_| 0.0),
-                series(&[("__name__", "requests_total"), ("job", "api")], |i| (i * 30) as f64),
+                series(
+                    &[("__name__", "up"), ("job", "api"), ("instance", "a")],
+                    |_| 1.0,
+                ),
+                series(
+                    &[("__name__", "up"), ("job", "db"), ("instance", "b")],
+                    |_| 0.0,
+                ),
+                series(&[("__name__", "requests_total"), ("job", "api")], |i| {
+                    (i * 30) as f64
+                }),
             ],
         )
         .await
         .expect("write");
     storage
-        .write_segment(&TenantId::new("other").expect("tenant"), &[series(&[("__name__", "secret")], |_| 7.0)])
+        .write_segment(
+            &TenantId::new("other").expect("tenant"),
+            &[series(&[("__name__", "secret")], |_| 7.0)],
+        )
         .await
         .expect("write");
     router(QueryState::new(storage, QueryConfig::default(), default))
@@ -40,7 +51,9 @@ async fn app() -> Router {
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Json) {
     let resp = app.clone().oneshot(req).await.expect("response");
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.expect("body");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .expect("body");
     (status, serde_json::from_slice(&bytes).unwrap_or(Json::Null))
 }
 
@@ -57,7 +70,9 @@ async fn instant_query_by_get_and_by_form_post() {
     assert_eq!(body["data"]["resultType"], "vector");
     let result = body["data"]["result"].as_array().expect("result");
     assert_eq!(result.len(), 2);
-    assert!(result.contains(&json!({"metric": {"__name__": "up", "job": "api", "instance": "a"}, "value": [300, "1"]})));
+    assert!(result.contains(
+        &json!({"metric": {"__name__": "up", "job": "api", "instance": "a"}, "value": [300, "1"]})
+    ));
 
     let req = Request::post("/api/v1/query")
         .header("Content-Type", "application/x-www-form-urlencoded")
@@ -66,48 +81,97 @@ async fn instant_query_by_get_and_by_form_post() {
     let (s, body) = call(&app, req).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let result = body["data"]["result"].as_array().expect("result");
-    assert!(result.contains(&json!({"metric": {"job": "db"}, "value": [300.5, "0"]})), "{body}");
+    assert!(
+        result.contains(&json!({"metric": {"job": "db"}, "value": [300.5, "0"]})),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn range_query_returns_a_matrix() {
     let app = app().await;
-    let (s, body) = get(&app, "/api/v1/query_range?query=requests_total*2&start=60&end=120&step=30").await;
+    let (s, body) = get(
+        &app,
+        "/api/v1/query_range?query=requests_total*2&start=60&end=120&step=30",
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["resultType"], "matrix");
-    assert_eq!(body["data"]["result"], json!([{"metric": {"job": "api"}, "values": [[60, "240"], [90, "360"], [120, "480"]]}]));
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {"job": "api"}, "values": [[60, "240"], [90, "360"], [120, "480"]]}])
+    );
 }
 
 #[tokio::test]
 async fn errors_use_prometheus_types_and_status_codes() {
     let app = app().await;
     let cases = [
-        ("/api/v1/query?query=sum(", StatusCode::BAD_REQUEST, "bad_data"),
+        (
+            "/api/v1/query?query=sum(",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
         ("/api/v1/query", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/query?query=up&time=yesterday", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/query_range?query=up&start=10&end=0&step=1", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/query_range?query=up&start=0&end=10&step=0", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/query_range?query=up&start=0&end=100000&step=1", StatusCode::BAD_REQUEST, "bad_data"),
+        (
+            "/api/v1/query?query=up&time=yesterday",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=10&end=0&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=10&step=0",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
         ("/api/v1/series", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/series?match[]=up%7B", StatusCode::BAD_REQUEST, "bad_data"),
-        ("/api/v1/label/bad-name/values", StatusCode::BAD_REQUEST, "bad_data"),
+        (
+            "/api/v1/series?match[]=up%7B",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/label/bad-name/values",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
     ];
     for (uri, status, kind) in cases {
         let (s, body) = get(&app, uri).await;
         assert_eq!(s, status, "{uri}: {body}");
         assert_eq!(body["status"], "error", "{uri}");
         assert_eq!(body["errorType"], kind, "{uri}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{uri}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{uri}"
+        );
     }
     // Many-to-many matching is an execution error (422).
     let (s, body) = get(&app, "/api/v1/query?query=up+%2B+on()+up&time=300").await;
-    assert_eq!((s, body["errorType"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("execution")), "{body}");
+    assert_eq!(
+        (s, body["errorType"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("execution")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn series_labels_and_values_use_match_and_tenant() {
     let app = app().await;
-    let (s, body) = get(&app, "/api/v1/series?match[]=up&match[]=requests_total&start=0&end=300").await;
+    let (s, body) = get(
+        &app,
+        "/api/v1/series?match[]=up&match[]=requests_total&start=0&end=300",
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["data"].as_array().map(Vec::len), Some(3));
     let (_, body) = get(&app, "/api/v1/labels").await;
@@ -116,7 +180,11 @@ async fn series_labels_and_values_use_match_and_tenant() {
     assert_eq!(body["data"], json!(["__name__", "job"]));
     let (_, body) = get(&app, "/api/v1/label/__name__/values").await;
     assert_eq!(body["data"], json!(["requests_total", "up"]));
-    let (_, body) = get(&app, "/api/v1/label/job/values?match[]=up%7Binstance%3D%22b%22%7D").await;
+    let (_, body) = get(
+        &app,
+        "/api/v1/label/job/values?match[]=up%7Binstance%3D%22b%22%7D",
+    )
+    .await;
     assert_eq!(body["data"], json!(["db"]));
     let (_, body) = get(&app, "/api/v1/label/job/values?limit=1").await;
     assert_eq!(body["data"], json!(["api"]));
@@ -126,13 +194,21 @@ async fn series_labels_and_values_use_match_and_tenant() {
     assert_eq!(body["data"], json!([]));
 
     // Another tenant sees only its own data; a bad tenant id is bad_data.
-    let req = |uri: &str, t: &str| Request::get(uri).header(TENANT_HEADER, t).body(Body::empty()).expect("request");
+    let req = |uri: &str, t: &str| {
+        Request::get(uri)
+            .header(TENANT_HEADER, t)
+            .body(Body::empty())
+            .expect("request")
+    };
     let (_, body) = call(&app, req("/api/v1/label/__name__/values", "other")).await;
     assert_eq!(body["data"], json!(["secret"]));
     let (_, body) = call(&app, req("/api/v1/query?query=secret&time=300", "default")).await;
     assert_eq!(body["data"]["result"], json!([]));
     let (s, body) = call(&app, req("/api/v1/labels", "../x")).await;
-    assert_eq!((s, body["errorType"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_data")));
+    assert_eq!(
+        (s, body["errorType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_data"))
+    );
 }
 
 #[tokio::test]
