@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use ingest::{GroupCommitter, IngestMetrics, IngestState};
+use object_store::ObjectStore;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use querier::api::QueryState;
 use storage::Storage;
+use storage::instrumented_store::{InstrumentedStore, StoreMetrics};
 use tracing::{Instrument, info, info_span};
 
 use crate::config::StrataConfig;
@@ -46,9 +48,11 @@ pub fn init_logging(filter: &str) {
 
 /// The router of the selected roles, plus `/metrics`, health endpoints and
 /// request spans.
-pub fn app(config: &StrataConfig, roles: Roles, storage: Storage) -> Router {
+pub fn app(config: &StrataConfig, roles: Roles, store: Arc<dyn ObjectStore>) -> Router {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
+    let store_metrics = StoreMetrics::register(&mut registry);
+    let storage = Storage::new(Arc::new(InstrumentedStore::new(store, store_metrics)));
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
@@ -165,8 +169,7 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .storage
         .build()
         .context("building the object store")?;
-    let storage = Storage::new(store);
-    let app = app(&config, roles, storage);
+    let app = app(&config, roles, store);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

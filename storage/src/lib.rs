@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod failing_store;
+pub mod instrumented_store;
 pub mod labels;
 pub mod matcher;
 pub mod paths;
