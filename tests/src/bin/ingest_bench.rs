@@ -1,0 +1,340 @@
+//! Ingest benchmark: the same pre-encoded remote-write requests sent to
+//! `strata serve` and to Prometheus (`--web.enable-remote-write-receiver`),
+//! one after the other, each on its own fresh temporary directory.
+//!
+//! Each of `--senders` concurrent senders owns a disjoint set of series and
+//! sends them in time order (Prometheus rejects out-of-order samples), about
+//! `--samples-per-request` samples per request, like Prometheus' own
+//! `max_samples_per_send` (2000). Timestamps are `--interval-ms` apart and end a
+//! minute ago, so the whole span (2000 points at 1 s = 33 min) stays inside the
+//! window Prometheus' head accepts (1 h behind its newest sample).
+//!
+//! Run through `scripts/bench-ingest.sh`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use strata_tests::process::{prometheus_bin, strata_bin};
+use strata_tests::remote_write::{self, encode, now_ms, request, series};
+use strata_tests::{Prometheus, Strata, promapi};
+
+#[derive(Parser, Debug)]
+#[command(about = "Remote-write ingest benchmark: Strata vs Prometheus on the same requests")]
+struct Args {
+    /// The strata binary (default: $STRATA_BIN or target/debug/strata).
+    #[arg(long)]
+    strata_bin: Option<PathBuf>,
+    /// Number of series.
+    #[arg(long, default_value_t = 5000)]
+    series: usize,
+    /// Samples per series (total samples = series x this).
+    #[arg(long, default_value_t = 2000)]
+    samples_per_series: usize,
+    /// Concurrent senders, each owning series/senders series.
+    #[arg(long, default_value_t = 8)]
+    senders: usize,
+    /// Target samples per request (Prometheus' default max_samples_per_send is 2000).
+    #[arg(long, default_value_t = 2000)]
+    samples_per_request: usize,
+    /// Milliseconds between consecutive samples of a series.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: i64,
+    /// Which servers to benchmark.
+    #[arg(long, value_parser = ["both", "strata", "prometheus"], default_value = "both")]
+    target: String,
+    /// Skip the count check after sending.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+/// Pre-encoded requests, one list per sender.
+struct Workload {
+    per_sender: Vec<Vec<Vec<u8>>>,
+    samples: usize,
+    requests: usize,
+    bytes: usize,
+    end_ms: i64,
+}
+
+/// A small deterministic PRNG (xorshift), so runs are comparable.
+struct Rng(u64);
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn build(args: &Args) -> Workload {
+    let senders = args.senders.max(1);
+    let points = args.samples_per_series;
+    let end_ms = (now_ms() - 60_000) / 1000 * 1000;
+    let start_ms = end_ms - (points as i64 - 1) * args.interval_ms;
+    let mut per_sender = Vec::with_capacity(senders);
+    let (mut samples, mut requests, mut bytes) = (0, 0, 0);
+    for s in 0..senders {
+        // Series i belongs to sender i % senders.
+        let ids: Vec<usize> = (s..args.series).step_by(senders).collect();
+        let labels: Vec<Vec<(String, String)>> = ids
+            .iter()
+            .map(|&i| {
+                vec![
+                    ("__name__".to_string(), format!("bench_metric_{}", i % 50)),
+                    (
+                        "instance".to_string(),
+                        format!("host-{:04}.example.com:9100", i / 50),
+                    ),
+                    ("job".to_string(), "bench".to_string()),
+                    ("region".to_string(), format!("region-{}", i % 3)),
+                    // Unique per series, so that `count_over_time` (which drops
+                    // the metric name) still gives distinct series in verify().
+                    ("series".to_string(), i.to_string()),
+                ]
+            })
+            .collect();
+        // Each request carries `steps` consecutive points of every series of this sender.
+        let steps = (args.samples_per_request / ids.len().max(1)).max(1);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (s as u64 + 1));
+        let mut values: Vec<f64> = ids.iter().map(|&i| (i % 100) as f64).collect();
+        let mut bodies = Vec::new();
+        let mut p = 0;
+        while p < points && !ids.is_empty() {
+            let n = steps.min(points - p);
+            let mut ts = Vec::with_capacity(ids.len());
+            for (k, l) in labels.iter().enumerate() {
+                let pts: Vec<(i64, f64)> = (p..p + n)
+                    .map(|j| {
+                        // Half counters, half gauges.
+                        if k % 2 == 0 {
+                            values[k] += (rng.next_f64() * 10.0).floor();
+                        } else {
+                            values[k] = (rng.next_f64() * 1000.0).round() / 10.0;
+                        }
+                        (start_ms + j as i64 * args.interval_ms, values[k])
+                    })
+                    .collect();
+                let lref: Vec<(&str, &str)> =
+                    l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                ts.push(series(&lref, &pts));
+                samples += n;
+            }
+            let body = encode(&request(ts));
+            bytes += body.len();
+            requests += 1;
+            bodies.push(body);
+            p += n;
+        }
+        per_sender.push(bodies);
+    }
+    Workload {
+        per_sender,
+        samples,
+        requests,
+        bytes,
+        end_ms,
+    }
+}
+
+struct RunResult {
+    elapsed: Duration,
+    failures: usize,
+    first_failure: Option<String>,
+}
+
+async fn send_all(write_url: &str, w: &Arc<Workload>) -> RunResult {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("HTTP client");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..w.per_sender.len() {
+        let (client, w, url) = (client.clone(), Arc::clone(w), write_url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0;
+            let mut first = None;
+            for body in &w.per_sender[s] {
+                match remote_write::send(&client, &url, body.clone(), None).await {
+                    Ok((status, _)) if (200..300).contains(&status) => {}
+                    Ok((status, msg)) => {
+                        failures += 1;
+                        first.get_or_insert_with(|| format!("HTTP {status}: {}", msg.trim()));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        first.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (failures, first)
+        }));
+    }
+    let mut failures = 0;
+    let mut first_failure = None;
+    for t in tasks {
+        let (f, first) = t.await.expect("sender task");
+        failures += f;
+        if first_failure.is_none() {
+            first_failure = first;
+        }
+    }
+    RunResult {
+        elapsed: start.elapsed(),
+        failures,
+        first_failure,
+    }
+}
+
+/// Best-effort check that everything arrived: series count and sample count at the end time.
+async fn verify(name: &str, url: &str, w: &Workload, args: &Args) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("HTTP client");
+    let span_s = (args.samples_per_series as i64 * args.interval_ms) / 1000 + 60;
+    let checks = [
+        (
+            "series",
+            r#"count({job="bench"})"#.to_string(),
+            args.series as f64,
+        ),
+        (
+            "samples",
+            format!(r#"sum(count_over_time({{job="bench"}}[{span_s}s]))"#),
+            w.samples as f64,
+        ),
+    ];
+    for (what, expr, want) in checks {
+        let started = Instant::now();
+        match promapi::query(&client, url, &expr, w.end_ms, None).await {
+            Ok(r) => {
+                let got = r.single_value().unwrap_or(f64::NAN);
+                let verdict = if got == want { "ok" } else { "MISMATCH" };
+                println!(
+                    "  {name}: {what}: {got} (expected {want}) {verdict} [{:.1}s]",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => println!("  {name}: {what}: query failed: {e:#}"),
+        }
+    }
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn report(name: &str, w: &Workload, r: &RunResult) -> f64 {
+    let rate = w.samples as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "{name}: {} samples in {:.2} s = {:.0} samples/s ({:.0} requests/s), non-2xx/failed requests: {}",
+        w.samples,
+        r.elapsed.as_secs_f64(),
+        rate,
+        w.requests as f64 / r.elapsed.as_secs_f64(),
+        r.failures
+    );
+    if let Some(f) = &r.first_failure {
+        println!("  first failure: {f}");
+    }
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let logs = work.path().to_path_buf();
+
+    let t = Instant::now();
+    let w = Arc::new(build(&args));
+    println!(
+        "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB snappy; encoded in {:.1} s",
+        args.series,
+        w.samples,
+        w.requests,
+        w.samples / w.requests.max(1),
+        w.per_sender.len(),
+        w.bytes as f64 / (1024.0 * 1024.0),
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut strata_rate = None;
+    let mut prom_rate = None;
+    if args.target != "prometheus" {
+        let strata_path = args.strata_bin.clone().unwrap_or_else(strata_bin);
+        println!("strata binary: {}", strata_path.display());
+        let data = work.path().join("strata-data");
+        std::fs::create_dir_all(&data).expect("create strata data dir");
+        let strata_args = vec![
+            "--storage".into(),
+            "local".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        let mut strata = Strata::start(&strata_path, strata_args, Vec::new(), &logs).await;
+        let r = send_all(&strata.write_url(), &w).await;
+        strata_rate = Some(report("strata", &w, &r));
+        println!(
+            "  strata data dir: {:.1} MiB",
+            dir_size(&data) as f64 / (1024.0 * 1024.0)
+        );
+        if !args.no_verify {
+            verify("strata", &strata.url, &w, &args).await;
+        }
+        if r.failures > 0 {
+            println!(
+                "  strata log: {}\n{}",
+                strata.proc.log_path().display(),
+                strata.proc.log_tail(20)
+            );
+        }
+        strata.proc.kill();
+    }
+    if args.target != "strata" {
+        println!("prometheus binary: {}", prometheus_bin().display());
+        let mut prom = Prometheus::start(
+            |_| "global:\n  scrape_interval: 1m\n".to_string(),
+            &["--web.enable-remote-write-receiver", "--log.level=warn"],
+            &logs,
+        )
+        .await;
+        let r = send_all(&format!("{}/api/v1/write", prom.url), &w).await;
+        prom_rate = Some(report("prometheus", &w, &r));
+        println!(
+            "  prometheus data dir: {:.1} MiB (WAL, not yet compacted)",
+            dir_size(&prom.data_dir()) as f64 / (1024.0 * 1024.0)
+        );
+        if !args.no_verify {
+            verify("prometheus", &prom.url, &w, &args).await;
+        }
+        if r.failures > 0 {
+            println!(
+                "  prometheus log: {}\n{}",
+                prom.proc.log_path().display(),
+                prom.proc.log_tail(20)
+            );
+        }
+        prom.proc.kill();
+    }
+    if let (Some(s), Some(p)) = (strata_rate, prom_rate) {
+        println!("ratio strata/prometheus: {:.2}", s / p);
+    }
+}
