@@ -87,23 +87,12 @@ pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
 }
 
 fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (String, String)> {
-    let describe = |labels: &[proto::Label]| {
-        let mut s: String = labels
-            .iter()
-            .map(|l| format!("{}={:?}", l.name, l.value))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if s.len() > 200 {
-            let cut = (0..=200)
-                .rev()
-                .find(|&i| s.is_char_boundary(i))
-                .unwrap_or(0);
-            s.truncate(cut);
-            s.push('…');
-        }
-        format!("{{{s}}}")
+    let fail = |reason: String| {
+        (
+            describe(ts.labels.iter().map(|l| (&*l.name, &*l.value))),
+            reason,
+        )
     };
-    let fail = |reason: String| (describe(&ts.labels), reason);
     if ts.labels.len() > limits.max_label_names_per_series {
         return Err(fail(format!(
             "{} labels exceed the limit of {} label names per series",
@@ -126,21 +115,46 @@ fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (St
         }
     }
     // An empty value means "no such label" in Prometheus: drop it, as the
-    // Prometheus TSDB does, rather than reject the series.
+    // Prometheus TSDB does, rather than reject the series. The strings are
+    // moved, not copied: this runs for every label of every request, and the
+    // description for an error message is only built on the error path.
     let pairs: Vec<Label> = ts
         .labels
-        .iter()
+        .into_iter()
         .filter(|l| !l.value.is_empty())
-        .map(|l| Label::new(l.name.clone(), l.value.clone()))
+        .map(|l| Label::new(l.name, l.value))
         .collect();
-    let labels = Labels::from_sorted(pairs).map_err(|e| fail(e.to_string()))?;
-    labels.validate().map_err(|e| fail(e.to_string()))?;
+    let describe_pairs = |pairs: &[Label]| describe(pairs.iter().map(|l| (&*l.name, &*l.value)));
+    if let Err(e) = storage::labels::check_sorted(&pairs) {
+        return Err((describe_pairs(&pairs), e.to_string()));
+    }
+    let labels = Labels::from_sorted(pairs).map_err(|e| (String::new(), e.to_string()))?;
+    labels
+        .validate()
+        .map_err(|e| (describe_pairs(labels.as_slice()), e.to_string()))?;
     let samples = ts
         .samples
         .iter()
         .map(|s| Sample::new(s.timestamp, s.value))
         .collect();
     Ok(Series { labels, samples })
+}
+
+/// `{a="b", c="d"}`, cut at 200 bytes, for error messages.
+fn describe<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut s: String = labels
+        .map(|(n, v)| format!("{n}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if s.len() > 200 {
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+        s.push('…');
+    }
+    format!("{{{s}}}")
 }
 
 #[cfg(test)]

@@ -49,25 +49,7 @@ impl Labels {
     /// write requires. Unsorted or duplicate names are an error, as is an empty
     /// name; label values are not checked here (see [`Labels::validate`]).
     pub fn from_sorted(labels: Vec<Label>) -> Result<Self, LabelError> {
-        for (i, l) in labels.iter().enumerate() {
-            if l.name.is_empty() {
-                return Err(LabelError::EmptyName);
-            }
-            if i > 0 {
-                let prev = &labels[i - 1].name;
-                if prev == &l.name {
-                    return Err(LabelError::Duplicate {
-                        name: l.name.clone(),
-                    });
-                }
-                if prev > &l.name {
-                    return Err(LabelError::Unsorted {
-                        name: l.name.clone(),
-                        after: prev.clone(),
-                    });
-                }
-            }
-        }
+        check_sorted(&labels)?;
         Ok(Self(labels))
     }
 
@@ -225,6 +207,31 @@ impl fmt::Display for Labels {
         }
         f.write_str("}")
     }
+}
+
+/// Checks that label names are non-empty, unique and sorted, as a stored
+/// label set must be; the error names the first offending label.
+pub fn check_sorted(labels: &[Label]) -> Result<(), LabelError> {
+    for (i, l) in labels.iter().enumerate() {
+        if l.name.is_empty() {
+            return Err(LabelError::EmptyName);
+        }
+        if i > 0 {
+            let prev = &labels[i - 1].name;
+            if prev == &l.name {
+                return Err(LabelError::Duplicate {
+                    name: l.name.clone(),
+                });
+            }
+            if prev > &l.name {
+                return Err(LabelError::Unsorted {
+                    name: l.name.clone(),
+                    after: prev.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Legacy Prometheus metric name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.

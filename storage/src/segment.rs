@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -31,6 +33,12 @@ pub const FORMAT_VERSION: u32 = 1;
 const KEY_FORMAT: &str = "strata.format";
 const KEY_VERSION: &str = "strata.format_version";
 const KEY_INDEX: &str = "strata.series_index";
+/// zstd level of the series index: label sets are very repetitive, and the
+/// index is written once and read once per querier (then cached).
+const INDEX_ZSTD_LEVEL: i32 = 3;
+/// Largest decompressed series index a reader accepts (a corrupt or hostile
+/// footer must not make a reader allocate without bound).
+const MAX_INDEX_BYTES: usize = 1 << 30;
 
 pub const COL_SERIES: &str = "series_id";
 pub const COL_TIMESTAMP: &str = "timestamp";
@@ -122,8 +130,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     )
     .map_err(|e| StorageError::Encode(e.to_string()))?;
 
-    let index_json =
-        serde_json::to_string(&index).map_err(|e| StorageError::Encode(e.to_string()))?;
+    let index_text = encode_index(&index)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(|e| StorageError::Encode(e.to_string()))?,
@@ -138,7 +145,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
         .set_key_value_metadata(Some(vec![
             KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
             KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-            KeyValue::new(KEY_INDEX.to_string(), index_json),
+            KeyValue::new(KEY_INDEX.to_string(), index_text),
         ]))
         .build();
     let mut buf = Vec::new();
@@ -177,8 +184,23 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
             "unsupported segment format version {version:?}"
         )));
     }
-    let json = get(KEY_INDEX).ok_or_else(|| corrupt(format!("{KEY_INDEX} missing")))?;
-    serde_json::from_str(json).map_err(|e| corrupt(format!("bad series index: {e}")))
+    let text = get(KEY_INDEX).ok_or_else(|| corrupt(format!("{KEY_INDEX} missing")))?;
+    let compressed = BASE64
+        .decode(text)
+        .map_err(|e| corrupt(format!("series index is not base64: {e}")))?;
+    let json = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
+        .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(format!("bad series index: {e}")))
+}
+
+/// The series index as stored in the footer: base64(zstd(JSON)). Parquet
+/// key-value values are strings, hence base64; zstd shrinks the label text
+/// about tenfold, which matters because every segment carries one.
+fn encode_index(index: &SegmentIndex) -> Result<String> {
+    let json = serde_json::to_vec(index).map_err(|e| StorageError::Encode(e.to_string()))?;
+    let compressed = zstd::bulk::compress(&json, INDEX_ZSTD_LEVEL)
+        .map_err(|e| StorageError::Encode(e.to_string()))?;
+    Ok(BASE64.encode(compressed))
 }
 
 #[cfg(test)]
@@ -265,5 +287,16 @@ mod tests {
         let err = decode_index("k", Some(&kv)).unwrap_err().to_string();
         assert!(err.contains("version"), "{err}");
         assert!(decode_index("k", None).is_err());
+        let bad_index = |v: &str| {
+            vec![
+                KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
+                KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
+                KeyValue::new(KEY_INDEX.to_string(), v.to_string()),
+            ]
+        };
+        for v in ["not base64!", "aGVsbG8=", ""] {
+            let err = decode_index("k", Some(&bad_index(v))).unwrap_err();
+            assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        }
     }
 }
