@@ -1,10 +1,15 @@
-//! The engine's view of stored data: one tenant of a [`Storage`].
+//! What the engine reads from: one tenant of a [`Storage`] (production and
+//! the conformance runner), or a plain in-memory map (unit tests, debugging).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use storage::{Matcher, Series, Storage, TenantId};
+use storage::matcher::matches_all;
+use storage::{Labels, Matcher, Sample, Series, Storage, TenantId};
 
 use crate::promql::{EvalError, Queryable};
 
+#[derive(Clone)]
 pub struct TenantQueryable {
     pub storage: Storage,
     pub tenant: TenantId,
@@ -22,5 +27,80 @@ impl Queryable for TenantQueryable {
             .select(&self.tenant, matchers, start_ms, end_ms)
             .await
             .map_err(|e| EvalError::Storage(e.to_string()))
+    }
+}
+
+/// In-memory [`Queryable`]: no object store, no segment format.
+#[derive(Clone, Debug, Default)]
+pub struct MemQueryable {
+    series: BTreeMap<Labels, BTreeMap<i64, f64>>,
+}
+
+impl MemQueryable {
+    /// Adds samples; a later sample at the same timestamp replaces the earlier.
+    pub fn write(&mut self, series: &[Series]) {
+        for s in series {
+            let points = self.series.entry(s.labels.clone()).or_default();
+            for p in &s.samples {
+                points.insert(p.t, p.v);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Queryable for MemQueryable {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, EvalError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|(l, _)| matches_all(matchers, l))
+            .map(|(l, pts)| Series {
+                labels: l.clone(),
+                samples: pts
+                    .range(start_ms..=end_ms)
+                    .map(|(t, v)| Sample::new(*t, *v))
+                    .collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mem_queryable_selects_by_matchers_and_time() {
+        let mut m = MemQueryable::default();
+        let l = Labels::from_pairs([("__name__", "m"), ("a", "1")]).expect("labels");
+        m.write(&[Series {
+            labels: l.clone(),
+            samples: vec![Sample::new(0, 1.0), Sample::new(10, 2.0)],
+        }]);
+        let got = m
+            .select(&[Matcher::eq("a", "1")], 5, 20)
+            .await
+            .expect("select");
+        assert_eq!(
+            got,
+            vec![Series {
+                labels: l,
+                samples: vec![Sample::new(10, 2.0)]
+            }]
+        );
+        assert!(
+            m.select(&[Matcher::eq("a", "2")], 0, 20)
+                .await
+                .expect("select")
+                .is_empty()
+        );
+        assert!(m.select(&[], 11, 20).await.expect("select").is_empty());
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::{Map, Number, Value as Json, json};
 use storage::Labels;
 
-use crate::promql::Value;
+use crate::promql::{Value, format_float};
 
 /// A millisecond time as Prometheus' JSON number of seconds (`1435781451.781`,
 /// or `1435781451` for a whole second).
@@ -18,19 +18,9 @@ pub fn time(ms: i64) -> Json {
     }
 }
 
-/// A sample value as Prometheus formats it (Go's `FormatFloat(v, 'f', -1, 64)`).
+/// A sample value as Prometheus spells it (`"1"`, `"NaN"`, `"+Inf"`).
 pub fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        // Rust's Display is the shortest round-trip digits without exponent,
-        // like Go's 'f' with precision -1.
-        format!("{v}")
-    }
+    format_float(v)
 }
 
 pub fn labels(l: &Labels) -> Json {

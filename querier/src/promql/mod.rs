@@ -24,6 +24,7 @@ use promql_parser::parser::value::ValueType;
 use storage::{Labels, Matcher, Sample, Series};
 
 use eval::Evaluator;
+pub use value::format_float;
 use value::{Val, check_unique, final_labels, finish_vector};
 
 /// Where the engine gets series from. The querier implements it over object

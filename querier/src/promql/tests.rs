@@ -6,20 +6,21 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use storage::matcher::matches_all;
 use storage::sample::stale_nan;
 use storage::{Labels, Matcher, Sample, Series};
 
 use super::{Engine, EvalError, Queryable, Value};
+use crate::queryable::MemQueryable;
 
+/// The shared in-memory store, recording every `select` call.
 #[derive(Default)]
-struct MemQueryable {
-    series: Vec<Series>,
+struct Recording {
+    inner: MemQueryable,
     calls: Mutex<Vec<(usize, i64, i64)>>,
 }
 
 #[async_trait]
-impl Queryable for MemQueryable {
+impl Queryable for Recording {
     async fn select(
         &self,
         matchers: &[Matcher],
@@ -30,20 +31,7 @@ impl Queryable for MemQueryable {
             .lock()
             .map_err(|e| EvalError::Storage(e.to_string()))?
             .push((matchers.len(), start_ms, end_ms));
-        Ok(self
-            .series
-            .iter()
-            .filter(|s| matches_all(matchers, &s.labels))
-            .map(|s| Series {
-                labels: s.labels.clone(),
-                samples: s
-                    .samples
-                    .iter()
-                    .filter(|x| x.t >= start_ms && x.t <= end_ms)
-                    .copied()
-                    .collect(),
-            })
-            .collect())
+        self.inner.select(matchers, start_ms, end_ms).await
     }
 }
 
@@ -64,25 +52,27 @@ fn series(pairs: &[(&str, &str)], step_s: i64, vals: &[f64]) -> Series {
     }
 }
 
-fn store() -> MemQueryable {
-    MemQueryable {
-        series: vec![
-            series(
-                &[("__name__", "req"), ("job", "a")],
-                60,
-                &[0.0, 60.0, 120.0, 180.0, 240.0, 300.0],
-            ),
-            series(
-                &[("__name__", "req"), ("job", "b")],
-                60,
-                &[0.0, 30.0, 60.0, 10.0, 40.0, 70.0],
-            ),
-            series(
-                &[("__name__", "up"), ("job", "a")],
-                60,
-                &[1.0, 1.0, 1.0, stale_nan()],
-            ),
-        ],
+fn store() -> Recording {
+    let mut inner = MemQueryable::default();
+    inner.write(&[
+        series(
+            &[("__name__", "req"), ("job", "a")],
+            60,
+            &[0.0, 60.0, 120.0, 180.0, 240.0, 300.0],
+        ),
+        series(
+            &[("__name__", "req"), ("job", "b")],
+            60,
+            &[0.0, 30.0, 60.0, 10.0, 40.0, 70.0],
+        ),
+        series(
+            &[("__name__", "up"), ("job", "a")],
+            60,
+            &[1.0, 1.0, 1.0, stale_nan()],
+        ),
+    ]);
+    Recording {
+        inner,
         calls: Mutex::default(),
     }
 }

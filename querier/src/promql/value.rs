@@ -148,8 +148,10 @@ pub(crate) fn labels_from(pairs: Vec<Label>) -> Labels {
     Labels::from_sorted(pairs).unwrap_or_default()
 }
 
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, as used for label values.
-pub(crate) fn format_float(v: f64) -> String {
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: how Prometheus spells floats in
+/// label values (`le`, `quantile`) and in API sample values. Rust's Display
+/// gives the same shortest round-trip digits without an exponent.
+pub fn format_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {

@@ -15,9 +15,7 @@ pub mod runner;
 
 use std::path::{Path, PathBuf};
 
-pub use runner::{
-    DataPath, EvalOutcome, FileReport, MemQueryable, RunOptions, StorageQueryable, Tier, run_script,
-};
+pub use runner::{DataPath, EvalOutcome, FileReport, RunOptions, Tier, run_script};
 
 use crate::promql::Engine;
 

@@ -18,16 +18,13 @@
 //! * An `expect fail` eval passes only on a real evaluation error: `Unsupported`,
 //!   storage errors, panics and timeouts never count as the expected failure.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use regex::Regex;
-use storage::matcher::matches_all;
-use storage::{Labels, METRIC_NAME, Matcher, Sample, Series, Storage, TenantId};
+use storage::{Labels, METRIC_NAME, Sample, Series, Storage, TenantId};
 
 use super::compare::{
     assert_sorted, compare_matrix, compare_scalar, compare_vector, describe, describe_expected,
@@ -36,6 +33,7 @@ use super::parser::{
     Cmd, Eval, EvalKind, Expected, FailMatch, InvalidKind, Load, Point, parse_script,
 };
 use crate::promql::{Engine, EvalError, Queryable, Value, VectorSample};
+use crate::queryable::{MemQueryable, TenantQueryable};
 
 /// Files of experimental features (tier 3).
 pub const TIER3_FILES: [&str; 7] = [
@@ -62,70 +60,6 @@ impl Tier {
     }
 }
 
-/// [`Queryable`] over Strata's storage for one tenant.
-#[derive(Clone)]
-pub struct StorageQueryable {
-    pub storage: Storage,
-    pub tenant: TenantId,
-}
-
-#[async_trait]
-impl Queryable for StorageQueryable {
-    async fn select(
-        &self,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Series>, EvalError> {
-        self.storage
-            .select(&self.tenant, matchers, start_ms, end_ms)
-            .await
-            .map_err(|e| EvalError::Storage(e.to_string()))
-    }
-}
-
-/// In-memory [`Queryable`] (unit tests and the `--mem` debug mode).
-#[derive(Clone, Default)]
-pub struct MemQueryable {
-    series: BTreeMap<Labels, BTreeMap<i64, f64>>,
-}
-
-impl MemQueryable {
-    /// Adds samples; a later sample at the same timestamp replaces the earlier.
-    pub fn write(&mut self, series: &[Series]) {
-        for s in series {
-            let e = self.series.entry(s.labels.clone()).or_default();
-            for p in &s.samples {
-                e.insert(p.t, p.v);
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Queryable for MemQueryable {
-    async fn select(
-        &self,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Series>, EvalError> {
-        Ok(self
-            .series
-            .iter()
-            .filter(|(l, _)| matches_all(matchers, l))
-            .map(|(l, pts)| Series {
-                labels: l.clone(),
-                samples: pts
-                    .range(start_ms..=end_ms)
-                    .map(|(t, v)| Sample::new(*t, *v))
-                    .collect(),
-            })
-            .filter(|s| !s.samples.is_empty())
-            .collect())
-    }
-}
-
 /// Where loaded data goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataPath {
@@ -136,14 +70,14 @@ pub enum DataPath {
 }
 
 enum Db {
-    Storage(StorageQueryable),
+    Storage(TenantQueryable),
     Mem(MemQueryable),
 }
 
 impl Db {
     fn fresh(path: DataPath, tenant: &TenantId) -> Self {
         match path {
-            DataPath::Storage => Db::Storage(StorageQueryable {
+            DataPath::Storage => Db::Storage(TenantQueryable {
                 storage: Storage::in_memory(),
                 tenant: tenant.clone(),
             }),
@@ -812,34 +746,6 @@ mod tests {
         assert!(selector_matches(&s[1], &l(r#"bar{x="y"}"#)));
         let s = selectors(r#"{__name__=~"foo|bar"}"#).expect("parse");
         assert!(selector_matches(&s[0], &l("bar")));
-    }
-
-    #[tokio::test]
-    async fn mem_queryable_selects_by_matchers_and_time() {
-        let mut m = MemQueryable::default();
-        let l = Labels::from_pairs([("__name__", "m"), ("a", "1")]).expect("labels");
-        m.write(&[Series {
-            labels: l.clone(),
-            samples: vec![Sample::new(0, 1.0), Sample::new(10, 2.0)],
-        }]);
-        let got = m
-            .select(&[Matcher::eq("a", "1")], 5, 20)
-            .await
-            .expect("select");
-        assert_eq!(
-            got,
-            vec![Series {
-                labels: l,
-                samples: vec![Sample::new(10, 2.0)]
-            }]
-        );
-        assert!(
-            m.select(&[Matcher::eq("a", "2")], 0, 20)
-                .await
-                .expect("select")
-                .is_empty()
-        );
-        assert!(m.select(&[], 11, 20).await.expect("select").is_empty());
     }
 
     /// An engine stub that fails everything still yields a full, counted report.
