@@ -33,6 +33,11 @@ echo "bench-ingest: strata build: $profile ($strata_bin)"
 
 scripts/install-test-deps.sh >/dev/null
 
-# The sender itself is a debug build (it only ships pre-encoded bytes).
-cargo build -q -p strata-tests --bin ingest_bench
-exec target/debug/ingest_bench --strata-bin "$strata_bin" "$@"
+# The sender is built like Strata, so a debug sender never caps a release run
+# (it only ships pre-encoded bytes, but HTTP in a debug build is slow).
+if [[ "$profile" == release ]]; then
+    cargo build -q --release -p strata-tests --bin ingest_bench
+else
+    cargo build -q -p strata-tests --bin ingest_bench
+fi
+exec "target/$profile/ingest_bench" --strata-bin "$strata_bin" "$@"
