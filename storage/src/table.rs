@@ -14,7 +14,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
@@ -101,12 +101,22 @@ impl TableProvider for SegmentTable {
         let mut builder = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
             .with_projection_indices(projection.cloned())?
             .with_limit(limit);
+        // Segments are small, so DataFusion would not split them by size:
+        // deal them round-robin into one group per target partition so a
+        // scan over many segments uses every core.
+        let partitions = state
+            .config()
+            .target_partitions()
+            .clamp(1, self.files.len().max(1));
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
         for (i, f) in self.files.iter().enumerate() {
             let pos = u32::try_from(i).unwrap_or(u32::MAX);
-            builder = builder.with_file(
-                PartitionedFile::new(f.key.clone(), f.size)
-                    .with_partition_values(vec![ScalarValue::UInt32(Some(pos))]),
-            );
+            let file = PartitionedFile::new(f.key.clone(), f.size)
+                .with_partition_values(vec![ScalarValue::UInt32(Some(pos))]);
+            groups[i % partitions].push(file);
+        }
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            builder = builder.with_file_group(FileGroup::new(group));
         }
         Ok(DataSourceExec::from_data_source(builder.build()))
     }
