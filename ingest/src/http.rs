@@ -114,12 +114,22 @@ async fn remote_write_handler(
         headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
         &state.default_tenant,
     )?;
+    // A declared length over the limit is refused before reading a byte; a
+    // chunked body is cut off by the streaming limit.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cfg.max_request_bytes as u64) {
+        return Err(IngestError::BodyTooLarge {
+            limit: cfg.max_request_bytes,
+        });
+    }
     let body = axum::body::to_bytes(body, cfg.max_request_bytes)
         .await
         .map_err(|e| {
-            // axum reports an over-limit body through the error's source chain.
-            if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
-            {
+            let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
+            if over_limit {
                 IngestError::BodyTooLarge {
                     limit: cfg.max_request_bytes,
                 }

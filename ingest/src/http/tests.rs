@@ -281,3 +281,22 @@ fn config_validation_names_the_field() {
             .starts_with("ingest.group_commit.batch_max_bytes")
     );
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_reading() {
+    let storage = Storage::in_memory();
+    let app = app(
+        &storage,
+        IngestConfig {
+            max_request_bytes: 1000,
+            ..Default::default()
+        },
+    );
+    let req = Request::post("/api/v1/write")
+        .header("Content-Encoding", "snappy")
+        .header("Content-Length", "1001")
+        .body(Body::from(vec![0u8; 10]))
+        .expect("request");
+    let resp = app.oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
