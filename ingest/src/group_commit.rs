@@ -4,10 +4,12 @@
 //! request of the batch.
 //!
 //! A tenant's batch is sealed when it reaches `batch_max_bytes`, when its
-//! oldest request has waited `batch_max_age`, or as soon as no segment of that
-//! tenant is being written (classic group commit: under light load a request
-//! waits for one put, under heavy load batches grow while the previous put is
-//! in flight). One task owns all open batches; puts run as separate tasks.
+//! oldest request has waited `batch_max_age`, or as soon as fewer than
+//! `puts_per_tenant` segments of that tenant are being written (classic group
+//! commit: under light load a request waits for one put, under heavy load
+//! batches grow while earlier puts are in flight). One task owns all open
+//! batches; puts (encoding included) run as separate tasks, so several can
+//! use several cores.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,9 @@ pub struct GroupCommitConfig {
     /// Longest time a request waits for its batch to be sealed.
     #[serde(with = "humantime_serde")]
     pub batch_max_age: Duration,
+    /// Segment puts of one tenant in flight at once before new requests wait
+    /// for one to finish (and so gather into a larger segment).
+    pub puts_per_tenant: usize,
     /// Segment puts in flight at once, over all tenants.
     pub max_inflight_puts: usize,
     /// Bytes of accepted but unwritten requests before new requests wait.
@@ -42,6 +47,7 @@ impl Default for GroupCommitConfig {
         Self {
             batch_max_bytes: 4 << 20,
             batch_max_age: Duration::from_millis(200),
+            puts_per_tenant: 2,
             max_inflight_puts: 16,
             max_pending_bytes: 256 << 20,
         }
@@ -142,8 +148,8 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                     batch.series.extend(req.series);
                     batch.bytes += req.bytes;
                     batch.acks.push(req.ack);
-                    let idle = inflight.get(&tenant).copied().unwrap_or(0) == 0;
-                    if batch.bytes >= cfg.batch_max_bytes || (idle && total_inflight < cfg.max_inflight_puts) {
+                    let has_slot = inflight.get(&tenant).copied().unwrap_or(0) < cfg.puts_per_tenant;
+                    if batch.bytes >= cfg.batch_max_bytes || (has_slot && total_inflight < cfg.max_inflight_puts) {
                         seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                     }
                 }
@@ -168,10 +174,11 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                             *n = n.saturating_sub(1);
                             if *n == 0 {
                                 inflight.remove(&tenant);
-                                if open.contains_key(&tenant) {
-                                    seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
-                                }
                             }
+                        }
+                        // A slot came free: what gathered meanwhile goes now.
+                        if open.contains_key(&tenant) {
+                            seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                         }
                     }
                     // A put task cannot panic by design; if one did, its acks were

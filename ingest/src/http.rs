@@ -50,6 +50,10 @@ impl IngestConfig {
                 self.group_commit.batch_max_bytes,
             ),
             (
+                "ingest.group_commit.puts_per_tenant",
+                self.group_commit.puts_per_tenant,
+            ),
+            (
                 "ingest.group_commit.max_inflight_puts",
                 self.group_commit.max_inflight_puts,
             ),

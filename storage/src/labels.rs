@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::error::LabelError;
 
@@ -150,19 +150,15 @@ impl Labels {
 
     /// The stable series id of this label set.
     pub fn series_id(&self) -> SeriesId {
-        let mut buf = Vec::with_capacity(
-            self.0
-                .iter()
-                .map(|l| l.name.len() + l.value.len() + 2)
-                .sum(),
-        );
+        // Streaming: the same bytes as hashing the concatenation, no buffer.
+        let mut h = Xxh3Default::new();
         for l in &self.0 {
-            buf.extend_from_slice(l.name.as_bytes());
-            buf.push(0xff);
-            buf.extend_from_slice(l.value.as_bytes());
-            buf.push(0xff);
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
         }
-        xxh3_64(&buf)
+        h.digest()
     }
 }
 

@@ -6,7 +6,7 @@
 //! footer read tells a reader which series a segment holds and when, without
 //! touching samples. See `docs/format/segment.md`.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, UInt64Array};
@@ -75,49 +75,79 @@ impl SegmentIndex {
     }
 }
 
+/// Counts of an encoded segment, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub samples: u64,
+    pub series: usize,
+}
+
+/// The series index as written: the same JSON as [`SegmentIndex`], but over
+/// borrowed label sets, so encoding never copies a label.
+#[derive(Serialize)]
+struct IndexRef<'a> {
+    min_time: i64,
+    max_time: i64,
+    samples: u64,
+    series: Vec<IndexedSeriesRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct IndexedSeriesRef<'a> {
+    id: SeriesId,
+    labels: &'a Labels,
+}
+
 /// Encodes a batch of series into segment bytes. Samples of one series may come
 /// in any order and from several entries with the same labels; they are sorted
 /// by time. Duplicate timestamps are kept (readers deduplicate), so a segment
 /// never drops what a client sent.
-pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
-    // Group by label set; BTreeMap by id gives the on-disk order.
-    type Points = Vec<(i64, f64)>;
-    let mut by_id: BTreeMap<SeriesId, (&Labels, Points)> = BTreeMap::new();
+pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentSummary)> {
+    // One row per sample, sorted by (series id, time); the sort is stable, so
+    // equal timestamps keep their arrival order and "the last one written
+    // wins" is well defined for readers.
+    let total: usize = series.iter().map(|s| s.samples.len()).sum();
+    let mut rows: Vec<(SeriesId, i64, f64)> = Vec::with_capacity(total);
+    let mut labels_of: HashMap<SeriesId, &Labels> = HashMap::with_capacity(series.len());
     for s in series {
         let id = s.labels.series_id();
-        let entry = by_id.entry(id).or_insert_with(|| (&s.labels, Vec::new()));
-        entry.1.extend(s.samples.iter().map(|x| (x.t, x.v)));
+        labels_of.entry(id).or_insert(&s.labels);
+        rows.extend(s.samples.iter().map(|x| (id, x.t, x.v)));
     }
-    let total: usize = by_id.values().map(|(_, v)| v.len()).sum();
+    rows.sort_by_key(|&(id, t, _)| (id, t));
+
     let mut ids = Vec::with_capacity(total);
     let mut ts = Vec::with_capacity(total);
     let mut vs = Vec::with_capacity(total);
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-    let mut index = Vec::with_capacity(by_id.len());
-    for (id, (labels, mut samples)) in by_id {
-        // Stable sort keeps arrival order among equal timestamps, so "the last
-        // one written wins" is well defined for readers.
-        samples.sort_by_key(|&(t, _)| t);
-        for (t, v) in samples {
-            ids.push(id);
-            ts.push(t);
-            vs.push(v);
-            min_time = min_time.min(t);
-            max_time = max_time.max(t);
-        }
-        index.push(IndexedSeries {
-            id,
-            labels: labels.clone(),
-        });
+    for &(id, t, v) in &rows {
+        ids.push(id);
+        ts.push(t);
+        vs.push(v);
+        min_time = min_time.min(t);
+        max_time = max_time.max(t);
     }
     if total == 0 {
         (min_time, max_time) = (0, 0);
     }
-    let index = SegmentIndex {
+    let mut index_series: Vec<IndexedSeriesRef> = labels_of
+        .into_iter()
+        .map(|(id, labels)| IndexedSeriesRef { id, labels })
+        .collect();
+    index_series.sort_unstable_by_key(|s| s.id);
+    let summary = SegmentSummary {
         min_time,
         max_time,
         samples: total as u64,
-        series: index,
+        series: index_series.len(),
+    };
+    let index = IndexRef {
+        min_time,
+        max_time,
+        samples: total as u64,
+        series: index_series,
     };
 
     let batch = RecordBatch::try_new(
@@ -157,7 +187,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     writer
         .close()
         .map_err(|e| StorageError::Encode(e.to_string()))?;
-    Ok((Bytes::from(buf), index))
+    Ok((Bytes::from(buf), summary))
 }
 
 /// Reads the series index from a segment's footer key-value metadata.
@@ -196,7 +226,7 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
 /// The series index as stored in the footer: base64(zstd(JSON)). Parquet
 /// key-value values are strings, hence base64; zstd shrinks the label text
 /// about tenfold, which matters because every segment carries one.
-fn encode_index(index: &SegmentIndex) -> Result<String> {
+fn encode_index(index: &IndexRef) -> Result<String> {
     let json = serde_json::to_vec(index).map_err(|e| StorageError::Encode(e.to_string()))?;
     let compressed = zstd::bulk::compress(&json, INDEX_ZSTD_LEVEL)
         .map_err(|e| StorageError::Encode(e.to_string()))?;
@@ -229,9 +259,14 @@ mod tests {
             // Same labels again (another request in the same batch).
             series(&[("__name__", "b"), ("x", "1")], &[(20, 2.0)]),
         ];
-        let (bytes, index) = encode(&input).expect("encode");
-        assert_eq!((index.min_time, index.max_time, index.samples), (5, 30, 6));
-        assert_eq!(index.series.len(), 2);
+        let (bytes, summary) = encode(&input).expect("encode");
+        let want = SegmentSummary {
+            min_time: 5,
+            max_time: 30,
+            samples: 6,
+            series: 2,
+        };
+        assert_eq!(summary, want);
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
         let decoded = decode_index(
@@ -239,7 +274,23 @@ mod tests {
             reader.metadata().file_metadata().key_value_metadata(),
         )
         .expect("index");
-        assert_eq!(decoded, index);
+        let mut series: Vec<IndexedSeries> = [&input[0], &input[1]]
+            .iter()
+            .map(|s| IndexedSeries {
+                id: s.labels.series_id(),
+                labels: s.labels.clone(),
+            })
+            .collect();
+        series.sort_by_key(|s| s.id);
+        assert_eq!(
+            decoded,
+            SegmentIndex {
+                min_time: 5,
+                max_time: 30,
+                samples: 6,
+                series
+            }
+        );
         let mut rows = Vec::new();
         for batch in reader.build().expect("reader") {
             let batch = batch.expect("batch");

@@ -112,22 +112,22 @@ impl Storage {
         tenant: &TenantId,
         series: &[Series],
     ) -> Result<WrittenSegment> {
-        let (bytes, index) = segment::encode(series)?;
+        let (bytes, summary) = segment::encode(series)?;
         let key = paths::segment(tenant, next_segment_id());
         let size = bytes.len();
         self.store
             .put(&key, bytes.into())
             .await
             .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
-        debug!(key = %key, bytes = size, samples = index.samples, series = index.series.len(), "segment written");
-        let written = WrittenSegment {
-            key: key.clone(),
+        debug!(key = %key, bytes = size, samples = summary.samples, series = summary.series, "segment written");
+        // The index is not cached here: that would copy every label set of
+        // every write. Readers load it from the footer once, when they need it.
+        Ok(WrittenSegment {
+            key,
             bytes: size,
-            samples: index.samples,
-            series: index.series.len(),
-        };
-        self.cache_index(&key, Arc::new(index));
-        Ok(written)
+            samples: summary.samples,
+            series: summary.series,
+        })
     }
 
     /// Series matching all `matchers` with their samples in `[start_ms, end_ms]`

@@ -46,9 +46,12 @@ async fn stored(storage: &Storage) -> usize {
         .len()
 }
 
+/// One put per tenant at a time, and no sealing by age: the classic group
+/// commit contract, observable step by step.
 fn slow_age() -> GroupCommitConfig {
     GroupCommitConfig {
         batch_max_age: Duration::from_secs(3600),
+        puts_per_tenant: 1,
         ..Default::default()
     }
 }
@@ -187,4 +190,40 @@ async fn batches_are_sealed_by_size_and_by_age_while_a_put_is_in_flight() {
     faults.hold_puts(false);
     a.await.expect("join").expect("a");
     b.await.expect("join").expect("b");
+}
+
+#[tokio::test]
+async fn puts_per_tenant_bounds_concurrent_segments_of_a_tenant() {
+    let (gc, storage, faults) = setup(GroupCommitConfig {
+        puts_per_tenant: 2,
+        ..slow_age()
+    });
+    faults.hold_puts(true);
+    let spawn = |name: &'static str| {
+        let gc = gc.clone();
+        tokio::spawn(async move { gc.commit(tenant(), one(name, 1)).await })
+    };
+    let a = spawn("a");
+    eventually("the first put", || faults.puts_started() == 1).await;
+    let b = spawn("b");
+    eventually("a second put beside the first", || {
+        faults.puts_started() == 2
+    })
+    .await;
+    let c = spawn("c");
+    let d = spawn("d");
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        faults.puts_started(),
+        2,
+        "both slots busy: c and d wait together"
+    );
+    faults.hold_puts(false);
+    for r in [a, b, c, d] {
+        r.await.expect("join").expect("commit");
+    }
+    assert_eq!(faults.puts_completed(), 3);
+    assert_eq!(stored(&storage).await, 4);
 }
