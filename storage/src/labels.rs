@@ -6,6 +6,7 @@
 //! versions (it is stored in segments).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -31,10 +32,25 @@ impl Label {
     }
 }
 
-/// A sorted set of labels with unique, non-empty names.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Vec<Label>", into = "Vec<Label>")]
-pub struct Labels(Vec<Label>);
+/// A sorted set of labels with unique, non-empty names. Immutable and shared:
+/// a clone is a reference-count increment, so the same series can sit in
+/// many requests, batches and query results without copying its strings.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "Vec<Label>")]
+pub struct Labels(Arc<[Label]>);
+
+impl Default for Labels {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+/// Serialized as a list of labels, straight from the shared slice.
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
 
 /// Stable 64-bit series identifier: xxh3 of the canonical label encoding.
 pub type SeriesId = u64;
@@ -42,7 +58,7 @@ pub type SeriesId = u64;
 impl Labels {
     /// The empty label set (a valid result of PromQL aggregations, never stored).
     pub fn empty() -> Self {
-        Self(Vec::new())
+        Self(Arc::new([]))
     }
 
     /// Builds a label set from pairs that are already sorted by name, as remote
@@ -50,7 +66,7 @@ impl Labels {
     /// name; label values are not checked here (see [`Labels::validate`]).
     pub fn from_sorted(labels: Vec<Label>) -> Result<Self, LabelError> {
         check_sorted(&labels)?;
-        Ok(Self(labels))
+        Ok(Self(labels.into()))
     }
 
     /// Builds a label set from pairs in any order; a duplicate name is an error.
@@ -77,7 +93,7 @@ impl Labels {
                 name: name.to_string(),
             });
         }
-        for l in &self.0 {
+        for l in self.0.iter() {
             if l.name != METRIC_NAME && !is_valid_label_name(&l.name) {
                 return Err(LabelError::InvalidLabelName {
                     name: l.name.clone(),
@@ -120,13 +136,13 @@ impl Labels {
     }
 
     pub fn into_vec(self) -> Vec<Label> {
-        self.0
+        self.0.to_vec()
     }
 
     /// Returns a copy with `name` set to `value`; an empty value removes the
     /// label, as in Prometheus.
     pub fn with(&self, name: &str, value: &str) -> Self {
-        let mut v = self.0.clone();
+        let mut v = self.0.to_vec();
         match v.binary_search_by(|l| l.name.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
                 v.remove(i);
@@ -135,7 +151,7 @@ impl Labels {
             Err(_) if value.is_empty() => {}
             Err(i) => v.insert(i, Label::new(name, value)),
         }
-        Self(v)
+        Self(v.into())
     }
 
     /// Returns a copy without the named label.
@@ -152,7 +168,7 @@ impl Labels {
     pub fn series_id(&self) -> SeriesId {
         // Streaming: the same bytes as hashing the concatenation, no buffer.
         let mut h = Xxh3Default::new();
-        for l in &self.0 {
+        for l in self.0.iter() {
             h.update(l.name.as_bytes());
             h.update(&[0xff]);
             h.update(l.value.as_bytes());
@@ -171,7 +187,7 @@ impl TryFrom<Vec<Label>> for Labels {
 
 impl From<Labels> for Vec<Label> {
     fn from(l: Labels) -> Self {
-        l.0
+        l.0.to_vec()
     }
 }
 
