@@ -75,41 +75,17 @@ impl SegmentIndex {
     }
 }
 
-/// Counts of an encoded segment, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentSummary {
-    pub min_time: i64,
-    pub max_time: i64,
-    pub samples: u64,
-    pub series: usize,
-}
-
-/// The series index as written: the same JSON as [`SegmentIndex`], but over
-/// borrowed label sets, so encoding never copies a label.
-#[derive(Serialize)]
-struct IndexRef<'a> {
-    min_time: i64,
-    max_time: i64,
-    samples: u64,
-    series: Vec<IndexedSeriesRef<'a>>,
-}
-
-#[derive(Serialize)]
-struct IndexedSeriesRef<'a> {
-    id: SeriesId,
-    labels: &'a Labels,
-}
-
 /// Encodes a batch of series into segment bytes. Samples of one series may come
 /// in any order and from several entries with the same labels; they are sorted
 /// by time. Duplicate timestamps are kept (readers deduplicate), so a segment
 /// never drops what a client sent.
-pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentSummary)> {
+pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     // One row per sample, sorted by (series id, time); the sort is stable, so
     // equal timestamps keep their arrival order and "the last one written
     // wins" is well defined for readers.
     let total: usize = series.iter().map(|s| s.samples.len()).sum();
     let mut rows: Vec<(SeriesId, i64, f64)> = Vec::with_capacity(total);
+    // Label sets are shared (`Labels` clones are reference counts).
     let mut labels_of: HashMap<SeriesId, &Labels> = HashMap::with_capacity(series.len());
     for s in series {
         let id = s.labels.series_id();
@@ -132,18 +108,15 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentSummary)> {
     if total == 0 {
         (min_time, max_time) = (0, 0);
     }
-    let mut index_series: Vec<IndexedSeriesRef> = labels_of
+    let mut index_series: Vec<IndexedSeries> = labels_of
         .into_iter()
-        .map(|(id, labels)| IndexedSeriesRef { id, labels })
+        .map(|(id, labels)| IndexedSeries {
+            id,
+            labels: labels.clone(),
+        })
         .collect();
     index_series.sort_unstable_by_key(|s| s.id);
-    let summary = SegmentSummary {
-        min_time,
-        max_time,
-        samples: total as u64,
-        series: index_series.len(),
-    };
-    let index = IndexRef {
+    let index = SegmentIndex {
         min_time,
         max_time,
         samples: total as u64,
@@ -187,7 +160,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentSummary)> {
     writer
         .close()
         .map_err(|e| StorageError::Encode(e.to_string()))?;
-    Ok((Bytes::from(buf), summary))
+    Ok((Bytes::from(buf), index))
 }
 
 /// Reads the series index from a segment's footer key-value metadata.
@@ -226,7 +199,7 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
 /// The series index as stored in the footer: base64(zstd(JSON)). Parquet
 /// key-value values are strings, hence base64; zstd shrinks the label text
 /// about tenfold, which matters because every segment carries one.
-fn encode_index(index: &IndexRef) -> Result<String> {
+fn encode_index(index: &SegmentIndex) -> Result<String> {
     let json = serde_json::to_vec(index).map_err(|e| StorageError::Encode(e.to_string()))?;
     let compressed = zstd::bulk::compress(&json, INDEX_ZSTD_LEVEL)
         .map_err(|e| StorageError::Encode(e.to_string()))?;
@@ -259,14 +232,8 @@ mod tests {
             // Same labels again (another request in the same batch).
             series(&[("__name__", "b"), ("x", "1")], &[(20, 2.0)]),
         ];
-        let (bytes, summary) = encode(&input).expect("encode");
-        let want = SegmentSummary {
-            min_time: 5,
-            max_time: 30,
-            samples: 6,
-            series: 2,
-        };
-        assert_eq!(summary, want);
+        let (bytes, index) = encode(&input).expect("encode");
+        assert_eq!((index.min_time, index.max_time, index.samples), (5, 30, 6));
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
         let decoded = decode_index(

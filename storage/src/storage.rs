@@ -112,22 +112,23 @@ impl Storage {
         tenant: &TenantId,
         series: &[Series],
     ) -> Result<WrittenSegment> {
-        let (bytes, summary) = segment::encode(series)?;
+        let (bytes, index) = segment::encode(series)?;
         let key = paths::segment(tenant, next_segment_id());
         let size = bytes.len();
         self.store
             .put(&key, bytes.into())
             .await
             .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
-        debug!(key = %key, bytes = size, samples = summary.samples, series = summary.series, "segment written");
-        // The index is not cached here: that would copy every label set of
-        // every write. Readers load it from the footer once, when they need it.
-        Ok(WrittenSegment {
-            key,
+        let written = WrittenSegment {
+            key: key.clone(),
             bytes: size,
-            samples: summary.samples,
-            series: summary.series,
-        })
+            samples: index.samples,
+            series: index.series.len(),
+        };
+        debug!(key = %key, bytes = size, samples = written.samples, series = written.series, "segment written");
+        // Cheap: the index shares the label sets of the batch.
+        self.cache_index(&key, Arc::new(index));
+        Ok(written)
     }
 
     /// Series matching all `matchers` with their samples in `[start_ms, end_ms]`
