@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use ingest::series_cache::SeriesCache;
 use ingest::{GroupCommitter, IngestMetrics, IngestState};
 use object_store::ObjectStore;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -67,6 +68,7 @@ pub fn app(config: &StrataConfig, roles: Roles, store: Arc<dyn ObjectStore>) -> 
             config: config.ingest.clone(),
             committer,
             metrics,
+            series_cache: Arc::new(SeriesCache::new(config.ingest.series_cache_entries)),
             default_tenant: config.default_tenant(),
         };
         app = app.merge(ingest::router(state));

@@ -1,5 +1,7 @@
 //! HTTP routes of the ingest tier: remote write at Prometheus' and M3's paths.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,6 +17,7 @@ use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::metrics::IngestMetrics;
 use crate::remote_write::{self, SeriesLimits};
+use crate::series_cache::SeriesCache;
 
 /// `[ingest]` section.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -25,6 +28,9 @@ pub struct IngestConfig {
     /// Largest accepted body after snappy decompression.
     pub max_decoded_bytes: usize,
     pub limits: SeriesLimits,
+    /// Label sets of recently seen series kept decoded and validated (about
+    /// 300 bytes each); 0 disables the cache.
+    pub series_cache_entries: usize,
     pub group_commit: GroupCommitConfig,
 }
 
@@ -34,6 +40,7 @@ impl Default for IngestConfig {
             max_request_bytes: 10 << 20,
             max_decoded_bytes: 100 << 20,
             limits: SeriesLimits::default(),
+            series_cache_entries: 500_000,
             group_commit: GroupCommitConfig::default(),
         }
     }
@@ -79,6 +86,7 @@ pub struct IngestState {
     pub config: IngestConfig,
     pub committer: GroupCommitter,
     pub metrics: IngestMetrics,
+    pub series_cache: Arc<SeriesCache>,
     /// Tenant of requests without an `X-Scope-OrgID` header.
     pub default_tenant: TenantId,
 }
@@ -141,11 +149,14 @@ async fn remote_write_handler(
                 IngestError::Body(e.to_string())
             }
         })?;
-    let req = remote_write::decode(&body, cfg.max_decoded_bytes)?;
-    let total = req.timeseries.len();
-    let validated = remote_write::validate(req, &cfg.limits);
+    let validated = remote_write::decode_validated(
+        &body,
+        cfg.max_decoded_bytes,
+        &cfg.limits,
+        &state.series_cache,
+    )?;
     debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
-    let rejected = validated.error(total);
+    let rejected = validated.error();
     state
         .metrics
         .series_rejected

@@ -7,6 +7,7 @@ pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod remote_write;
+pub mod series_cache;
 
 pub use error::IngestError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};

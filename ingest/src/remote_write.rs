@@ -7,6 +7,7 @@ use storage::{Label, Labels, Sample, Series};
 
 use crate::error::IngestError;
 use crate::proto;
+use crate::series_cache::SeriesCache;
 
 /// Per-series limits checked at ingest (Mimir's defaults).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
@@ -30,6 +31,13 @@ impl Default for SeriesLimits {
 /// Decompresses and decodes a remote-write 1.0 body. `max_decoded` bounds the
 /// decompressed size, read from the snappy header before allocating.
 pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::WriteRequest, IngestError> {
+    let raw = decompress(body, max_decoded)?;
+    proto::WriteRequest::decode(raw.as_slice()).map_err(|e| IngestError::Protobuf(e.to_string()))
+}
+
+/// Snappy block decompression, refusing before allocating when the header
+/// announces more than `max_decoded` bytes.
+fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, IngestError> {
     let size = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
     if size > max_decoded {
         return Err(IngestError::DecodedTooLarge {
@@ -37,10 +45,9 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::WriteRequest, In
             limit: max_decoded,
         });
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| IngestError::Snappy(e.to_string()))?;
-    proto::WriteRequest::decode(raw.as_slice()).map_err(|e| IngestError::Protobuf(e.to_string()))
+        .map_err(|e| IngestError::Snappy(e.to_string()))
 }
 
 /// The outcome of validating a request: series to store, and what was
@@ -49,6 +56,8 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::WriteRequest, In
 /// invalid series).
 #[derive(Debug, Default)]
 pub struct Validated {
+    /// Series in the request, valid or not.
+    pub total: usize,
     pub series: Vec<Series>,
     pub samples: usize,
     pub rejected: usize,
@@ -56,20 +65,229 @@ pub struct Validated {
 }
 
 impl Validated {
-    pub fn error(&self, total: usize) -> Option<IngestError> {
+    pub fn error(&self) -> Option<IngestError> {
         let (series, reason) = self.first_error.clone()?;
         Some(IngestError::InvalidSeries {
             rejected: self.rejected,
-            total,
+            total: self.total,
             series,
             reason,
         })
     }
 }
 
+/// Decompresses, decodes and validates a remote-write 1.0 body in one pass,
+/// taking the label sets of known series from `cache` (see
+/// [`SeriesCache`]). Equivalent to [`decode`] then [`validate`], which stay as
+/// the reference (and the test oracle) for this path.
+pub fn decode_validated(
+    body: &[u8],
+    max_decoded: usize,
+    limits: &SeriesLimits,
+    cache: &SeriesCache,
+) -> Result<Validated, IngestError> {
+    let raw = decompress(body, max_decoded)?;
+    let mut out = Validated::default();
+    let mut scratch = Vec::new();
+    let mut w = Wire::new(&raw);
+    while !w.done() {
+        let (field, wire) = w.key()?;
+        if field == 1 && wire == WIRE_LEN {
+            let ts = w.bytes()?;
+            out.total += 1;
+            match time_series(ts, limits, cache, &mut scratch)? {
+                Ok(s) if s.samples.is_empty() => {}
+                Ok(s) => {
+                    out.samples += s.samples.len();
+                    out.series.push(s);
+                }
+                Err((series, reason)) => {
+                    out.rejected += 1;
+                    out.first_error.get_or_insert((series, reason));
+                }
+            }
+        } else {
+            w.skip(wire)?;
+        }
+    }
+    Ok(out)
+}
+
+/// One `TimeSeries` message: the outer error is a malformed message (the
+/// whole request is bad), the inner one an invalid series.
+fn time_series(
+    ts: &[u8],
+    limits: &SeriesLimits,
+    cache: &SeriesCache,
+    scratch: &mut Vec<u8>,
+) -> Result<Result<Series, (String, String)>, IngestError> {
+    // Byte ranges of the label fields (key, length and payload).
+    let mut label_fields: Vec<(usize, usize)> = Vec::with_capacity(16);
+    let mut samples = Vec::new();
+    let mut w = Wire::new(ts);
+    while !w.done() {
+        let start = w.pos;
+        let (field, wire) = w.key()?;
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                w.bytes()?;
+                label_fields.push((start, w.pos));
+            }
+            (2, WIRE_LEN) => samples.push(sample(w.bytes()?)?),
+            _ => w.skip(wire)?,
+        }
+    }
+    // The cache key: the label fields' bytes, one slice when contiguous (as
+    // every sender writes them).
+    let contiguous = label_fields.windows(2).all(|p| p[0].1 == p[1].0);
+    let raw: &[u8] = match (label_fields.first(), label_fields.last()) {
+        (Some(first), Some(last)) if contiguous => &ts[first.0..last.1],
+        _ => {
+            scratch.clear();
+            for &(a, b) in &label_fields {
+                scratch.extend_from_slice(&ts[a..b]);
+            }
+            scratch
+        }
+    };
+    if let Some(labels) = cache.get(raw) {
+        return Ok(Ok(Series { labels, samples }));
+    }
+    let mut labels = Vec::with_capacity(label_fields.len());
+    for &(a, b) in &label_fields {
+        let mut w = Wire::new(&ts[a..b]);
+        w.key()?;
+        labels.push(label(w.bytes()?)?);
+    }
+    Ok(labels_of(labels, limits).map(|labels| {
+        cache.insert(raw, labels.clone());
+        Series { labels, samples }
+    }))
+}
+
+fn label(msg: &[u8]) -> Result<proto::Label, IngestError> {
+    let mut l = proto::Label::default();
+    let mut w = Wire::new(msg);
+    while !w.done() {
+        let (field, wire) = w.key()?;
+        match (field, wire) {
+            (1, WIRE_LEN) => l.name = utf8(w.bytes()?)?,
+            (2, WIRE_LEN) => l.value = utf8(w.bytes()?)?,
+            _ => w.skip(wire)?,
+        }
+    }
+    Ok(l)
+}
+
+fn utf8(b: &[u8]) -> Result<String, IngestError> {
+    std::str::from_utf8(b).map(str::to_owned).map_err(|_| {
+        IngestError::Protobuf("invalid string value: data is not UTF-8 encoded".into())
+    })
+}
+
+fn sample(msg: &[u8]) -> Result<Sample, IngestError> {
+    let mut s = Sample::new(0, 0.0);
+    let mut w = Wire::new(msg);
+    while !w.done() {
+        let (field, wire) = w.key()?;
+        match (field, wire) {
+            (1, WIRE_FIXED64) => s.v = f64::from_bits(w.fixed64()?),
+            (2, WIRE_VARINT) => s.t = w.varint()? as i64, // int64: two's complement
+            _ => w.skip(wire)?,
+        }
+    }
+    Ok(s)
+}
+
+const WIRE_VARINT: u8 = 0;
+const WIRE_FIXED64: u8 = 1;
+const WIRE_LEN: u8 = 2;
+const WIRE_FIXED32: u8 = 5;
+
+/// A cursor over protobuf wire format that never reads past its buffer.
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn err(what: &str) -> IngestError {
+        IngestError::Protobuf(format!("malformed WriteRequest: {what}"))
+    }
+
+    fn varint(&mut self) -> Result<u64, IngestError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| Self::err("truncated varint"))?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(Self::err("varint longer than 10 bytes"))
+    }
+
+    fn key(&mut self) -> Result<(u64, u8), IngestError> {
+        let k = self.varint()?;
+        let field = k >> 3;
+        if field == 0 {
+            return Err(Self::err("field number 0"));
+        }
+        Ok((field, (k & 7) as u8))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IngestError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| Self::err("truncated field"))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], IngestError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| Self::err("length overflow"))?;
+        self.take(n)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, IngestError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn skip(&mut self, wire: u8) -> Result<(), IngestError> {
+        match wire {
+            WIRE_VARINT => self.varint().map(drop),
+            WIRE_FIXED64 => self.take(8).map(drop),
+            WIRE_LEN => self.bytes().map(drop),
+            WIRE_FIXED32 => self.take(4).map(drop),
+            other => Err(Self::err(&format!("unsupported wire type {other}"))),
+        }
+    }
+}
+
 /// Converts and validates every series of a request.
 pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
-    let mut out = Validated::default();
+    let mut out = Validated {
+        total: req.timeseries.len(),
+        ..Default::default()
+    };
     for ts in req.timeseries {
         match to_series(ts, limits) {
             Ok(s) if s.samples.is_empty() => {}
@@ -87,6 +305,23 @@ pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
 }
 
 fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (String, String)> {
+    let labels = labels_of(ts.labels, limits)?;
+    let samples = ts
+        .samples
+        .iter()
+        .map(|s| Sample::new(s.timestamp, s.value))
+        .collect();
+    Ok(Series { labels, samples })
+}
+
+/// Checks a series' labels (limits, names, order, metric name) and builds its
+/// label set; the error is (series description, reason).
+fn labels_of(labels: Vec<proto::Label>, limits: &SeriesLimits) -> Result<Labels, (String, String)> {
+    let ts = proto::TimeSeries {
+        labels,
+        samples: Vec::new(),
+        exemplars: Vec::new(),
+    };
     let fail = |reason: String| {
         (
             describe(ts.labels.iter().map(|l| (&*l.name, &*l.value))),
@@ -132,12 +367,7 @@ fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (St
     labels
         .validate()
         .map_err(|e| (describe_pairs(labels.as_slice()), e.to_string()))?;
-    let samples = ts
-        .samples
-        .iter()
-        .map(|s| Sample::new(s.timestamp, s.value))
-        .collect();
-    Ok(Series { labels, samples })
+    Ok(labels)
 }
 
 /// `{a="b", c="d"}`, cut at 200 bytes, for error messages.
@@ -264,10 +494,175 @@ mod tests {
         assert_eq!(v.series.len(), 1);
         assert_eq!(v.series[0].labels.len(), 1, "empty-valued label dropped");
         assert_eq!(v.rejected, 6);
-        let err = v.error(7).expect("error").to_string();
+        let err = v.error().expect("error").to_string();
         assert!(
             err.contains("6 of 7 series rejected") && err.contains("not sorted"),
             "{err}"
         );
+    }
+
+    /// Both paths must agree: same series (labels and samples bit for bit),
+    /// same counts, same first error.
+    fn assert_same(req: &proto::WriteRequest, cache: &SeriesCache) {
+        let body = encode(req);
+        let limits = SeriesLimits {
+            max_label_value_length: 8,
+            ..Default::default()
+        };
+        let want = validate(decode(&body, 1 << 20).expect("decode"), &limits);
+        let got = decode_validated(&body, 1 << 20, &limits, cache).expect("decode_validated");
+        assert_eq!(
+            (got.total, got.samples, got.rejected),
+            (want.total, want.samples, want.rejected)
+        );
+        assert_eq!(got.first_error, want.first_error);
+        assert_eq!(got.series.len(), want.series.len());
+        for (g, w) in got.series.iter().zip(&want.series) {
+            assert_eq!(g.labels, w.labels);
+            let bits = |s: &Series| {
+                s.samples
+                    .iter()
+                    .map(|x| (x.t, x.v.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(g), bits(w));
+        }
+    }
+
+    fn mixed_request() -> proto::WriteRequest {
+        proto::WriteRequest {
+            timeseries: vec![
+                ts(
+                    vec![
+                        label("__name__", "ok"),
+                        label("empty", ""),
+                        label("job", "a"),
+                    ],
+                    &[(1, 1.0), (-5, f64::NAN)],
+                ),
+                ts(
+                    vec![label("job", "a"), label("__name__", "unsorted")],
+                    &[(1, 1.0)],
+                ),
+                ts(vec![label("__name__", "no_samples")], &[]),
+                ts(
+                    vec![label("__name__", "x"), label("a", "waytoolongvalue")],
+                    &[(1, 1.0)],
+                ),
+                ts(
+                    vec![label("__name__", "ok"), label("job", "b")],
+                    &[(i64::MAX, f64::INFINITY), (i64::MIN, -0.0)],
+                ),
+                ts(vec![], &[(1, 1.0)]),
+            ],
+            metadata: vec![proto::MetricMetadata {
+                r#type: 1,
+                metric_family_name: "ok".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_cached_path_matches_the_reference_decoder() {
+        let cache = SeriesCache::new(1000);
+        let req = mixed_request();
+        assert_same(&req, &cache); // cold cache
+        assert_same(&req, &cache); // warm cache: the valid series hit
+        assert_same(&req, &SeriesCache::new(0)); // no cache
+        // Only valid label sets are cached.
+        let raw = |labels: Vec<proto::Label>| {
+            labels
+                .iter()
+                .flat_map(|l| {
+                    let mut b = vec![0x0a];
+                    let body = l.encode_to_vec();
+                    b.push(body.len() as u8);
+                    b.extend(body);
+                    b
+                })
+                .collect::<Vec<u8>>()
+        };
+        assert!(
+            cache
+                .get(&raw(vec![label("__name__", "ok"), label("job", "b")]))
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&raw(vec![label("job", "a"), label("__name__", "unsorted")]))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn fields_in_any_order_and_unknown_fields_are_handled() {
+        // TimeSeries with samples before labels, labels split around a sample,
+        // and an unknown field (99, varint) in between.
+        let l1 = proto::Label {
+            name: "__name__".into(),
+            value: "m".into(),
+        }
+        .encode_to_vec();
+        let l2 = proto::Label {
+            name: "z".into(),
+            value: "1".into(),
+        }
+        .encode_to_vec();
+        let s1 = proto::Sample {
+            value: 2.5,
+            timestamp: 7,
+        }
+        .encode_to_vec();
+        let mut ts = Vec::new();
+        for (tag, body) in [(0x12u8, &s1), (0x0a, &l1), (0x12, &s1), (0x0a, &l2)] {
+            ts.push(tag);
+            ts.push(body.len() as u8);
+            ts.extend_from_slice(body);
+        }
+        ts.extend_from_slice(&[0x98, 0x06, 0x01]); // field 99, varint 1
+        let mut req = vec![0x0a, ts.len() as u8];
+        req.extend(ts);
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req)
+            .expect("snappy");
+        let limits = SeriesLimits::default();
+        let reference = validate(decode(&body, 1 << 20).expect("decode"), &limits);
+        let cache = SeriesCache::new(10);
+        for _ in 0..2 {
+            let got = decode_validated(&body, 1 << 20, &limits, &cache).expect("decode");
+            assert_eq!(got.series.len(), 1);
+            assert_eq!(got.series[0].labels, reference.series[0].labels);
+            assert_eq!(
+                got.series[0].samples,
+                vec![Sample::new(7, 2.5), Sample::new(7, 2.5)]
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_protobuf_errors() {
+        let cache = SeriesCache::new(10);
+        let limits = SeriesLimits::default();
+        let bodies: [&[u8]; 6] = [
+            &[0x0a, 0x05, 0x0a], // length past the end
+            &[0x0a],             // truncated length
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ], // 11-byte varint
+            &[0x0b, 0x00],       // start-group wire type
+            &[0x00, 0x00],       // field number 0
+            &[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0xff], // label name not UTF-8
+        ];
+        for b in bodies {
+            let body = snap::raw::Encoder::new().compress_vec(b).expect("snappy");
+            let got = decode_validated(&body, 1 << 20, &limits, &cache);
+            assert!(
+                matches!(got, Err(IngestError::Protobuf(_))),
+                "{b:?}: {:?}",
+                got.map(|v| v.series.len())
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::metrics::IngestMetrics;
 use crate::proto;
+use crate::series_cache::SeriesCache;
 
 fn app(storage: &Storage, config: IngestConfig) -> Router {
     let committer = GroupCommitter::start(
@@ -21,6 +22,7 @@ fn app(storage: &Storage, config: IngestConfig) -> Router {
         config,
         committer,
         metrics: IngestMetrics::default(),
+        series_cache: Arc::new(SeriesCache::new(1000)),
         default_tenant: TenantId::new("default").expect("tenant"),
     })
 }

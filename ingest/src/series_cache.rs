@@ -1,0 +1,102 @@
+//! Label sets of recently written series, keyed by the raw protobuf bytes of
+//! their labels. Remote write resends the same series in every request; a
+//! hit skips decoding, validating and allocating the labels, and hands out a
+//! shared [`Labels`] (a reference-count increment).
+//!
+//! Only label sets that passed validation are cached, so a hit needs no
+//! checks. The cache is sharded to keep lock hold times short; a full shard is
+//! emptied rather than tracked for recency (cheap, and a cold shard refills
+//! within one scrape interval).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use storage::Labels;
+use xxhash_rust::xxh3::xxh3_64;
+
+const SHARDS: usize = 16;
+
+struct Entry {
+    raw: Box<[u8]>,
+    labels: Labels,
+}
+
+pub struct SeriesCache {
+    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    per_shard: usize,
+}
+
+impl SeriesCache {
+    /// A cache of about `capacity` label sets (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> Option<&Mutex<HashMap<u64, Entry>>> {
+        self.shards.get((hash as usize) % SHARDS)
+    }
+
+    /// The label set whose labels were encoded as exactly `raw`, if cached.
+    pub fn get(&self, raw: &[u8]) -> Option<Labels> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        let hash = xxh3_64(raw);
+        let shard = self.shard(hash)?.lock().ok()?;
+        // Compare the bytes too: a hash collision must never swap series.
+        shard
+            .get(&hash)
+            .filter(|e| *e.raw == *raw)
+            .map(|e| e.labels.clone())
+    }
+
+    /// Remembers that `raw` decodes and validates to `labels`.
+    pub fn insert(&self, raw: &[u8], labels: Labels) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let hash = xxh3_64(raw);
+        let Some(Ok(mut shard)) = self.shard(hash).map(|s| s.lock()) else {
+            return;
+        };
+        if shard.len() >= self.per_shard {
+            shard.clear();
+        }
+        shard.insert(
+            hash,
+            Entry {
+                raw: raw.into(),
+                labels,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_only_on_identical_bytes_and_stays_bounded() {
+        let cache = SeriesCache::new(32);
+        let l = Labels::from_pairs([("__name__", "up")]).expect("labels");
+        cache.insert(b"abc", l.clone());
+        assert_eq!(cache.get(b"abc"), Some(l.clone()));
+        assert_eq!(cache.get(b"abd"), None);
+        for i in 0..10_000u32 {
+            cache.insert(&i.to_le_bytes(), l.clone());
+        }
+        let held: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        assert!(held <= 32 + SHARDS, "{held} entries held");
+        let off = SeriesCache::new(0);
+        off.insert(b"abc", l);
+        assert_eq!(off.get(b"abc"), None);
+    }
+}
