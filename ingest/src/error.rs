@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use storage::{LabelError, StorageError, TenantError};
+use storage::{StorageError, TenantError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -34,24 +34,11 @@ pub enum IngestError {
         series: String,
         reason: String,
     },
-    #[error("series {series}: {reason}")]
-    Limit { series: String, reason: String },
     /// Storing the batch failed; nothing of the request is acknowledged.
     #[error("storing samples failed: {0}")]
     Store(Arc<StorageError>),
     #[error("ingester is shutting down")]
     ShuttingDown,
-}
-
-impl From<LabelError> for IngestError {
-    fn from(e: LabelError) -> Self {
-        IngestError::InvalidSeries {
-            rejected: 1,
-            total: 1,
-            series: String::new(),
-            reason: e.to_string(),
-        }
-    }
 }
 
 impl IngestError {
@@ -60,7 +47,7 @@ impl IngestError {
         match self {
             BodyTooLarge { .. } | DecodedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Body(_) | Snappy(_) | Protobuf(_) | Tenant(_) | InvalidSeries { .. } | Limit { .. } => {
+            Body(_) | Snappy(_) | Protobuf(_) | Tenant(_) | InvalidSeries { .. } => {
                 StatusCode::BAD_REQUEST
             }
             Store(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

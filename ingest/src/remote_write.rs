@@ -65,6 +65,21 @@ pub struct Validated {
 }
 
 impl Validated {
+    /// Takes one series' outcome: stored if it has samples, counted if invalid.
+    fn add(&mut self, series: Result<Series, (String, String)>) {
+        match series {
+            Ok(s) if s.samples.is_empty() => {}
+            Ok(s) => {
+                self.samples += s.samples.len();
+                self.series.push(s);
+            }
+            Err(e) => {
+                self.rejected += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
     pub fn error(&self) -> Option<IngestError> {
         let (series, reason) = self.first_error.clone()?;
         Some(IngestError::InvalidSeries {
@@ -95,17 +110,7 @@ pub fn decode_validated(
         if field == 1 && wire == WIRE_LEN {
             let ts = w.bytes()?;
             out.total += 1;
-            match time_series(ts, limits, cache, &mut scratch)? {
-                Ok(s) if s.samples.is_empty() => {}
-                Ok(s) => {
-                    out.samples += s.samples.len();
-                    out.series.push(s);
-                }
-                Err((series, reason)) => {
-                    out.rejected += 1;
-                    out.first_error.get_or_insert((series, reason));
-                }
-            }
+            out.add(time_series(ts, limits, cache, &mut scratch)?);
         } else {
             w.skip(wire)?;
         }
@@ -289,17 +294,7 @@ pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
         ..Default::default()
     };
     for ts in req.timeseries {
-        match to_series(ts, limits) {
-            Ok(s) if s.samples.is_empty() => {}
-            Ok(s) => {
-                out.samples += s.samples.len();
-                out.series.push(s);
-            }
-            Err((series, reason)) => {
-                out.rejected += 1;
-                out.first_error.get_or_insert((series, reason));
-            }
-        }
+        out.add(to_series(ts, limits));
     }
     out
 }
