@@ -47,6 +47,11 @@ struct Args {
     /// Skip the count check after sending.
     #[arg(long)]
     no_verify: bool,
+    /// Rounds per target; rounds alternate which target goes first, and the
+    /// ratio is taken between median rates (this machine's run-to-run noise
+    /// is large, so one run of each is not enough).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// Pre-encoded requests, one list per sender.
@@ -276,65 +281,117 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut strata_rate = None;
-    let mut prom_rate = None;
-    if args.target != "prometheus" {
-        let strata_path = args.strata_bin.clone().unwrap_or_else(strata_bin);
-        println!("strata binary: {}", strata_path.display());
-        let data = work.path().join("strata-data");
-        std::fs::create_dir_all(&data).expect("create strata data dir");
-        let strata_args = vec![
-            "--storage".into(),
-            "local".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ];
-        let mut strata = Strata::start(&strata_path, strata_args, Vec::new(), &logs).await;
-        let r = send_all(&strata.write_url(), &w).await;
-        strata_rate = Some(report("strata", &w, &r));
+    let mut strata_rates = Vec::new();
+    let mut prom_rates = Vec::new();
+    let strata_path = args.strata_bin.clone().unwrap_or_else(strata_bin);
+    println!("strata binary: {}", strata_path.display());
+    println!("prometheus binary: {}", prometheus_bin().display());
+    for round in 0..args.rounds.max(1) {
+        // Verify the stored data once, in the first round.
+        let verify_now = round == 0 && !args.no_verify;
+        let strata_first = round % 2 == 0;
+        for run_strata in [strata_first, !strata_first] {
+            // Flush the previous run's dirty pages so writeback does not land
+            // on the next run.
+            let _ = std::process::Command::new("sync").status();
+            if run_strata && args.target != "prometheus" {
+                let data = work.path().join(format!("strata-data-{round}"));
+                strata_rates
+                    .push(bench_strata(&strata_path, &data, &logs, &w, &args, verify_now).await);
+                let _ = std::fs::remove_dir_all(&data);
+            }
+            if !run_strata && args.target != "strata" {
+                prom_rates.push(bench_prometheus(&logs, &w, &args, verify_now).await);
+            }
+        }
+    }
+    let (s, p) = (median(&mut strata_rates), median(&mut prom_rates));
+    if let Some(s) = s {
         println!(
-            "  strata data dir: {:.1} MiB",
-            dir_size(&data) as f64 / (1024.0 * 1024.0)
+            "strata median: {s:.0} samples/s over {} rounds",
+            strata_rates.len()
         );
-        if !args.no_verify {
-            verify("strata", &strata.url, &w, &args).await;
-        }
-        if r.failures > 0 {
-            println!(
-                "  strata log: {}\n{}",
-                strata.proc.log_path().display(),
-                strata.proc.log_tail(20)
-            );
-        }
-        strata.proc.kill();
     }
-    if args.target != "strata" {
-        println!("prometheus binary: {}", prometheus_bin().display());
-        let mut prom = Prometheus::start(
-            |_| "global:\n  scrape_interval: 1m\n".to_string(),
-            &["--web.enable-remote-write-receiver", "--log.level=warn"],
-            &logs,
-        )
-        .await;
-        let r = send_all(&format!("{}/api/v1/write", prom.url), &w).await;
-        prom_rate = Some(report("prometheus", &w, &r));
+    if let Some(p) = p {
         println!(
-            "  prometheus data dir: {:.1} MiB (WAL, not yet compacted)",
-            dir_size(&prom.data_dir()) as f64 / (1024.0 * 1024.0)
+            "prometheus median: {p:.0} samples/s over {} rounds",
+            prom_rates.len()
         );
-        if !args.no_verify {
-            verify("prometheus", &prom.url, &w, &args).await;
-        }
-        if r.failures > 0 {
-            println!(
-                "  prometheus log: {}\n{}",
-                prom.proc.log_path().display(),
-                prom.proc.log_tail(20)
-            );
-        }
-        prom.proc.kill();
     }
-    if let (Some(s), Some(p)) = (strata_rate, prom_rate) {
-        println!("ratio strata/prometheus: {:.2}", s / p);
+    if let (Some(s), Some(p)) = (s, p) {
+        println!("ratio strata/prometheus (medians): {:.2}", s / p);
     }
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+async fn bench_strata(
+    bin: &std::path::Path,
+    data: &std::path::Path,
+    logs: &std::path::Path,
+    w: &Arc<Workload>,
+    args: &Args,
+    verify_now: bool,
+) -> f64 {
+    std::fs::create_dir_all(data).expect("create strata data dir");
+    let strata_args = vec![
+        "--storage".into(),
+        "local".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    let mut strata = Strata::start(bin, strata_args, Vec::new(), logs).await;
+    let r = send_all(&strata.write_url(), w).await;
+    let rate = report("strata", w, &r);
+    println!(
+        "  strata data dir: {:.1} MiB",
+        dir_size(data) as f64 / (1024.0 * 1024.0)
+    );
+    if verify_now {
+        verify("strata", &strata.url, w, args).await;
+    }
+    if r.failures > 0 {
+        println!(
+            "  strata log: {}\n{}",
+            strata.proc.log_path().display(),
+            strata.proc.log_tail(20)
+        );
+    }
+    strata.proc.kill();
+    rate
+}
+
+async fn bench_prometheus(
+    logs: &std::path::Path,
+    w: &Arc<Workload>,
+    args: &Args,
+    verify_now: bool,
+) -> f64 {
+    let mut prom = Prometheus::start(
+        |_| "global:\n  scrape_interval: 1m\n".to_string(),
+        &["--web.enable-remote-write-receiver", "--log.level=warn"],
+        logs,
+    )
+    .await;
+    let r = send_all(&format!("{}/api/v1/write", prom.url), w).await;
+    let rate = report("prometheus", w, &r);
+    println!(
+        "  prometheus data dir: {:.1} MiB (WAL, not yet compacted)",
+        dir_size(&prom.data_dir()) as f64 / (1024.0 * 1024.0)
+    );
+    if verify_now {
+        verify("prometheus", &prom.url, w, args).await;
+    }
+    if r.failures > 0 {
+        println!(
+            "  prometheus log: {}\n{}",
+            prom.proc.log_path().display(),
+            prom.proc.log_tail(20)
+        );
+    }
+    prom.proc.kill();
+    rate
 }
