@@ -10,6 +10,7 @@ pub mod matcher;
 pub mod paths;
 pub mod sample;
 pub mod segment;
+pub mod segment_index;
 pub mod storage;
 pub mod table;
 pub mod tenant;

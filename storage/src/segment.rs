@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
 use crate::sample::Series;
+use crate::segment_index;
 
 /// Value of the `strata.format` key: identifies a Strata segment.
 pub const FORMAT_MAGIC: &str = "strata-segment";
@@ -191,17 +192,18 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
     let compressed = BASE64
         .decode(text)
         .map_err(|e| corrupt(format!("series index is not base64: {e}")))?;
-    let json = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
+    let raw = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
         .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
-    serde_json::from_slice(&json).map_err(|e| corrupt(format!("bad series index: {e}")))
+    segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))
 }
 
-/// The series index as stored in the footer: base64(zstd(JSON)). Parquet
-/// key-value values are strings, hence base64; zstd shrinks the label text
-/// about tenfold, which matters because every segment carries one.
+/// The series index as stored in the footer: base64(zstd(binary index), see
+/// [`segment_index`]). Parquet key-value values are strings, hence base64;
+/// zstd shrinks the label text about tenfold, which matters because every
+/// segment carries one.
 fn encode_index(index: &SegmentIndex) -> Result<String> {
-    let json = serde_json::to_vec(index).map_err(|e| StorageError::Encode(e.to_string()))?;
-    let compressed = zstd::bulk::compress(&json, INDEX_ZSTD_LEVEL)
+    let raw = segment_index::encode(index);
+    let compressed = zstd::bulk::compress(&raw, INDEX_ZSTD_LEVEL)
         .map_err(|e| StorageError::Encode(e.to_string()))?;
     Ok(BASE64.encode(compressed))
 }
