@@ -186,18 +186,9 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                     Err(e) => warn!(error = %e, "segment put task failed"),
                 }
             },
-            else => {
-                // Closed, nothing open and nothing in flight.
-                if closed && open.is_empty() && puts.is_empty() {
-                    return;
-                }
-                if closed {
-                    let tenants: Vec<TenantId> = open.keys().cloned().collect();
-                    for t in tenants {
-                        seal(&ctx, &mut open, &mut inflight, &mut puts, &t);
-                    }
-                }
-            }
+            // Every branch is off only when the channel is closed and nothing
+            // is open or in flight: all requests have been answered.
+            else => return,
         }
     }
 }

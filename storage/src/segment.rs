@@ -19,7 +19,6 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
@@ -55,7 +54,7 @@ pub fn sample_schema() -> SchemaRef {
 }
 
 /// What a segment holds, read from its footer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SegmentIndex {
     pub min_time: i64,
     pub max_time: i64,
@@ -64,7 +63,7 @@ pub struct SegmentIndex {
     pub series: Vec<IndexedSeries>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IndexedSeries {
     pub id: SeriesId,
     pub labels: Labels,

@@ -2,7 +2,6 @@
 //! for POST, from a form-encoded body; times as RFC 3339 or Unix seconds,
 //! durations as PromQL durations or seconds.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, header};
 
@@ -55,7 +54,7 @@ impl Params {
 impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let mut pairs: Vec<(String, String)> = req
             .uri()
             .query()
@@ -71,8 +70,6 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 .await
                 .map_err(|e| ApiError::bad_data(format!("reading form body: {e}")))?;
             pairs.extend(form_urlencoded::parse(&body).into_owned());
-        } else {
-            let _ = Bytes::from_request(req, state).await;
         }
         Ok(Params(pairs))
     }
