@@ -91,10 +91,16 @@ pub(crate) fn prom_string(labels: &Labels) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
+/// Labels that describe the named metric rather than the series (Prometheus'
+/// type-and-unit labels): they go when the metric name goes, since a rate of
+/// a counter is no longer that counter.
+pub(crate) const METRIC_TYPE: &str = "__type__";
+pub(crate) const METRIC_UNIT: &str = "__unit__";
+
 /// The labels an element will have once the query finishes.
 pub(crate) fn final_labels(labels: &Labels, drop_name: bool) -> Labels {
     if drop_name {
-        labels.without(METRIC_NAME)
+        labels.retain(|n| n != METRIC_NAME && n != METRIC_TYPE && n != METRIC_UNIT)
     } else {
         labels.clone()
     }
