@@ -24,14 +24,13 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val
             let k = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
             top_k(input, &grouping, k, op == "topk")?
         }
-        // Experimental; only the parameter check is implemented.
-        "limitk" | "limit_ratio" => {
-            let p = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
-            if p.is_nan() {
-                let what = if op == "limitk" { "Parameter" } else { "Ratio" };
-                return Err(EvalError::Execution(format!("{what} value is NaN")));
-            }
-            return Err(EvalError::Unsupported(format!("aggregation {op}")));
+        "limitk" => {
+            let k = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
+            limit_k(input, &grouping, k)?
+        }
+        "limit_ratio" => {
+            let r = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
+            limit_ratio(input, r)?
         }
         "count_values" => {
             let label = param.ok_or_else(|| missing_param(&op))?.into_string()?;
@@ -206,6 +205,52 @@ fn top_k(input: Vec<Elem>, g: &Grouping, k: f64, top: bool) -> Result<Vec<Elem>,
         out.extend(members.into_iter().take(k).cloned());
     }
     Ok(out)
+}
+
+/// `limitk`: the first `k` series of every group, in input order, unchanged.
+/// Unlike `topk` it does not look at values, so it is a cheap way to sample
+/// a few series of each group.
+fn limit_k(input: Vec<Elem>, g: &Grouping, k: f64) -> Result<Vec<Elem>, EvalError> {
+    if k.is_nan() {
+        return Err(EvalError::Execution("Parameter value is NaN".into()));
+    }
+    if k < 1.0 {
+        return Ok(Vec::new());
+    }
+    let k = if k >= input.len() as f64 {
+        input.len()
+    } else {
+        k as usize
+    };
+    let mut taken: HashMap<Labels, usize> = HashMap::new();
+    Ok(input
+        .into_iter()
+        .filter(|e| {
+            let n = taken.entry(g.key(&e.labels)).or_insert(0);
+            *n += 1;
+            *n <= k
+        })
+        .collect())
+}
+
+/// `limit_ratio`: a deterministic sample of about `|r|` of the series, chosen
+/// by the hash of their labels so that the same series are picked at every
+/// step. A positive ratio keeps series whose hash falls in `[0, r)` of the
+/// hash space, a negative one those in `[1 + r, 1)`, so `limit_ratio(r, v)`
+/// and `limit_ratio(r - 1, v)` are complements. Ratios outside `[-1, 1]` are
+/// capped (Prometheus warns about it).
+fn limit_ratio(input: Vec<Elem>, r: f64) -> Result<Vec<Elem>, EvalError> {
+    if r.is_nan() {
+        return Err(EvalError::Execution("Ratio value is NaN".into()));
+    }
+    let r = r.clamp(-1.0, 1.0);
+    Ok(input
+        .into_iter()
+        .filter(|e| {
+            let at = e.labels.series_id() as f64 / u64::MAX as f64;
+            if r >= 0.0 { at < r } else { at >= 1.0 + r }
+        })
+        .collect())
 }
 
 fn count_values(input: Vec<Elem>, g: &Grouping, label: &str) -> Result<Vec<Elem>, EvalError> {
