@@ -9,6 +9,7 @@ mod binary;
 mod eval;
 mod functions;
 mod histogram;
+mod info;
 mod range_functions;
 mod selectors;
 mod time_functions;

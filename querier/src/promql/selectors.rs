@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{AtModifier, Call, Expr, Offset, VectorSelector};
 use storage::sample::is_stale_nan;
 use storage::{METRIC_NAME, MatchOp, Matcher, Sample, Series};
 
 use super::value::{Elem, RangeSeries};
-use super::{EvalError, Queryable};
+use super::{EvalError, Queryable, info};
 
 /// Subquery step when the query gives none (Prometheus' default global
 /// evaluation interval).
@@ -90,12 +90,16 @@ struct Need {
     min: i64,
     max: i64,
     nodes: Vec<usize>,
+    /// `info` calls whose info series these are.
+    info_calls: Vec<usize>,
 }
 
 /// Samples loaded for every selector node of a query.
 #[derive(Default)]
 pub(crate) struct Loaded {
     by_node: HashMap<usize, Arc<Vec<Series>>>,
+    /// Candidate info series of every `info` call, by call node.
+    info_by_call: HashMap<usize, Arc<Vec<Series>>>,
 }
 
 impl Loaded {
@@ -104,6 +108,13 @@ impl Loaded {
             .get(&node_id(vs))
             .map(|s| s.as_slice())
             .ok_or_else(|| EvalError::Execution("selector was not loaded".into()))
+    }
+
+    pub fn info_series(&self, call: &Call) -> Result<&[Series], EvalError> {
+        self.info_by_call
+            .get(&node_id(call))
+            .map(|s| s.as_slice())
+            .ok_or_else(|| EvalError::Execution("info series were not loaded".into()))
     }
 }
 
@@ -119,16 +130,40 @@ struct Planner {
 impl Planner {
     fn add(&mut self, vs: &VectorSelector, min: i64, max: i64) -> Result<(), EvalError> {
         let matchers = to_storage_matchers(vs)?;
+        self.need(matchers, min, max).nodes.push(node_id(vs));
+        Ok(())
+    }
+
+    fn need(&mut self, matchers: Vec<Matcher>, min: i64, max: i64) -> &mut Need {
         let key = matcher_key(&matchers);
         let need = self.needs.entry(key).or_insert(Need {
             matchers,
             min,
             max,
             nodes: Vec::new(),
+            info_calls: Vec::new(),
         });
         need.min = need.min.min(min);
         need.max = need.max.max(max);
-        need.nodes.push(node_id(vs));
+        need
+    }
+
+    /// `info(v, {selector})`: `v` as usual, and the info series as of the
+    /// times `v` reads its data; the selector is not an ordinary selector.
+    fn walk_info(&mut self, c: &Call, lo: i64, hi: i64) -> Result<(), EvalError> {
+        let Some(base) = c.args.args.first() else {
+            return Ok(());
+        };
+        self.walk(base, lo, hi)?;
+        let (a, b) = (
+            info::reference_time(base, lo, self.start, self.end).unwrap_or(lo),
+            info::reference_time(base, hi, self.start, self.end).unwrap_or(hi),
+        );
+        let matchers = info::info_matchers(c)?;
+        let lookback = self.lookback;
+        self.need(matchers, a.min(b).saturating_sub(lookback), a.max(b))
+            .info_calls
+            .push(node_id(c));
         Ok(())
     }
 
@@ -177,6 +212,7 @@ impl Planner {
                 self.walk(&b.rhs, lo, hi)
             }
             Expr::Paren(p) => self.walk(&p.expr, lo, hi),
+            Expr::Call(c) if c.func.name == "info" => self.walk_info(c, lo, hi),
             Expr::Call(c) => {
                 for a in &c.args.args {
                     self.walk(a, lo, hi)?;
@@ -219,6 +255,9 @@ pub(crate) async fn load(
         let series = Arc::new(series);
         for n in need.nodes {
             loaded.by_node.insert(n, Arc::clone(&series));
+        }
+        for n in need.info_calls {
+            loaded.info_by_call.insert(n, Arc::clone(&series));
         }
     }
     Ok(loaded)
