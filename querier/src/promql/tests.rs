@@ -200,6 +200,128 @@ fn subquery_steps_are_aligned_to_the_step() {
 fn unsupported_features_say_so() {
     let q = store();
     let e = Engine::default();
-    let err = block_on(e.instant_query(&q, "limitk(1, req)", 0)).expect_err("limitk");
+    let err = block_on(e.instant_query(&q, "start_timestamp(req)", 0)).expect_err("st");
     assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn limitk_keeps_series_unchanged_per_group() {
+    let q = store();
+    let e = Engine::default();
+    let v = block_on(e.instant_query(&q, "limitk by (job) (1, req)", 120_000)).expect("query");
+    let got = vector(v);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|(l, _)| l.starts_with("req{")), "{got:?}");
+    let v = block_on(e.instant_query(&q, "limitk(1, req)", 120_000)).expect("query");
+    assert_eq!(vector(v).len(), 1);
+    let v = block_on(e.instant_query(&q, "limitk(0, req)", 120_000)).expect("query");
+    assert!(vector(v).is_empty());
+    let err = block_on(e.instant_query(&q, "limitk(NaN, req)", 120_000)).expect_err("NaN");
+    assert!(matches!(err, EvalError::Execution(_)), "{err}");
+}
+
+#[test]
+fn limit_ratio_picks_complementary_stable_samples() {
+    let q = store();
+    let e = Engine::default();
+    for r in [0.0, 0.3, 0.5, 0.9] {
+        let all = format!("limit_ratio({r}, req) or limit_ratio({r} - 1, req)");
+        let v = block_on(e.instant_query(&q, &all, 120_000)).expect("query");
+        assert_eq!(vector(v).len(), 2, "{all}");
+        let none = format!("limit_ratio({r}, req) and limit_ratio({r} - 1, req)");
+        let v = block_on(e.instant_query(&q, &none, 120_000)).expect("query");
+        assert!(vector(v).is_empty(), "{none}");
+    }
+    // Out-of-range ratios are capped: everything is kept.
+    let v = block_on(e.instant_query(&q, "limit_ratio(1.5, req)", 120_000)).expect("query");
+    assert_eq!(vector(v).len(), 2);
+    let err = block_on(e.instant_query(&q, "limit_ratio(NaN, req)", 0)).expect_err("NaN");
+    assert!(matches!(err, EvalError::Execution(_)), "{err}");
+}
+
+/// `metric` plus `target_info` whose `version` label changes at 120s.
+fn info_store() -> MemQueryable {
+    let mut q = MemQueryable::default();
+    let id = [("instance", "a"), ("job", "j")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut p = id.to_vec();
+        p.extend_from_slice(extra);
+        p
+    };
+    q.write(&[
+        series(&with(&[("__name__", "metric")]), 60, &[1.0, 2.0, 3.0, 4.0]),
+        series(
+            &with(&[("__name__", "target_info"), ("version", "old")]),
+            60,
+            &[1.0, 1.0, stale_nan()],
+        ),
+        Series {
+            labels: labels(&with(&[("__name__", "target_info"), ("version", "new")])),
+            samples: vec![Sample::new(120_000, 1.0), Sample::new(180_000, 1.0)],
+        },
+        series(
+            &with(&[("__name__", "build_info"), ("version", "other")]),
+            60,
+            &[1.0, 1.0, 1.0, 1.0],
+        ),
+    ]);
+    q
+}
+
+#[test]
+fn info_adds_data_labels_as_of_the_argument_time() {
+    let q = info_store();
+    let e = Engine::default();
+    let at = |query: &str, t: i64| vector(block_on(e.instant_query(&q, query, t)).expect(query));
+    let row = |version: &str, v: f64| {
+        (
+            format!("metric{{instance=\"a\", job=\"j\", version=\"{version}\"}}"),
+            v,
+        )
+    };
+    assert_eq!(at("info(metric)", 60_000), vec![row("old", 2.0)]);
+    assert_eq!(at("info(metric)", 180_000), vec![row("new", 4.0)]);
+    // The offset moves the info lookup too.
+    assert_eq!(at("info(metric offset 2m)", 180_000), vec![row("old", 2.0)]);
+    assert_eq!(at("info(metric @ 60)", 180_000), vec![row("old", 2.0)]);
+    // A data label matcher no info series satisfies drops the series.
+    assert!(at(r#"info(metric, {missing=~".+"})"#, 60_000).is_empty());
+    // Labels from two info metrics that disagree are an error.
+    let err = block_on(e.instant_query(&q, r#"info(metric, {__name__=~".+_info"})"#, 60_000))
+        .expect_err("conflict");
+    assert!(err.to_string().contains("conflicting label"), "{err}");
+    // The name stays dropped after enrichment.
+    assert_eq!(
+        at("info(-metric)", 60_000),
+        vec![(
+            "{instance=\"a\", job=\"j\", version=\"old\"}".to_string(),
+            -2.0
+        )]
+    );
+}
+
+#[test]
+fn type_and_unit_labels_go_with_the_metric_name() {
+    let mut q = MemQueryable::default();
+    q.write(&[series(
+        &[
+            ("__name__", "c_total"),
+            ("__type__", "counter"),
+            ("__unit__", "s"),
+            ("job", "a"),
+        ],
+        60,
+        &[1.0, 2.0],
+    )]);
+    let e = Engine::default();
+    let v = block_on(e.instant_query(&q, "c_total * 2", 60_000)).expect("query");
+    assert_eq!(vector(v), vec![("{job=\"a\"}".to_string(), 4.0)]);
+    let v = block_on(e.instant_query(&q, "c_total", 60_000)).expect("query");
+    assert_eq!(
+        vector(v),
+        vec![(
+            "c_total{__type__=\"counter\", __unit__=\"s\", job=\"a\"}".to_string(),
+            2.0
+        )]
+    );
 }
