@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use compactor::CompactorConfig;
 use ingest::IngestConfig;
 use querier::api::QueryConfig;
 use serde::Deserialize;
@@ -26,6 +27,7 @@ pub struct StrataConfig {
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
     pub query: QueryConfig,
+    pub compact: CompactorConfig,
 }
 
 impl Default for StrataConfig {
@@ -37,6 +39,7 @@ impl Default for StrataConfig {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
+            compact: CompactorConfig::default(),
         }
     }
 }
@@ -163,6 +166,14 @@ impl StrataConfig {
                 "STRATA_S3_ALLOW_HTTP" => s3.allow_http = parse_bool(key, v)?,
                 "STRATA_DEFAULT_TENANT" => self.default_tenant = v.clone(),
                 "STRATA_LOG" => self.log = v.clone(),
+                "STRATA_COMPACT_EVERY" => {
+                    self.compact.every = humantime::parse_duration(v)
+                        .map_err(|e| invalid("STRATA_COMPACT_EVERY", e))?
+                }
+                "STRATA_COMPACT_RETENTION" => {
+                    self.compact.retention = humantime::parse_duration(v)
+                        .map_err(|e| invalid("STRATA_COMPACT_RETENTION", e))?
+                }
                 "STRATA_CONFIG" => {}
                 other if other.starts_with("STRATA_") => {
                     return Err(invalid(other, "unknown environment variable (typo?)"));
@@ -212,6 +223,7 @@ impl StrataConfig {
         })?;
         self.ingest.validate().map_err(|e| invalid("ingest", e))?;
         self.query.validate().map_err(|e| invalid("query", e))?;
+        self.compact.validate().map_err(|e| invalid("compact", e))?;
         Ok(())
     }
 

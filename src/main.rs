@@ -34,36 +34,38 @@ enum Role {
     Ingest(Overrides),
     /// Run only the query tier (Prometheus HTTP API).
     Query(Overrides),
+    /// Compact segments into blocks, apply retention and delete what was
+    /// replaced: passes until there is nothing left to do, then exit (for
+    /// cron, a scheduled task or a Lambda); with --every, a pass every
+    /// interval until stopped, serving /metrics.
+    Compact(CompactArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CompactArgs {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Run a pass every interval (e.g. "5m") instead of once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    every: Option<std::time::Duration>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (roles, flags) = match &cli.role {
-        Role::Serve(f) => (
-            server::Roles {
-                ingest: true,
-                query: true,
-            },
-            f,
-        ),
-        Role::Ingest(f) => (
-            server::Roles {
-                ingest: true,
-                query: false,
-            },
-            f,
-        ),
-        Role::Query(f) => (
-            server::Roles {
-                ingest: false,
-                query: true,
-            },
-            f,
-        ),
+        Role::Serve(f) => (server::Roles::SERVE, f),
+        Role::Ingest(f) => (server::Roles::INGEST, f),
+        Role::Query(f) => (server::Roles::QUERY, f),
+        Role::Compact(a) => (server::Roles::COMPACT, &a.overrides),
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match StrataConfig::load(flags, &env) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Role::Compact(a) = &cli.role {
+                c.compact.every = a.every.unwrap_or_default();
+            }
+            c
+        }
         Err(e) => {
             eprintln!("strata: configuration error: {e}");
             return ExitCode::from(2);
@@ -80,7 +82,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, roles)) {
+    let run = async {
+        match cli.role {
+            Role::Compact(_) if config.compact.every.is_zero() => {
+                server::compact_once(config).await
+            }
+            _ => server::run(config, roles).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "strata stopped");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use compactor::{Compactor, CompactorMetrics};
 use ingest::series_cache::SeriesCache;
 use ingest::{GroupCommitter, IngestMetrics, IngestState};
 use object_store::ObjectStore;
@@ -34,6 +35,31 @@ use crate::config::StrataConfig;
 pub struct Roles {
     pub ingest: bool,
     pub query: bool,
+    /// Run compaction passes on a timer (`compact.every`).
+    pub compact: bool,
+}
+
+impl Roles {
+    pub const SERVE: Self = Self {
+        ingest: true,
+        query: true,
+        compact: true,
+    };
+    pub const INGEST: Self = Self {
+        ingest: true,
+        query: false,
+        compact: false,
+    };
+    pub const QUERY: Self = Self {
+        ingest: false,
+        query: true,
+        compact: false,
+    };
+    pub const COMPACT: Self = Self {
+        ingest: false,
+        query: false,
+        compact: true,
+    };
 }
 
 pub fn init_logging(filter: &str) {
@@ -48,12 +74,21 @@ pub fn init_logging(filter: &str) {
 }
 
 /// The router of the selected roles, plus `/metrics`, health endpoints and
-/// request spans.
-pub fn app(config: &StrataConfig, roles: Roles, store: Arc<dyn ObjectStore>) -> Router {
+/// request spans; and the compactor to run on a timer, if that role is on.
+pub fn app(
+    config: &StrataConfig,
+    roles: Roles,
+    store: Arc<dyn ObjectStore>,
+) -> (Router, Option<Arc<Compactor>>) {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
-    let storage = Storage::new(Arc::new(InstrumentedStore::new(store, store_metrics)));
+    let store: Arc<dyn ObjectStore> = Arc::new(InstrumentedStore::new(store, store_metrics));
+    let storage = Storage::new(store.clone());
+    let compactor = (roles.compact && !config.compact.every.is_zero()).then(|| {
+        let metrics = CompactorMetrics::register(&mut registry);
+        Arc::new(Compactor::new(store, config.compact.clone(), metrics))
+    });
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
@@ -78,8 +113,10 @@ pub fn app(config: &StrataConfig, roles: Roles, store: Arc<dyn ObjectStore>) -> 
         app = app.merge(querier::api::router(state));
     }
     let registry = Arc::new(registry);
-    app.route("/metrics", get(metrics).with_state(registry))
-        .layer(middleware::from_fn_with_state(http_metrics, trace_request))
+    let router = app
+        .route("/metrics", get(metrics).with_state(registry))
+        .layer(middleware::from_fn_with_state(http_metrics, trace_request));
+    (router, compactor)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
@@ -171,7 +208,19 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .storage
         .build()
         .context("building the object store")?;
-    let app = app(&config, roles, store);
+    let (app, compactor) = app(&config, roles, store);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = compactor.map(|c| {
+        let every = config.compact.every;
+        let mut stop = stop_rx.clone();
+        info!(every = ?every, "compactor runs on a timer");
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            c.run_every(every, stopped).await;
+        })
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -181,9 +230,34 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    let _ = stop_tx.send(true);
+    if let Some(task) = background {
+        // A pass in progress is abandoned at its next await; its effects are
+        // crash-safe by design.
+        task.abort();
+    }
     info!("Strata stopped");
     Ok(())
 }
+
+/// `strata compact` without `--every`: passes until nothing is left to do.
+pub async fn compact_once(config: StrataConfig) -> anyhow::Result<()> {
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
+    let compactor = Compactor::new(store, config.compact.clone(), CompactorMetrics::default());
+    let stats = compactor
+        .run_until_idle(ONE_SHOT_MAX_PASSES)
+        .await
+        .context("compaction")?;
+    info!(?stats, "compaction finished");
+    Ok(())
+}
+
+/// Passes of a one-shot `strata compact`: enough to merge fresh blocks up
+/// through every level and then delete what the grace period released.
+const ONE_SHOT_MAX_PASSES: usize = 8;
 
 async fn shutdown_signal() {
     let ctrl_c = async {

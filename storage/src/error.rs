@@ -54,6 +54,8 @@ pub enum StorageError {
     Encode(String),
     #[error("query engine: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("conditional write key={key}: still conflicting after {attempts} attempts")]
+    Conflict { key: String, attempts: usize },
     #[error("invalid storage config field {field}: {reason}")]
     Config { field: &'static str, reason: String },
 }

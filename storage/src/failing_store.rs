@@ -1,15 +1,18 @@
 //! An [`ObjectStore`] wrapper that injects faults, for tests: it can hold puts
 //! until released (to observe what happens while a put is in flight) and fail
-//! puts (as a 5xx from S3 would). It counts puts that completed, so tests can
-//! check that nothing is acknowledged before its object is stored.
+//! puts (as a 5xx from S3 would), only those whose key contains a given part
+//! if asked (say, the manifest's), and fail deletes. It counts puts that
+//! completed, so tests can check that nothing is acknowledged before its
+//! object is stored.
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -22,6 +25,8 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Faults {
     fail_puts: AtomicBool,
+    fail_puts_matching: Mutex<Option<String>>,
+    fail_deletes: AtomicBool,
     hold_puts: watch::Sender<bool>,
     puts_started: AtomicUsize,
     puts_completed: AtomicUsize,
@@ -31,6 +36,28 @@ impl Faults {
     /// Make every following put fail (true) or succeed (false).
     pub fn fail_puts(&self, on: bool) {
         self.fail_puts.store(on, Ordering::SeqCst);
+    }
+
+    /// Make following puts fail only if their key contains `part` (None: stop).
+    pub fn fail_puts_matching(&self, part: Option<&str>) {
+        if let Ok(mut m) = self.fail_puts_matching.lock() {
+            *m = part.map(str::to_string);
+        }
+    }
+
+    /// Make every following delete fail (true) or succeed (false).
+    pub fn fail_deletes(&self, on: bool) {
+        self.fail_deletes.store(on, Ordering::SeqCst);
+    }
+
+    fn put_fails(&self, key: &Path) -> bool {
+        self.fail_puts.load(Ordering::SeqCst)
+            || self
+                .fail_puts_matching
+                .lock()
+                .ok()
+                .and_then(|m| m.as_ref().map(|p| key.as_ref().contains(p.as_str())))
+                .unwrap_or(false)
     }
 
     /// Hold puts before they reach the inner store (true), or let them go.
@@ -58,6 +85,8 @@ impl FailingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> (Self, Arc<Faults>) {
         let faults = Arc::new(Faults {
             fail_puts: AtomicBool::new(false),
+            fail_puts_matching: Mutex::new(None),
+            fail_deletes: AtomicBool::new(false),
             hold_puts: watch::channel(false).0,
             puts_started: AtomicUsize::new(0),
             puts_completed: AtomicUsize::new(0),
@@ -90,7 +119,7 @@ impl ObjectStore for FailingStore {
         let mut held = self.faults.hold_puts.subscribe();
         // Err means the sender is gone, which cannot happen while `faults` lives.
         let _ = held.wait_for(|on| !on).await;
-        if self.faults.fail_puts.load(Ordering::SeqCst) {
+        if self.faults.put_fails(location) {
             return Err(object_store::Error::Generic {
                 store: "FailingStore",
                 source: "injected put failure (503 Slow Down)".into(),
@@ -121,6 +150,16 @@ impl ObjectStore for FailingStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        if self.faults.fail_deletes.load(Ordering::SeqCst) {
+            return locations
+                .map(|_| {
+                    Err(object_store::Error::Generic {
+                        store: "FailingStore",
+                        source: "injected delete failure".into(),
+                    })
+                })
+                .boxed();
+        }
         self.inner.delete_stream(locations)
     }
 

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -32,17 +33,15 @@ struct OpLabels {
 pub struct StoreMetrics {
     requests: Family<OpLabels, Counter>,
     seconds: Family<OpLabels, Histogram>,
+    /// All requests, for callers that report their own request counts (a
+    /// compaction pass logs how many requests it made).
+    total: Arc<AtomicU64>,
 }
 
 impl StoreMetrics {
     /// Creates the metrics and registers them under `strata_object_store_*`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
-        };
+        let m = Self::unregistered();
         let r = registry.sub_registry_with_prefix("strata_object_store");
         r.register(
             "requests",
@@ -57,6 +56,22 @@ impl StoreMetrics {
         m
     }
 
+    /// Metrics that are not exported; only [`StoreMetrics::total`] is read.
+    pub fn unregistered() -> Self {
+        Self {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            total: Arc::default(),
+        }
+    }
+
+    /// Requests observed so far (all operations and outcomes).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
     fn observe<T>(&self, op: &'static str, started: Instant, r: &Result<T>) {
         let outcome = match r {
             Ok(_) => "ok",
@@ -67,6 +82,7 @@ impl StoreMetrics {
             ) => "conflict",
             Err(_) => "error",
         };
+        self.total.fetch_add(1, Ordering::Relaxed);
         let labels = OpLabels { op, outcome };
         self.requests.get_or_create(&labels).inc();
         self.seconds

@@ -1,11 +1,15 @@
 //! Strata's storage layer (the M3DB role): the data model, the segment format,
 //! object-store keys and the object-store boundary, and reads of stored series.
 
+pub mod block;
+pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod failing_store;
 pub mod instrumented_store;
 pub mod labels;
+pub mod lease;
+pub mod manifest;
 pub mod matcher;
 pub mod paths;
 pub mod sample;

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! tenants/<tenant>/segments/<YYYYMMDDHH>/<ulid>.parquet   segments written by ingesters (L0)
-//! _system/...                                             reserved for rules, leases (later)
+//! tenants/<tenant>/blocks/<resolution>/<ulid>.parquet     blocks written by the compactor
+//! tenants/<tenant>/manifest/<version, 20 digits>.json     manifest versions (create-if-absent)
+//! _system/leases/<job>/<tenant>/<shard>/<generation>.json job leases (create-if-absent)
+//! _system/...                                             reserved for rules (later)
 //! ```
 //!
 //! Tenants live under `tenants/` so that no tenant id can collide with
@@ -37,6 +40,85 @@ pub fn parse_segment(path: &Path) -> Option<Ulid> {
     let name = path.filename()?;
     let id = name.strip_suffix(".parquet")?;
     Ulid::from_string(id).ok()
+}
+
+/// Prefix under which tenants live; its children are tenant ids.
+pub fn tenants_root() -> Path {
+    Path::from("tenants")
+}
+
+/// The tenant of a key directly under [`tenants_root`] (a listing's common
+/// prefix), if it is a valid tenant id.
+pub fn parse_tenant(prefix: &Path) -> Option<TenantId> {
+    TenantId::new(prefix.filename()?).ok()
+}
+
+/// Prefix of all blocks of one resolution of a tenant (`raw` for the
+/// compactor's output, e.g. `5m` for a downsampled resolution).
+pub fn blocks_prefix(tenant: &TenantId, resolution: &str) -> Path {
+    Path::from_iter(["tenants", tenant.as_str(), "blocks", resolution])
+}
+
+/// Key of the block with id `ulid`.
+pub fn block(tenant: &TenantId, resolution: &str, ulid: Ulid) -> Path {
+    let name = format!("{ulid}.parquet");
+    Path::from_iter([
+        "tenants",
+        tenant.as_str(),
+        "blocks",
+        resolution,
+        name.as_str(),
+    ])
+}
+
+/// The block id in a block key, if `path` is one.
+pub fn parse_block(path: &Path) -> Option<Ulid> {
+    parse_segment(path)
+}
+
+/// Prefix of all manifest versions of a tenant.
+pub fn manifest_prefix(tenant: &TenantId) -> Path {
+    Path::from_iter(["tenants", tenant.as_str(), "manifest"])
+}
+
+/// Key of manifest version `version`. Zero-padded so that listing order is
+/// version order.
+pub fn manifest(tenant: &TenantId, version: u64) -> Path {
+    let name = format!("{version:020}.json");
+    Path::from_iter(["tenants", tenant.as_str(), "manifest", name.as_str()])
+}
+
+/// The version in a manifest key, if `path` is one.
+pub fn parse_manifest(path: &Path) -> Option<u64> {
+    let name = path.filename()?.strip_suffix(".json")?;
+    if name.len() != 20 {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Prefix of the lease generations of one shard of a job. `shard` is built
+/// by the job from numbers (for example a partition start), never from input.
+pub fn lease_prefix(job: &str, tenant: &TenantId, shard: &str) -> Path {
+    Path::from_iter(["_system", "leases", job, tenant.as_str(), shard])
+}
+
+/// Key of lease generation `generation`.
+pub fn lease(job: &str, tenant: &TenantId, shard: &str, generation: u64) -> Path {
+    let name = format!("{generation:020}.json");
+    Path::from_iter([
+        "_system",
+        "leases",
+        job,
+        tenant.as_str(),
+        shard,
+        name.as_str(),
+    ])
+}
+
+/// The generation in a lease key, if `path` is one.
+pub fn parse_lease(path: &Path) -> Option<u64> {
+    parse_manifest(path)
 }
 
 /// `YYYYMMDDHH` (UTC) of a millisecond Unix time.
@@ -83,6 +165,40 @@ mod tests {
             parse_segment(&Path::from("tenants/a/segments/x/notes.txt")),
             None
         );
+    }
+
+    #[test]
+    fn block_manifest_and_lease_keys_round_trip() {
+        let t = TenantId::new("team-a").expect("tenant");
+        let id = Ulid::from_parts(1_709_211_900_000, 7);
+        let b = block(&t, "raw", id);
+        assert_eq!(
+            b.as_ref(),
+            format!("tenants/team-a/blocks/raw/{id}.parquet")
+        );
+        assert_eq!(parse_block(&b), Some(id));
+        assert!(b.as_ref().starts_with(blocks_prefix(&t, "raw").as_ref()));
+        let m = manifest(&t, 42);
+        assert_eq!(
+            m.as_ref(),
+            "tenants/team-a/manifest/00000000000000000042.json"
+        );
+        assert_eq!(parse_manifest(&m), Some(42));
+        assert_eq!(
+            parse_manifest(&Path::from("tenants/a/manifest/42.json")),
+            None
+        );
+        let l = lease("compactor", &t, "1700000000000", 3);
+        assert_eq!(
+            l.as_ref(),
+            "_system/leases/compactor/team-a/1700000000000/00000000000000000003.json"
+        );
+        assert_eq!(parse_lease(&l), Some(3));
+        assert_eq!(
+            parse_tenant(&Path::from("tenants/team-a")).map(|t| t.to_string()),
+            Some("team-a".to_string())
+        );
+        assert!(parse_tenant(&Path::from("tenants/..")).is_none());
     }
 
     #[test]

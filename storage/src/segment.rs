@@ -133,7 +133,6 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     )
     .map_err(|e| StorageError::Encode(e.to_string()))?;
 
-    let index_text = encode_index(&index)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(|e| StorageError::Encode(e.to_string()))?,
@@ -145,11 +144,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
         .set_column_dictionary_enabled(ColumnPath::from(COL_TIMESTAMP), false)
         .set_column_encoding(ColumnPath::from(COL_VALUE), Encoding::BYTE_STREAM_SPLIT)
         .set_column_dictionary_enabled(ColumnPath::from(COL_VALUE), false)
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
-            KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-            KeyValue::new(KEY_INDEX.to_string(), index_text),
-        ]))
+        .set_key_value_metadata(Some(footer_entries(FORMAT_MAGIC, FORMAT_VERSION, &index)?))
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, sample_schema(), Some(props))
@@ -166,25 +161,32 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
 /// Reads the series index from a segment's footer key-value metadata.
 /// `key` is only used in error messages.
 pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentIndex> {
+    decode_footer_index(key, kv, FORMAT_MAGIC, FORMAT_VERSION)
+}
+
+/// Checks the footer's format magic and version and decodes its series index;
+/// shared by segments and blocks, which store the index the same way.
+pub(crate) fn decode_footer_index(
+    key: &str,
+    kv: Option<&Vec<KeyValue>>,
+    magic: &str,
+    format_version: u32,
+) -> Result<SegmentIndex> {
     let corrupt = |reason: String| StorageError::Corrupt {
         key: key.to_string(),
         reason,
     };
     let kv = kv.ok_or_else(|| corrupt("no key-value metadata".into()))?;
-    let get = |k: &str| {
-        kv.iter()
-            .find(|e| e.key == k)
-            .and_then(|e| e.value.as_deref())
-    };
-    if get(KEY_FORMAT) != Some(FORMAT_MAGIC) {
+    let get = |k: &str| footer_value(kv, k);
+    if get(KEY_FORMAT) != Some(magic) {
         return Err(corrupt(format!(
-            "not a Strata segment ({KEY_FORMAT} missing or wrong)"
+            "not a Strata {magic} ({KEY_FORMAT} missing or wrong)"
         )));
     }
     let version = get(KEY_VERSION).unwrap_or("");
-    if version != FORMAT_VERSION.to_string() {
+    if version != format_version.to_string() {
         return Err(corrupt(format!(
-            "unsupported segment format version {version:?}"
+            "unsupported {magic} format version {version:?}"
         )));
     }
     let text = get(KEY_INDEX).ok_or_else(|| corrupt(format!("{KEY_INDEX} missing")))?;
@@ -194,6 +196,27 @@ pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentInde
     let raw = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
         .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
     segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))
+}
+
+/// The value of footer key `k`, if present.
+pub(crate) fn footer_value<'a>(kv: &'a [KeyValue], k: &str) -> Option<&'a str> {
+    kv.iter()
+        .find(|e| e.key == k)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// The footer entries every Strata Parquet object starts with: format magic,
+/// version and series index.
+pub(crate) fn footer_entries(
+    magic: &str,
+    format_version: u32,
+    index: &SegmentIndex,
+) -> Result<Vec<KeyValue>> {
+    Ok(vec![
+        KeyValue::new(KEY_FORMAT.to_string(), magic.to_string()),
+        KeyValue::new(KEY_VERSION.to_string(), format_version.to_string()),
+        KeyValue::new(KEY_INDEX.to_string(), encode_index(index)?),
+    ])
 }
 
 /// The series index as stored in the footer: base64(zstd(binary index), see

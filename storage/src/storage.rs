@@ -2,15 +2,20 @@
 //! back by matchers and time range. Everything above the object store goes
 //! through this type.
 //!
-//! Reads: list the tenant's segments, read each one's series index from its
-//! footer (cached: segments are immutable), keep the segments that overlap the
-//! time range and hold a matching series, then let DataFusion scan only those
-//! files for only those series ids and timestamps.
+//! Reads: take the tenant's manifest (its live blocks, and what of each
+//! segment the blocks already hold) and list the tenant's segments; read each
+//! object's series index from its footer (cached: objects are immutable); keep
+//! the objects that overlap the time range and hold a matching series, then
+//! let DataFusion scan only those files for only those series ids and times.
+//! Block rows are chunks, decoded here; segment samples that a block already
+//! holds are skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, Float64Array, Int64Array, UInt32Array, UInt64Array};
+use arrow::array::{
+    Array, BinaryArray, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
+};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
@@ -20,8 +25,11 @@ use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use tracing::debug;
 use ulid::Ulid;
 
+use crate::block::{self, COL_CHUNK, COL_MAX_TIME, COL_MIN_TIME};
+use crate::chunk;
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
+use crate::manifest::{self, SegmentEntry, Versioned};
 use crate::matcher::{Matcher, matches_all};
 use crate::paths;
 use crate::sample::{Sample, Series};
@@ -47,6 +55,7 @@ pub struct Storage {
     ctx: SessionContext,
     url: ObjectStoreUrl,
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
+    manifests: Arc<Mutex<HashMap<TenantId, Versioned>>>,
 }
 
 /// Segment ids of this process, strictly increasing even within one
@@ -75,10 +84,38 @@ pub struct WrittenSegment {
     pub series: usize,
 }
 
-/// A segment that a read will look at.
-struct Candidate {
-    meta: ObjectMeta,
-    index: Arc<SegmentIndex>,
+/// Whether an object holds sample rows (segment) or chunk rows (block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Segment,
+    Block,
+}
+
+/// An object a read looks at: a live block, or a segment together with what
+/// of it the blocks already hold.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub kind: SourceKind,
+    pub meta: ObjectMeta,
+    pub index: Arc<SegmentIndex>,
+    /// Segments only: samples of these ranges are read from blocks instead.
+    pub done: Option<SegmentEntry>,
+}
+
+impl Source {
+    fn skips(&self, t: i64) -> bool {
+        self.done.as_ref().is_some_and(|d| d.is_done(t))
+    }
+}
+
+/// A tenant's readable objects at one manifest version.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub manifest: Versioned,
+    /// Live blocks (any resolution), in manifest order.
+    pub blocks: Vec<Source>,
+    /// Segments not fully replaced by blocks, oldest first, with their ids.
+    pub segments: Vec<(Ulid, Source)>,
 }
 
 impl Storage {
@@ -93,6 +130,7 @@ impl Storage {
             ctx,
             url,
             index_cache: Arc::default(),
+            manifests: Arc::default(),
         }
     }
 
@@ -134,7 +172,8 @@ impl Storage {
     /// Series matching all `matchers` with their samples in `[start_ms, end_ms]`
     /// (inclusive), sorted by labels, samples sorted by time. A (series,
     /// timestamp) written more than once (a retried request) comes back once;
-    /// if the values differ, the value from the newest segment wins.
+    /// if the values differ, the newest write wins: segments in id order, and
+    /// any segment over a block.
     pub async fn select(
         &self,
         tenant: &TenantId,
@@ -142,94 +181,178 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>> {
-        let candidates = self.candidates(tenant, start_ms, end_ms).await?;
-        // Per file position: matched series id -> labels.
-        let mut files = Vec::new();
-        let mut labels_of: Vec<HashMap<SeriesId, Labels>> = Vec::new();
-        let mut ids: HashSet<SeriesId> = HashSet::new();
-        for c in &candidates {
-            let matched: HashMap<SeriesId, Labels> = c
+        let sources = self.sources(tenant, start_ms, end_ms).await?;
+        self.read(&sources, matchers, start_ms, end_ms, None).await
+    }
+
+    /// Raw-resolution blocks then segments overlapping `[start_ms, end_ms]`,
+    /// in the order in which later ones win duplicates.
+    pub async fn sources(
+        &self,
+        tenant: &TenantId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Source>> {
+        let snap = self.snapshot(tenant).await?;
+        let mut out: Vec<Source> = snap
+            .blocks
+            .into_iter()
+            .filter(|b| {
+                b.index.overlaps(start_ms, end_ms)
+                    && b.meta
+                        .location
+                        .as_ref()
+                        .contains(&format!("/blocks/{}/", block::RAW))
+            })
+            .collect();
+        out.extend(
+            snap.segments
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.index.overlaps(start_ms, end_ms)),
+        );
+        Ok(out)
+    }
+
+    /// Reads `sources` (later ones win duplicates) for series matching
+    /// `matchers` (all series when empty) whose id lies in `ids` (when given),
+    /// with samples in `[start_ms, end_ms]`.
+    pub async fn read(
+        &self,
+        sources: &[Source],
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        ids: Option<(SeriesId, SeriesId)>,
+    ) -> Result<Vec<Series>> {
+        let in_ids = |id: SeriesId| ids.is_none_or(|(lo, hi)| lo <= id && id <= hi);
+        // Per source position: matched series id -> labels.
+        let mut labels_of: Vec<HashMap<SeriesId, Labels>> = Vec::with_capacity(sources.len());
+        let mut wanted: HashSet<SeriesId> = HashSet::new();
+        let (mut seg_files, mut seg_pos) = (Vec::new(), Vec::new());
+        let (mut block_files, mut block_pos) = (Vec::new(), Vec::new());
+        for (pos, src) in sources.iter().enumerate() {
+            let matched: HashMap<SeriesId, Labels> = src
                 .index
                 .series
                 .iter()
-                .filter(|s| matches_all(matchers, &s.labels))
+                .filter(|s| in_ids(s.id) && matches_all(matchers, &s.labels))
                 .map(|s| (s.id, s.labels.clone()))
                 .collect();
-            if matched.is_empty() {
-                continue;
+            if !matched.is_empty() {
+                wanted.extend(matched.keys().copied());
+                let file = SegmentFile {
+                    key: src.meta.location.to_string(),
+                    size: src.meta.size,
+                };
+                match src.kind {
+                    SourceKind::Segment => {
+                        seg_files.push(file);
+                        seg_pos.push(pos);
+                    }
+                    SourceKind::Block => {
+                        block_files.push(file);
+                        block_pos.push(pos);
+                    }
+                }
             }
-            ids.extend(matched.keys().copied());
-            files.push(SegmentFile {
-                key: c.meta.location.to_string(),
-                size: c.meta.size,
-            });
             labels_of.push(matched);
         }
-        if files.is_empty() {
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
-
-        let table = SegmentTable::new(self.url.clone(), files);
-        let mut id_list: Vec<SeriesId> = ids.into_iter().collect();
+        let mut id_list: Vec<SeriesId> = wanted.into_iter().collect();
         id_list.sort_unstable();
-        let filter = col(COL_SERIES)
-            .in_list(id_list.into_iter().map(lit).collect(), false)
-            .and(col(COL_TIMESTAMP).between(lit(start_ms), lit(end_ms)));
-        let batches = self
-            .ctx
-            .read_table(Arc::new(table))?
-            .filter(filter)?
-            .select_columns(&[COL_SERIES, COL_TIMESTAMP, COL_VALUE, COL_SEGMENT])?
-            .collect()
-            .await?;
+        let id_filter =
+            || col(COL_SERIES).in_list(id_list.iter().map(|&i| lit(i)).collect(), false);
 
-        // (labels) -> (timestamp, file position, row order, value)
-        let mut by_series: HashMap<&Labels, Vec<(i64, u32, usize, f64)>> = HashMap::new();
+        // (labels) -> (timestamp, source position, row order, value)
+        let mut by_series: HashMap<&Labels, Vec<(i64, usize, usize, f64)>> = HashMap::new();
         let mut row = 0usize;
-        for b in &batches {
-            let corrupt = |what: &str| StorageError::Corrupt {
-                key: "scan".into(),
-                reason: format!("column {what} has the wrong type"),
-            };
-            let sid = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| corrupt(COL_SERIES))?;
-            let ts = b
-                .column(1)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| corrupt(COL_TIMESTAMP))?;
-            let vs = b
-                .column(2)
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(|| corrupt(COL_VALUE))?;
-            let seg = b
-                .column(3)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .ok_or_else(|| corrupt(COL_SEGMENT))?;
-            for i in 0..b.num_rows() {
-                row += 1;
-                let pos = seg.value(i);
-                let Some(labels) = labels_of
-                    .get(pos as usize)
-                    .and_then(|m| m.get(&sid.value(i)))
-                else {
-                    continue; // an id that matched in another file only
-                };
-                by_series
-                    .entry(labels)
-                    .or_default()
-                    .push((ts.value(i), pos, row, vs.value(i)));
+        let labels_for = |pos: usize, id: SeriesId| labels_of.get(pos).and_then(|m| m.get(&id));
+
+        if !block_files.is_empty() {
+            let table = SegmentTable::with_file_schema(
+                self.url.clone(),
+                block::chunk_schema(),
+                block_files,
+            );
+            let filter = id_filter()
+                .and(col(COL_MAX_TIME).gt_eq(lit(start_ms)))
+                .and(col(COL_MIN_TIME).lt_eq(lit(end_ms)));
+            let batches = self
+                .ctx
+                .read_table(Arc::new(table))?
+                .filter(filter)?
+                .select_columns(&[COL_SERIES, COL_CHUNK, COL_SEGMENT])?
+                .collect()
+                .await?;
+            let mut samples = Vec::new();
+            for b in &batches {
+                let sid = column::<UInt64Array>(b, 0, COL_SERIES)?;
+                let chunks = column::<BinaryArray>(b, 1, COL_CHUNK)?;
+                let file = column::<UInt32Array>(b, 2, COL_SEGMENT)?;
+                for i in 0..b.num_rows() {
+                    let Some(&pos) = block_pos.get(file.value(i) as usize) else {
+                        continue;
+                    };
+                    let Some(labels) = labels_for(pos, sid.value(i)) else {
+                        continue; // an id that matched in another file only
+                    };
+                    samples.clear();
+                    chunk::decode(chunks.value(i), &mut samples).map_err(|e| {
+                        StorageError::Corrupt {
+                            key: sources[pos].meta.location.to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let entry = by_series.entry(labels).or_default();
+                    for x in samples.iter().filter(|x| start_ms <= x.t && x.t <= end_ms) {
+                        row += 1;
+                        entry.push((x.t, pos, row, x.v));
+                    }
+                }
+            }
+        }
+
+        if !seg_files.is_empty() {
+            let table = SegmentTable::new(self.url.clone(), seg_files);
+            let filter = id_filter().and(col(COL_TIMESTAMP).between(lit(start_ms), lit(end_ms)));
+            let batches = self
+                .ctx
+                .read_table(Arc::new(table))?
+                .filter(filter)?
+                .select_columns(&[COL_SERIES, COL_TIMESTAMP, COL_VALUE, COL_SEGMENT])?
+                .collect()
+                .await?;
+            for b in &batches {
+                let sid = column::<UInt64Array>(b, 0, COL_SERIES)?;
+                let ts = column::<Int64Array>(b, 1, COL_TIMESTAMP)?;
+                let vs = column::<Float64Array>(b, 2, COL_VALUE)?;
+                let file = column::<UInt32Array>(b, 3, COL_SEGMENT)?;
+                for i in 0..b.num_rows() {
+                    row += 1;
+                    let Some(&pos) = seg_pos.get(file.value(i) as usize) else {
+                        continue;
+                    };
+                    let t = ts.value(i);
+                    if sources[pos].skips(t) {
+                        continue; // a block holds it
+                    }
+                    let Some(labels) = labels_for(pos, sid.value(i)) else {
+                        continue;
+                    };
+                    by_series
+                        .entry(labels)
+                        .or_default()
+                        .push((t, pos, row, vs.value(i)));
+                }
             }
         }
 
         let mut out: Vec<Series> = by_series
             .into_iter()
-            .map(|(labels, mut pts)| {
+            .filter_map(|(labels, mut pts)| {
                 pts.sort_unstable_by_key(|&(t, pos, row, _)| (t, pos, row));
                 let mut samples: Vec<Sample> = Vec::with_capacity(pts.len());
                 for (t, _, _, v) in pts {
@@ -238,10 +361,10 @@ impl Storage {
                         _ => samples.push(Sample::new(t, v)),
                     }
                 }
-                Series {
+                (!samples.is_empty()).then(|| Series {
                     labels: labels.clone(),
                     samples,
-                }
+                })
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -249,8 +372,8 @@ impl Storage {
     }
 
     /// Label sets of series that match any of the matcher sets (all series when
-    /// `matcher_sets` is empty) in segments overlapping the range, sorted.
-    /// Answered from segment indexes alone, without reading samples.
+    /// `matcher_sets` is empty) in blocks and segments overlapping the range,
+    /// sorted. Answered from series indexes alone, without reading samples.
     pub async fn series(
         &self,
         tenant: &TenantId,
@@ -258,9 +381,9 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>> {
-        let candidates = self.candidates(tenant, start_ms, end_ms).await?;
+        let sources = self.sources(tenant, start_ms, end_ms).await?;
         let mut out: HashSet<&Labels> = HashSet::new();
-        for c in &candidates {
+        for c in &sources {
             for s in &c.index.series {
                 if matcher_sets.is_empty() || matcher_sets.iter().any(|m| matches_all(m, &s.labels))
                 {
@@ -273,45 +396,114 @@ impl Storage {
         Ok(out)
     }
 
-    /// Segments of `tenant` whose time range overlaps `[start_ms, end_ms]`,
-    /// oldest first.
-    async fn candidates(
-        &self,
-        tenant: &TenantId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Candidate>> {
-        let prefix = paths::segments_prefix(tenant);
-        let mut metas: Vec<(Ulid, ObjectMeta)> = self
-            .store
-            .list(Some(&prefix))
-            .map_err(|e| StorageError::store("list", prefix.as_ref(), e))
-            .try_filter_map(
-                |m| async move { Ok(paths::parse_segment(&m.location).map(|id| (id, m))) },
-            )
-            .try_collect()
-            .await?;
-        metas.sort_by_key(|(id, _)| *id);
-        let indexes: Vec<Result<Candidate>> = futures::stream::iter(metas)
-            .map(|(_, meta)| async move {
-                let index = self.index(&meta).await?;
-                Ok(Candidate { meta, index })
+    /// The tenant's newest manifest (cached; one probe request when unchanged).
+    pub async fn manifest(&self, tenant: &TenantId) -> Result<Versioned> {
+        let known = self
+            .manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(tenant).cloned())
+            .unwrap_or_default();
+        let current = manifest::advance(self.store.as_ref(), tenant, known).await?;
+        self.remember_manifest(tenant, &current);
+        Ok(current)
+    }
+
+    /// Records a manifest version this process read or committed.
+    pub fn remember_manifest(&self, tenant: &TenantId, v: &Versioned) {
+        if let Ok(mut m) = self.manifests.lock() {
+            let slot = m.entry(tenant.clone()).or_default();
+            if v.version >= slot.version {
+                *slot = v.clone();
+            }
+        }
+    }
+
+    /// The tenant's live blocks and not fully replaced segments at the newest
+    /// manifest version.
+    pub async fn snapshot(&self, tenant: &TenantId) -> Result<Snapshot> {
+        let manifest = self.manifest(tenant).await?;
+        let blocks: Vec<Result<Source>> = futures::stream::iter(manifest.manifest.blocks.clone())
+            .map(|b| async move {
+                let id = Ulid::from_string(&b.id).map_err(|e| StorageError::Corrupt {
+                    key: paths::manifest(tenant, manifest.version).to_string(),
+                    reason: format!("block id {:?}: {e}", b.id),
+                })?;
+                let meta = ObjectMeta {
+                    location: paths::block(tenant, &b.resolution, id),
+                    last_modified: chrono_epoch(),
+                    size: b.bytes,
+                    e_tag: None,
+                    version: None,
+                };
+                let index = self.index(&meta, SourceKind::Block).await?;
+                Ok(Source {
+                    kind: SourceKind::Block,
+                    meta,
+                    index,
+                    done: None,
+                })
             })
             .buffered(FOOTER_CONCURRENCY)
             .collect()
             .await;
-        let mut out = Vec::new();
-        for c in indexes {
-            let c = c?;
-            if c.index.overlaps(start_ms, end_ms) {
-                out.push(c);
-            }
-        }
-        Ok(out)
+        let blocks = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+
+        let prefix = paths::segments_prefix(tenant);
+        let mut metas: Vec<(Ulid, ObjectMeta, Option<SegmentEntry>)> = self
+            .store
+            .list(Some(&prefix))
+            .map_err(|e| StorageError::store("list", prefix.as_ref(), e))
+            .try_filter_map(|m| {
+                let entry = paths::parse_segment(&m.location)
+                    .map(|id| (id, manifest.manifest.segment(&id.to_string()).cloned()));
+                async move { Ok(entry.map(|(id, e)| (id, m, e))) }
+            })
+            .try_collect()
+            .await?;
+        metas.retain(|(_, _, e)| e.as_ref().is_none_or(|e| e.replaced_at.is_none()));
+        metas.sort_by_key(|(id, _, _)| *id);
+        let segments: Vec<Result<(Ulid, Source)>> = futures::stream::iter(metas)
+            .map(|(id, meta, done)| async move {
+                let index = self.index(&meta, SourceKind::Segment).await?;
+                Ok((
+                    id,
+                    Source {
+                        kind: SourceKind::Segment,
+                        meta,
+                        index,
+                        done,
+                    },
+                ))
+            })
+            .buffered(FOOTER_CONCURRENCY)
+            .collect()
+            .await;
+        let segments = segments.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(Snapshot {
+            manifest,
+            blocks,
+            segments,
+        })
     }
 
-    /// The series index of a segment, from the cache or its footer.
-    async fn index(&self, meta: &ObjectMeta) -> Result<Arc<SegmentIndex>> {
+    /// Writes a block built by [`block::BlockWriter`] and caches its index.
+    pub async fn put_block(
+        &self,
+        key: &Path,
+        bytes: bytes::Bytes,
+        index: SegmentIndex,
+    ) -> Result<()> {
+        self.store
+            .put(key, bytes.into())
+            .await
+            .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
+        self.cache_index(key, Arc::new(index));
+        Ok(())
+    }
+
+    /// The series index of a segment or block, from the cache or its footer.
+    async fn index(&self, meta: &ObjectMeta, kind: SourceKind) -> Result<Arc<SegmentIndex>> {
         if let Some(i) = self
             .index_cache
             .lock()
@@ -350,10 +542,11 @@ impl Storage {
         let start = buf.len() - needed as usize;
         let md = ParquetMetaDataReader::decode_metadata(&buf[start..buf.len() - PARQUET_TRAILER])
             .map_err(|e| corrupt(format!("footer: {e}")))?;
-        let index = Arc::new(segment::decode_index(
-            &key,
-            md.file_metadata().key_value_metadata(),
-        )?);
+        let kv = md.file_metadata().key_value_metadata();
+        let index = Arc::new(match kind {
+            SourceKind::Segment => segment::decode_index(&key, kv)?,
+            SourceKind::Block => block::decode_info(&key, kv)?.index,
+        });
         self.cache_index(&meta.location, index.clone());
         Ok(index)
     }
@@ -366,6 +559,22 @@ impl Storage {
             cache.insert(key.clone(), index);
         }
     }
+}
+
+/// A typed column of a scan result, or a corruption error naming it.
+fn column<'a, T: 'static>(b: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T> {
+    b.column(i)
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| StorageError::Corrupt {
+            key: "scan".into(),
+            reason: format!("column {name} has the wrong type"),
+        })
+}
+
+/// Listing metadata is not needed for blocks (the manifest has their size).
+fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
 }
 
 #[cfg(test)]

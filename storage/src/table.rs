@@ -1,4 +1,5 @@
-//! A DataFusion [`TableProvider`] over a chosen set of segment objects.
+//! A DataFusion [`TableProvider`] over a chosen set of segment (or block)
+//! objects of one file schema.
 //!
 //! The caller (the storage facade) has already pruned segments by time range
 //! and series index; this table adds a `segment` column (the position of the
@@ -39,12 +40,23 @@ pub struct SegmentFile {
 pub struct SegmentTable {
     url: ObjectStoreUrl,
     files: Vec<SegmentFile>,
+    file_schema: SchemaRef,
     schema: SchemaRef,
 }
 
 impl SegmentTable {
+    /// A table over segments (sample rows).
     pub fn new(url: ObjectStoreUrl, files: Vec<SegmentFile>) -> Self {
-        let mut fields: Vec<Field> = sample_schema()
+        Self::with_file_schema(url, sample_schema(), files)
+    }
+
+    /// A table over Parquet objects with `file_schema` (e.g. blocks' chunk rows).
+    pub fn with_file_schema(
+        url: ObjectStoreUrl,
+        file_schema: SchemaRef,
+        files: Vec<SegmentFile>,
+    ) -> Self {
+        let mut fields: Vec<Field> = file_schema
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
@@ -53,6 +65,7 @@ impl SegmentTable {
         Self {
             url,
             files,
+            file_schema,
             schema: Arc::new(Schema::new(fields)),
         }
     }
@@ -84,7 +97,7 @@ impl TableProvider for SegmentTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let partition_col = Arc::new(Field::new(COL_SEGMENT, DataType::UInt32, false));
-        let table_schema = TableSchema::builder(sample_schema())
+        let table_schema = TableSchema::builder(self.file_schema.clone())
             .with_table_partition_cols(vec![partition_col])
             .build();
         let mut source = ParquetSource::new(table_schema);

@@ -1,0 +1,106 @@
+use super::*;
+use crate::labels::Labels;
+use crate::sample::{STALE_NAN_BITS, Sample};
+use arrow::array::{Array, BinaryArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn series(name: &str, samples: &[(i64, f64)]) -> Series {
+    Series {
+        labels: Labels::from_pairs([("__name__", name), ("job", "j")]).expect("labels"),
+        samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+    }
+}
+
+pub(crate) fn opts(start: i64, end: i64, chunk_range_ms: i64) -> BlockOptions {
+    BlockOptions {
+        partition_start: start,
+        partition_end: end,
+        resolution: RAW.into(),
+        chunk_range_ms,
+        zstd_level: 3,
+    }
+}
+
+/// (series id, min, max, count, samples) per chunk row, in file order.
+type ChunkRow = (u64, i64, i64, u32, Vec<Sample>);
+
+fn read_rows(bytes: Bytes) -> (BlockInfo, Vec<ChunkRow>) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let info = decode_info(
+        "test",
+        reader.metadata().file_metadata().key_value_metadata(),
+    )
+    .expect("info");
+    let mut rows = Vec::new();
+    for batch in reader.build().expect("reader") {
+        let b = batch.expect("batch");
+        let col = |i: usize| b.column(i).clone();
+        let ids = col(0);
+        let ids = ids.as_any().downcast_ref::<UInt64Array>().expect("ids");
+        let mins = col(1);
+        let mins = mins.as_any().downcast_ref::<Int64Array>().expect("mins");
+        let maxs = col(2);
+        let maxs = maxs.as_any().downcast_ref::<Int64Array>().expect("maxs");
+        let ns = col(3);
+        let ns = ns.as_any().downcast_ref::<UInt32Array>().expect("counts");
+        let chunks = col(4);
+        let chunks = chunks
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .expect("chunks");
+        for i in 0..b.num_rows() {
+            let mut samples = Vec::new();
+            chunk::decode(chunks.value(i), &mut samples).expect("chunk");
+            rows.push((
+                ids.value(i),
+                mins.value(i),
+                maxs.value(i),
+                ns.value(i),
+                samples,
+            ));
+        }
+    }
+    (info, rows)
+}
+
+#[test]
+fn round_trips_and_cuts_chunks_at_chunk_range_boundaries() {
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let a = series("a", &[(0, 1.0), (99, 2.5), (100, stale), (250, -0.0)]);
+    let b = series("b", &[(150, f64::INFINITY)]);
+    let (bytes, index) = encode(&[a.clone(), b.clone()], &opts(0, 300, 100)).expect("encode");
+    assert_eq!((index.min_time, index.max_time, index.samples), (0, 250, 5));
+    let (info, rows) = read_rows(bytes);
+    assert_eq!(info.index, index);
+    assert_eq!((info.partition_start, info.partition_end), (0, 300));
+    assert_eq!(info.resolution, RAW);
+
+    let (ia, ib) = (a.labels.series_id(), b.labels.series_id());
+    let mut want: Vec<ChunkRow> = vec![
+        (ia, 0, 99, 2, a.samples[..2].to_vec()),
+        (ia, 100, 100, 1, a.samples[2..3].to_vec()),
+        (ia, 250, 250, 1, a.samples[3..].to_vec()),
+        (ib, 150, 150, 1, b.samples.clone()),
+    ];
+    want.sort_by_key(|r| (r.0, r.1));
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn empty_series_are_left_out_and_bad_options_are_errors() {
+    let (bytes, index) = encode(&[series("a", &[])], &opts(0, 10, 10)).expect("encode");
+    assert_eq!((index.samples, index.series.len()), (0, 0));
+    assert!(read_rows(bytes).1.is_empty());
+    assert!(encode(&[], &opts(0, 10, 0)).is_err());
+    assert!(encode(&[], &opts(10, 10, 5)).is_err());
+}
+
+#[test]
+fn segments_are_not_blocks() {
+    let (seg, _) = crate::segment::encode(&[series("a", &[(1, 1.0)])]).expect("segment");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(seg).expect("parquet");
+    let err = decode_info("k", reader.metadata().file_metadata().key_value_metadata())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a Strata strata-block"), "{err}");
+}
