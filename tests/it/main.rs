@@ -7,6 +7,7 @@
 //! builds and runs everything.
 
 mod bad_input;
+mod compaction;
 mod durability;
 mod e2e;
 
