@@ -1,15 +1,17 @@
 //! A fixed set of PromQL and metadata queries gives identical answers before
 //! and after `strata compact` turned the segments into blocks, while the same
 //! `strata serve` keeps answering (it picks up the new manifest version).
+//! Once on local storage, once on SeaweedFS through the S3 API (conditional
+//! PUTs for the manifest and the leases).
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use strata_tests::Strata;
 use strata_tests::process::strata_bin;
 use strata_tests::promapi::{self, api_time};
 use strata_tests::remote_write::{self, now_ms};
+use strata_tests::{Strata, Weed};
 
 use crate::{Scratch, client};
 
@@ -145,6 +147,27 @@ async fn answers(url: &str, start: i64, end: i64) -> Vec<Value> {
     out
 }
 
+/// Where the objects are, to count them by key part.
+enum Objects<'a> {
+    Dir(&'a std::path::Path),
+    Bucket(&'a Weed),
+}
+
+impl Objects<'_> {
+    async fn count(&self, part: &str) -> usize {
+        match self {
+            Objects::Dir(d) => count_files(d, part),
+            Objects::Bucket(w) => w
+                .list_files()
+                .await
+                .expect("list the bucket")
+                .iter()
+                .filter(|k| k.contains(part))
+                .count(),
+        }
+    }
+}
+
 fn count_files(dir: &std::path::Path, part: &str) -> usize {
     fn walk(d: &std::path::Path, part: &str, n: &mut usize) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -165,19 +188,56 @@ fn count_files(dir: &std::path::Path, part: &str) -> usize {
 async fn answers_are_identical_before_and_after_compaction() {
     let scratch = Scratch::new("compaction");
     let data = scratch.sub("data");
-    let logs = scratch.sub("logs");
-    // No timer in serve: compaction happens when the test says so.
-    let config = scratch.path().join("strata.toml");
-    std::fs::write(&config, "[compact]\nevery = \"0s\"\ngrace = \"1s\"\n").expect("config");
     let args = vec![
         "--storage".to_string(),
         "local".to_string(),
         "--data-dir".to_string(),
         data.display().to_string(),
-        "--config".to_string(),
-        config.display().to_string(),
     ];
-    let strata = Strata::start(&strata_bin(), args.clone(), Vec::new(), &logs).await;
+    check(&scratch, args, Vec::new(), Objects::Dir(&data)).await;
+}
+
+#[tokio::test]
+async fn answers_are_identical_before_and_after_compaction_on_s3() {
+    let scratch = Scratch::new("compaction-s3");
+    let weed = Weed::start("strata", &scratch.path()).await;
+    let args = vec![
+        "--storage".to_string(),
+        "s3".to_string(),
+        "--s3-bucket".to_string(),
+        weed.bucket.clone(),
+        "--s3-endpoint".to_string(),
+        weed.endpoint.clone(),
+        "--s3-region".to_string(),
+        Weed::REGION.to_string(),
+        "--s3-allow-http".to_string(),
+        "--s3-path-style".to_string(),
+    ];
+    let envs = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            Weed::ACCESS_KEY.to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            Weed::SECRET_KEY.to_string(),
+        ),
+    ];
+    check(&scratch, args, envs, Objects::Bucket(&weed)).await;
+}
+
+async fn check(
+    scratch: &Scratch,
+    mut args: Vec<String>,
+    envs: Vec<(String, String)>,
+    objects: Objects<'_>,
+) {
+    let logs = scratch.sub("logs");
+    // No timer in serve: compaction happens when the test says so.
+    let config = scratch.path().join("strata.toml");
+    std::fs::write(&config, "[compact]\nevery = \"0s\"\ngrace = \"1s\"\n").expect("config");
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let strata = Strata::start(&strata_bin(), args.clone(), envs.clone(), &logs).await;
     let start = (now_ms() - 2 * 24 * H) / H * H;
     let end = start + 30 * H;
     load(&strata, start).await;
@@ -189,20 +249,23 @@ async fn answers_are_identical_before_and_after_compaction() {
         "{}",
         before[0]
     );
-    assert_eq!(count_files(&data, "/blocks/"), 0);
+    assert_eq!(objects.count("/blocks/").await, 0);
 
-    let out = Command::new(strata_bin())
-        .arg("compact")
-        .args(&args)
-        .env("STRATA_LOG", "info")
-        .output()
-        .expect("run strata compact");
+    let compact = || {
+        let mut cmd = Command::new(strata_bin());
+        cmd.arg("compact").args(&args).env("STRATA_LOG", "info");
+        for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run strata compact")
+    };
+    let out = compact();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "strata compact failed: {log}");
     assert!(log.contains("compaction pass done"), "{log}");
-    let blocks = count_files(&data, "/blocks/");
+    let blocks = objects.count("/blocks/").await;
     assert!(blocks >= 2, "{blocks} blocks; {log}");
-    assert!(count_files(&data, "/manifest/") >= 1);
+    assert!(objects.count("/manifest/").await >= 1);
 
     let after = answers(&strata.url, start, end).await;
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
@@ -211,17 +274,13 @@ async fn answers_are_identical_before_and_after_compaction() {
     // Once the grace period passed the segments are gone (the first run may
     // already have deleted them), answers unchanged.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = Command::new(strata_bin())
-        .arg("compact")
-        .args(&args)
-        .output()
-        .expect("run strata compact");
+    let out = compact();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(count_files(&data, "/segments/"), 0);
+    assert_eq!(objects.count("/segments/").await, 0);
     let after = answers(&strata.url, start, end).await;
     assert_eq!(before, after, "answers changed once segments were deleted");
 }
