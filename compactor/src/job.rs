@@ -344,7 +344,7 @@ impl Compactor {
             })
             .cloned()
             .collect();
-        sources.sort_by_key(|s| s.index.min_time);
+        // Manifest order: blocks of one window in commit order (later wins).
         sources.extend(
             snap.segments
                 .iter()

@@ -10,10 +10,19 @@
 //! late data for a merged window is merged into that large block. A target's
 //! inputs are every live block inside it and every segment with samples in it
 //! that the manifest does not already mark done for it.
+//!
+//! One exception keeps the write cost of the current window down: while a
+//! window is still open, new segments become an *additional* block of that
+//! window instead of rewriting its block on every pass, until the window has
+//! [`OPEN_WINDOW_BLOCKS`] blocks; then they are merged into one. Readers
+//! handle several blocks per window (later blocks win duplicates).
 
 use std::collections::BTreeMap;
 
 use storage::manifest::{BlockEntry, SegmentEntry};
+
+/// Blocks an open window may have before a pass merges them.
+pub const OPEN_WINDOW_BLOCKS: usize = 6;
 
 /// A time window `[start, end)` in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -141,6 +150,10 @@ impl Planner<'_> {
                 .map(|b| b.id.clone())
                 .collect();
             t.segments.dedup();
+            let open = t.window.end.saturating_add(self.settle_ms) > self.now_ms;
+            if open && t.blocks.len() < OPEN_WINDOW_BLOCKS {
+                t.blocks.clear(); // an additional block, see the module docs
+            }
         }
         out
     }
@@ -288,6 +301,25 @@ mod tests {
         assert_eq!(targets[0].segments, ["partial"]);
         p.retention_cutoff = Some(6 * H);
         assert!(p.plan(&[], &[seg("s", &[4 * H], None)]).is_empty());
+    }
+
+    #[test]
+    fn open_windows_add_blocks_until_they_have_enough_then_merge() {
+        let p = planner(10 * H);
+        let few: Vec<BlockEntry> = (0..OPEN_WINDOW_BLOCKS - 1)
+            .map(|i| block(&format!("b{i}"), 8 * H, 10 * H))
+            .collect();
+        let t = p.plan(&few, &[seg("s", &[8 * H], None)]);
+        assert_eq!(windows(&t), [(8, 10)]);
+        assert!(t[0].blocks.is_empty());
+        let mut many = few.clone();
+        many.push(block("last", 8 * H, 10 * H));
+        let t = p.plan(&many, &[seg("s", &[8 * H], None)]);
+        assert_eq!(t[0].blocks.len(), OPEN_WINDOW_BLOCKS);
+        // Closed windows always merge.
+        let p = planner(20 * H);
+        let t = p.plan(&few, &[seg("s", &[8 * H], None)]);
+        assert_eq!(t[0].blocks.len(), OPEN_WINDOW_BLOCKS - 1);
     }
 
     #[test]

@@ -37,8 +37,9 @@ const COMMIT_ATTEMPTS: usize = 20;
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format_version: u32,
-    /// Live blocks. At most one per (resolution, time): partitions of live
-    /// blocks of one resolution never overlap.
+    /// Live blocks, sorted by partition; blocks of the same partition (an
+    /// open window gets several) in commit order, later ones winning
+    /// duplicates. Partitions of different lengths never overlap.
     pub blocks: Vec<BlockEntry>,
     /// Segments whose samples are (partly) in blocks, by segment id.
     pub segments: BTreeMap<String, SegmentEntry>,
