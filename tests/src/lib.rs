@@ -8,6 +8,7 @@
 //! - [`remote_write`]: build, encode and send Prometheus remote-write requests.
 //! - [`promapi`]: call the Prometheus HTTP API and compare query results.
 
+pub mod datagen;
 pub mod process;
 pub mod promapi;
 pub mod remote_write;

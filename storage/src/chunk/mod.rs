@@ -11,11 +11,12 @@
 //! timestamps: zigzag t0, then n-1 zigzag delta-of-deltas (previous delta starts at 0)
 //! values, by kind byte:
 //!   0 constant, raw:     u64 LE bits
-//!   1 constant, decimal: u8 scale k, zigzag m               (v = m / 10^k)
-//!   2 decimal:           u8 k, u8 order (1 delta, 2 delta-of-delta), varint gcd,
-//!                        varint e, e x (varint gap, u64 LE bits),
-//!                        zigzag m of the first regular value, then n-e-1 zigzag
-//!                        steps of the regular values' m / gcd
+//!   1 constant, decimal: u8 scale, zigzag m  (scale k: v = m / 10^k; k | 0x80: v = m * 10^-k)
+//!   2 decimal:           u8 scale, u8 order, varint divisor g, varint e,
+//!                        e x (varint gap, u64 LE bits), then for the n-e regular
+//!                        values, zigzag varints: order 0: m / g each;
+//!                        order 1: m0, then (m[i] - m[i-1]) / g;
+//!                        order 2: m0, then delta-of-delta of (m[i] - m[i-1]) / g
 //!   3 xor:               bit stream, XOR with the previous value's bits
 //! ```
 //!
@@ -23,6 +24,8 @@
 //! the bits of `v` for an `i64` `m`: values that were decimal text (counters,
 //! `float64(ticks)/100`, durations from nanoseconds) are, and since `10^k` is
 //! exact and IEEE division correctly rounded, the decoder gets the same bits.
+//! Some exporters multiply instead (`float64(ms) * 0.001`); a scale byte with
+//! bit 7 set means `(m as f64) * 10^-k`, with `10^-k` the nearest f64.
 //! Values that are not (NaN payloads, the stale marker, -0.0, infinities,
 //! full-precision ratios) are exceptions stored raw; when too many values are
 //! exceptions the chunk falls back to XOR.
@@ -48,6 +51,7 @@ const KIND_CONST_DECIMAL: u8 = 1;
 const KIND_DECIMAL: u8 = 2;
 const KIND_XOR: u8 = 3;
 
+const ORDER_VALUE: u8 = 0;
 const ORDER_DELTA: u8 = 1;
 const ORDER_DELTA_OF_DELTA: u8 = 2;
 
@@ -101,7 +105,7 @@ fn encode_times(samples: &[Sample], out: &mut Vec<u8>) {
 fn encode_values(samples: &[Sample], out: &mut Vec<u8>) {
     let first = samples[0].v.to_bits();
     if samples.iter().all(|s| s.v.to_bits() == first) {
-        match decimal(samples[0].v) {
+        match decimal(samples[0].v, 0).or_else(|| decimal(samples[0].v, MUL)) {
             Some((k, m)) => {
                 out.push(KIND_CONST_DECIMAL);
                 out.push(k);
@@ -132,8 +136,17 @@ fn encode_values(samples: &[Sample], out: &mut Vec<u8>) {
     out.extend_from_slice(&dec);
 }
 
-/// `v` as `m / 10^k` with the smallest `k`, if it is exactly that.
-fn decimal(v: f64) -> Option<(u8, i64)> {
+/// Bit 7 of a scale byte: the value is `m * 10^-k` (`10^-k` as the nearest
+/// f64, the way `float64(ms) * 0.001` computes it) instead of `m / 10^k`.
+const MUL: u8 = 0x80;
+const NEG_POW10: [f64; MAX_SCALE as usize + 1] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
+    1e-15, 1e-16, 1e-17, 1e-18,
+];
+
+/// `v` as decimal `m` at the smallest scale `k` (`mode` is 0 or [`MUL`]),
+/// if it is exactly that. Returns the scale byte (`k | mode`) and `m`.
+fn decimal(v: f64, mode: u8) -> Option<(u8, i64)> {
     if !v.is_finite() {
         return None;
     }
@@ -145,14 +158,15 @@ fn decimal(v: f64) -> Option<(u8, i64)> {
             return None;
         }
         let m = x.round() as i64;
-        if from_decimal(m, k).to_bits() == bits {
-            return Some((k, m));
+        let scale = k | mode;
+        if from_decimal(m, scale).to_bits() == bits {
+            return Some((scale, m));
         }
         // Past 2^50 the product can be off by one unit.
         if m.unsigned_abs() > 1 << 50 {
             for m in [m - 1, m + 1] {
-                if from_decimal(m, k).to_bits() == bits {
-                    return Some((k, m));
+                if from_decimal(m, scale).to_bits() == bits {
+                    return Some((scale, m));
                 }
             }
         }
@@ -160,11 +174,55 @@ fn decimal(v: f64) -> Option<(u8, i64)> {
     None
 }
 
-/// The value of decimal `m` at scale `k`; encoder and decoder both use this,
+/// The value of decimal `m` at `scale`; encoder and decoder both use this,
 /// so both get the same bits (division by `10^0 = 1` is exact).
 #[inline]
-fn from_decimal(m: i64, k: u8) -> f64 {
-    m as f64 / POW10[k as usize]
+fn from_decimal(m: i64, scale: u8) -> f64 {
+    let k = (scale & !MUL) as usize;
+    if scale & MUL != 0 {
+        m as f64 * NEG_POW10[k]
+    } else {
+        m as f64 / POW10[k]
+    }
+}
+
+/// Per value: the smallest scale (or [`NOT_DECIMAL`]) and `m` in `mode`,
+/// how many values each scale covers and how many are not decimal; `None`
+/// once more than `max_not_decimal` are not.
+struct Scales {
+    scales: Vec<u8>,
+    ms: Vec<i64>,
+    per_scale: [usize; MAX_SCALE as usize + 1],
+    not_decimal: usize,
+}
+
+fn scales(samples: &[Sample], mode: u8, max_not_decimal: usize) -> Option<Scales> {
+    let n = samples.len();
+    let mut r = Scales {
+        scales: Vec::with_capacity(n),
+        ms: Vec::with_capacity(n),
+        per_scale: [0; MAX_SCALE as usize + 1],
+        not_decimal: 0,
+    };
+    for s in samples {
+        match decimal(s.v, mode) {
+            Some((scale, m)) => {
+                let k = scale & !MUL;
+                r.scales.push(k);
+                r.ms.push(m);
+                r.per_scale[k as usize] += 1;
+            }
+            None => {
+                r.not_decimal += 1;
+                if r.not_decimal > max_not_decimal {
+                    return None;
+                }
+                r.scales.push(NOT_DECIMAL);
+                r.ms.push(0);
+            }
+        }
+    }
+    Some(r)
 }
 
 /// Writes the decimal form of the values to `out` (which must be empty) and
@@ -173,57 +231,55 @@ fn from_decimal(m: i64, k: u8) -> f64 {
 fn encode_decimal(samples: &[Sample], out: &mut Vec<u8>) -> Option<usize> {
     let n = samples.len();
     let max_exceptions = n / 4;
-    let mut scales = Vec::with_capacity(n);
-    let mut ms = Vec::with_capacity(n);
-    let mut per_scale = [0usize; MAX_SCALE as usize + 1];
-    let mut not_decimal = 0;
-    for s in samples {
-        match decimal(s.v) {
-            Some((k, m)) => {
-                scales.push(k);
-                ms.push(m);
-                per_scale[k as usize] += 1;
+    let mut best: Option<usize> = None;
+    // Division first (values parsed from decimal text); multiplication
+    // (`float64(ms) * 0.001`) unless division fitted every value at a small
+    // scale.
+    for mode in [0, MUL] {
+        let Some(sc) = scales(samples, mode, max_exceptions) else {
+            continue;
+        };
+        // Candidates: the smallest scale that leaves at most `max_exceptions`
+        // exceptions, and the smallest that fits every decimal value.
+        let mut low = None;
+        let mut full = 0;
+        let mut covered = 0;
+        for (k, &c) in sc.per_scale.iter().enumerate() {
+            covered += c;
+            if low.is_none() && covered + max_exceptions >= n {
+                low = Some(k as u8);
             }
-            None => {
-                not_decimal += 1;
-                if not_decimal > max_exceptions {
-                    return None;
-                }
-                scales.push(NOT_DECIMAL);
-                ms.push(0);
+            if c > 0 {
+                full = k as u8;
             }
         }
-    }
-    // Candidates: the smallest scale that leaves at most `max_exceptions`
-    // exceptions, and the smallest that fits every decimal value.
-    let mut low = None;
-    let mut full = 0;
-    let mut covered = 0;
-    for (k, &c) in per_scale.iter().enumerate() {
-        covered += c;
-        if low.is_none() && covered + max_exceptions >= n {
-            low = Some(k as u8);
+        let Some(low) = low else {
+            continue;
+        };
+        let candidates = if low == full {
+            &[low][..]
+        } else {
+            &[low, full][..]
+        };
+        for &k in candidates {
+            let mut candidate = Vec::new();
+            let e = write_decimal(samples, &sc, k | mode, &mut candidate);
+            if best.is_none() || candidate.len() < out.len() {
+                *out = candidate;
+                best = Some(e);
+            }
         }
-        if c > 0 {
-            full = k as u8;
-        }
-    }
-    let low = low?;
-    let mut best = write_decimal(samples, &scales, &ms, low, out);
-    if full != low {
-        let mut other = Vec::new();
-        let e = write_decimal(samples, &scales, &ms, full, &mut other);
-        if other.len() < out.len() {
-            *out = other;
-            best = e;
+        if mode == 0 && sc.not_decimal == 0 && full <= 9 {
+            break;
         }
     }
-    Some(best)
+    best
 }
 
-/// Writes the decimal form at scale `k`; values not decimal at `k` become
-/// exceptions. Returns the number of exceptions.
-fn write_decimal(samples: &[Sample], scales: &[u8], ms: &[i64], k: u8, out: &mut Vec<u8>) -> usize {
+/// Writes the decimal form at `scale`; values not decimal at that scale
+/// become exceptions. Returns the number of exceptions.
+fn write_decimal(samples: &[Sample], sc: &Scales, scale: u8, out: &mut Vec<u8>) -> usize {
+    let k = scale & !MUL;
     const I64_POW10: [i64; MAX_SCALE as usize + 1] = {
         let mut t = [1i64; MAX_SCALE as usize + 1];
         let mut i = 1;
@@ -236,10 +292,10 @@ fn write_decimal(samples: &[Sample], scales: &[u8], ms: &[i64], k: u8, out: &mut
     let mut regular = Vec::with_capacity(samples.len());
     let mut exceptions = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        let m = match scales[i] {
-            ki if ki <= k => ms[i]
+        let m = match sc.scales[i] {
+            ki if ki <= k => sc.ms[i]
                 .checked_mul(I64_POW10[(k - ki) as usize])
-                .filter(|&m| from_decimal(m, k).to_bits() == s.v.to_bits()),
+                .filter(|&m| from_decimal(m, scale).to_bits() == s.v.to_bits()),
             _ => None,
         };
         match m {
@@ -247,33 +303,48 @@ fn write_decimal(samples: &[Sample], scales: &[u8], ms: &[i64], k: u8, out: &mut
             None => exceptions.push((i, s.v.to_bits())),
         }
     }
-    // Steps between regular values, divided by their common divisor.
-    let mut g = 0u64;
-    for w in regular.windows(2) {
-        g = gcd(g, w[1].wrapping_sub(w[0]).unsigned_abs());
-    }
-    let g = if g == 0 || g > i64::MAX as u64 {
-        1
-    } else {
-        g as i64
+    // Steps between regular values, divided by their common divisor; or the
+    // values themselves, when they do not follow each other (durations).
+    let divisor = |it: &mut dyn Iterator<Item = u64>| {
+        let g = it.fold(0, gcd);
+        if g == 0 || g > i64::MAX as u64 {
+            1
+        } else {
+            g as i64
+        }
     };
-    let q = |i: usize| regular[i].wrapping_sub(regular[i - 1]) / g;
+    let g_step = divisor(
+        &mut regular
+            .windows(2)
+            .map(|w| w[1].wrapping_sub(w[0]).unsigned_abs()),
+    );
+    let g_value = divisor(&mut regular.iter().map(|m| m.unsigned_abs()));
+    let steps = || regular.windows(2).map(|w| w[1].wrapping_sub(w[0]) / g_step);
+    let mut cost_value = regular
+        .first()
+        .map_or(0, |&m| varint_len(zigzag(m / g_value)));
     let mut cost_delta = 0;
     let mut cost_dod = 0;
     let mut prev = 0i64;
-    for i in 1..regular.len() {
-        let qi = q(i);
+    for (qi, &m) in steps().zip(&regular[1..]) {
+        cost_value += varint_len(zigzag(m / g_value));
         cost_delta += varint_len(zigzag(qi));
         cost_dod += varint_len(zigzag(qi.wrapping_sub(prev)));
         prev = qi;
     }
-    let order = if cost_dod < cost_delta {
-        ORDER_DELTA_OF_DELTA
+    // Raw sizes stand in for sizes after zstd. Repeating steps compress
+    // better than distinct values of the same length, so ties go to deltas.
+    let first = regular.first().map_or(0, |&m| varint_len(zigzag(m)));
+    let (cost_delta, cost_dod) = (cost_delta + first, cost_dod + first);
+    let (order, g) = if cost_value < cost_delta.min(cost_dod) {
+        (ORDER_VALUE, g_value)
+    } else if cost_delta <= cost_dod {
+        (ORDER_DELTA, g_step)
     } else {
-        ORDER_DELTA
+        (ORDER_DELTA_OF_DELTA, g_step)
     };
     out.push(KIND_DECIMAL);
-    out.push(k);
+    out.push(scale);
     out.push(order);
     put_varint(out, g as u64);
     put_varint(out, exceptions.len() as u64);
@@ -283,12 +354,17 @@ fn write_decimal(samples: &[Sample], scales: &[u8], ms: &[i64], k: u8, out: &mut
         out.extend_from_slice(&bits.to_le_bytes());
         next = i + 1;
     }
+    if order == ORDER_VALUE {
+        for &m in &regular {
+            put_varint(out, zigzag(m / g));
+        }
+        return exceptions.len();
+    }
     if let Some(&m0) = regular.first() {
         put_varint(out, zigzag(m0));
     }
     let mut prev = 0i64;
-    for i in 1..regular.len() {
-        let qi = q(i);
+    for qi in steps() {
         let x = if order == ORDER_DELTA {
             qi
         } else {
@@ -395,23 +471,20 @@ fn decode_into(bytes: &[u8], out: &mut Vec<Sample>, start: usize) -> Result<(), 
     }
 }
 
-fn scale(k: u8) -> Result<u8, ChunkError> {
-    if k > MAX_SCALE {
-        return Err(ChunkError(format!("decimal scale {k} > {MAX_SCALE}")));
+fn scale(scale: u8) -> Result<u8, ChunkError> {
+    if scale & !MUL > MAX_SCALE {
+        return Err(ChunkError(format!("decimal scale {scale:#x}")));
     }
-    Ok(k)
+    Ok(scale)
 }
 
 fn decode_decimal(r: &mut Reader<'_>, values: &mut [Sample]) -> Result<(), ChunkError> {
     let n = values.len();
-    let k = scale(r.u8()?)?;
+    let scale = scale(r.u8()?)?;
     let order = r.u8()?;
-    if order != ORDER_DELTA && order != ORDER_DELTA_OF_DELTA {
-        return Err(ChunkError(format!("unknown decimal order {order}")));
-    }
     let g = r.varint()?;
     if g == 0 || g > i64::MAX as u64 {
-        return Err(ChunkError(format!("bad decimal step divisor {g}")));
+        return Err(ChunkError(format!("bad decimal divisor {g}")));
     }
     let g = g as i64;
     let e = r.varint()?;
@@ -419,9 +492,9 @@ fn decode_decimal(r: &mut Reader<'_>, values: &mut [Sample]) -> Result<(), Chunk
         return Err(ChunkError(format!("{e} exceptions in {n} samples")));
     }
     // Exceptions first, at their positions; `true` marks them.
-    let mut is_exception = Vec::new();
+    let mut is_exception = None;
     if e > 0 {
-        is_exception = vec![false; n];
+        let marks = is_exception.insert(vec![false; n]);
         let mut next = 0u64;
         for _ in 0..e {
             let i = next.saturating_add(r.varint()?);
@@ -429,32 +502,63 @@ fn decode_decimal(r: &mut Reader<'_>, values: &mut [Sample]) -> Result<(), Chunk
                 return Err(ChunkError(format!("exception position {i} >= {n}")));
             }
             values[i as usize].v = f64::from_bits(r.u64_le()?);
-            is_exception[i as usize] = true;
+            marks[i as usize] = true;
             next = i + 1;
         }
     }
-    let mut m = 0i64;
-    let mut q = 0i64;
-    let mut first = true;
-    for (i, s) in values.iter_mut().enumerate() {
-        if e > 0 && is_exception[i] {
-            continue;
-        }
-        let x = r.zigzag()?;
-        if first {
-            m = x;
-            first = false;
-        } else {
-            q = if order == ORDER_DELTA {
-                x
+    let marks = is_exception.as_deref();
+    let (mut m, mut q, mut first) = (0i64, 0i64, true);
+    match order {
+        ORDER_VALUE => fill(r, values, marks, scale, |x| x.wrapping_mul(g))?,
+        ORDER_DELTA => fill(r, values, marks, scale, |x| {
+            if first {
+                first = false;
+                m = x;
             } else {
-                q.wrapping_add(x)
-            };
-            m = m.wrapping_add(q.wrapping_mul(g));
-        }
-        s.v = from_decimal(m, k);
+                m = m.wrapping_add(x.wrapping_mul(g));
+            }
+            m
+        })?,
+        ORDER_DELTA_OF_DELTA => fill(r, values, marks, scale, |x| {
+            if first {
+                first = false;
+                m = x;
+            } else {
+                q = q.wrapping_add(x);
+                m = m.wrapping_add(q.wrapping_mul(g));
+            }
+            m
+        })?,
+        _ => return Err(ChunkError(format!("unknown decimal order {order}"))),
     }
     r.expect_end()
+}
+
+/// Sets every value not marked as an exception from the next varint, mapped
+/// to the decimal integer by `next_m`.
+#[inline(always)]
+fn fill(
+    r: &mut Reader<'_>,
+    values: &mut [Sample],
+    exceptions: Option<&[bool]>,
+    scale: u8,
+    mut next_m: impl FnMut(i64) -> i64,
+) -> Result<(), ChunkError> {
+    match exceptions {
+        None => {
+            for s in values.iter_mut() {
+                s.v = from_decimal(next_m(r.zigzag()?), scale);
+            }
+        }
+        Some(marks) => {
+            for (s, &exception) in values.iter_mut().zip(marks) {
+                if !exception {
+                    s.v = from_decimal(next_m(r.zigzag()?), scale);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn decode_xor(bytes: &[u8], values: &mut [Sample]) -> Result<(), ChunkError> {

@@ -80,7 +80,7 @@ fn times(rng: &mut Rng, n: usize) -> Vec<i64> {
 }
 
 fn values(rng: &mut Rng, n: usize) -> Vec<f64> {
-    let kind = rng.below(11);
+    let kind = rng.below(12);
     let mut acc = rng.below(1_000_000) as i64;
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
@@ -126,6 +126,11 @@ fn values(rng: &mut Rng, n: usize) -> Vec<f64> {
                 } else {
                     rng.below(1000) as f64 * 1e-18
                 }
+            }
+            // Milliseconds times 0.001, as node_exporter computes seconds.
+            10 => {
+                acc += rng.below(5000) as i64;
+                acc as f64 * 0.001
             }
             // Specials only.
             _ => f64::from_bits(SPECIALS[rng.below(SPECIALS.len() as u64) as usize]),
@@ -221,18 +226,22 @@ fn edge_cases_round_trip() {
 
 #[test]
 fn decimal_detection() {
-    assert_eq!(decimal(0.0), Some((0, 0)));
-    assert_eq!(decimal(12345.0), Some((0, 12345)));
-    assert_eq!(decimal(0.1), Some((1, 1)));
-    assert_eq!(decimal(123.45), Some((2, 12345)));
-    assert_eq!(decimal(-0.000_012_345), Some((9, -12345)));
-    assert_eq!(decimal(-0.0), None);
-    assert_eq!(decimal(f64::NAN), None);
-    assert_eq!(decimal(f64::INFINITY), None);
+    assert_eq!(decimal(0.0, 0), Some((0, 0)));
+    assert_eq!(decimal(12345.0, 0), Some((0, 12345)));
+    assert_eq!(decimal(0.1, 0), Some((1, 1)));
+    assert_eq!(decimal(123.45, 0), Some((2, 12345)));
+    assert_eq!(decimal(-0.000_012_345, 0), Some((9, -12345)));
+    assert_eq!(decimal(-0.0, 0), None);
+    assert_eq!(decimal(f64::NAN, 0), None);
+    assert_eq!(decimal(f64::INFINITY, 0), None);
     // Any double with a short enough shortest-round-trip form is decimal.
-    assert_eq!(decimal(1.0 / 3.0), Some((16, 3_333_333_333_333_333)));
-    assert_eq!(decimal(1e-5 / 3.0), None);
-    assert_eq!(decimal(1e300), None);
+    assert_eq!(decimal(1.0 / 3.0, 0), Some((16, 3_333_333_333_333_333)));
+    assert_eq!(decimal(1e-5 / 3.0, 0), None);
+    // node_exporter's float64(ms) * 0.001.
+    let v = 3_002_461.0 * 0.001;
+    assert_ne!(v, 3_002_461.0 / 1000.0);
+    assert_eq!(decimal(v, MUL), Some((3 | MUL, 3_002_461)));
+    assert_eq!(decimal(1e300, 0), None);
 }
 
 #[test]
@@ -256,6 +265,14 @@ fn compact_forms_are_chosen() {
     assert_eq!(values[2], ORDER_DELTA);
     assert_eq!(values[3], 7, "gcd");
     assert_eq!(values[4], 1, "one exception");
+
+    // Milliseconds * 0.001 use the multiplying scale.
+    let ms: Vec<Sample> = (0..480)
+        .map(|i| Sample::new(i * 15_000, (3_002_000 + i * i * 7) as f64 * 0.001))
+        .collect();
+    assert!(ms.iter().any(|s| s.v != (s.v * 1000.0).round() / 1000.0));
+    let bytes = round_trip(&ms);
+    assert_eq!(bytes[1 + 2 + 1 + 3 + 478..][..2], [KIND_DECIMAL, 3 | MUL]);
 
     // Full-precision ratios use XOR.
     let mut rng = Rng(7);
@@ -283,9 +300,9 @@ fn frozen_bytes() {
         hex,
         "0104\
          80a0abfef962b2ea010306\
-         0202011901\
+         0202001901\
          02020000000000f07f\
-         b410040a"
+         545862"
     );
     round_trip(&samples);
 }
