@@ -104,3 +104,43 @@ fn segments_are_not_blocks() {
         .to_string();
     assert!(err.contains("not a Strata strata-block"), "{err}");
 }
+
+/// The encoded bytes of a small block are frozen: a change to the block or
+/// chunk format (or to the Parquet writer's output) must be deliberate. To
+/// accept a deliberate change, run with `STRATA_UPDATE_SNAPSHOTS=1` and bump
+/// the format version if old blocks can no longer be read.
+#[test]
+fn encoded_bytes_are_frozen() {
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let input = [
+        series(
+            "up",
+            &[(0, 1.0), (15_000, 1.0), (30_000, 1.0), (45_000, stale)],
+        ),
+        series(
+            "requests_total",
+            &[(1, 10.0), (15_002, 12.5), (30_001, 15.0), (7_200_000, 0.0)],
+        ),
+        series(
+            "temperature",
+            &[(3, 21.3), (15_004, 21.4), (30_003, f64::NAN)],
+        ),
+    ];
+    let (bytes, _) = encode(&input, &opts(0, 4 * 3_600_000, 2 * 3_600_000)).expect("encode");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/block/snapshot_v1.hex");
+    if std::env::var_os("STRATA_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &hex).expect("write snapshot");
+    }
+    let frozen = std::fs::read_to_string(&path).expect("snapshot file");
+    assert!(
+        frozen.trim() == hex,
+        "block bytes changed ({} bytes now, {} frozen); see this test's doc comment",
+        bytes.len(),
+        frozen.trim().len() / 2
+    );
+    // The frozen bytes still decode to the input.
+    let (_, rows) = read_rows(bytes);
+    let total: usize = rows.iter().map(|r| r.4.len()).sum();
+    assert_eq!(total, 11);
+}
