@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod compaction;
+mod crash;
 mod durability;
 mod e2e;
 
