@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::auth::AuthConfig;
 use compactor::CompactorConfig;
 use ingest::IngestConfig;
 use querier::api::QueryConfig;
@@ -28,6 +29,7 @@ pub struct StrataConfig {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub compact: CompactorConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for StrataConfig {
@@ -40,6 +42,7 @@ impl Default for StrataConfig {
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             compact: CompactorConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -224,6 +227,7 @@ impl StrataConfig {
         self.ingest.validate().map_err(|e| invalid("ingest", e))?;
         self.query.validate().map_err(|e| invalid("query", e))?;
         self.compact.validate().map_err(|e| invalid("compact", e))?;
+        self.auth.validate().map_err(|e| invalid("auth", e))?;
         Ok(())
     }
 

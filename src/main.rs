@@ -1,5 +1,6 @@
 //! The `strata` binary: runs any role of Strata, or all of them at once.
 
+mod auth;
 mod config;
 mod server;
 

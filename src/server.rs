@@ -113,8 +113,10 @@ pub fn app(
         app = app.merge(querier::api::router(state));
     }
     let registry = Arc::new(registry);
+    let auth = Arc::new(config.auth.clone());
     let router = app
         .route("/metrics", get(metrics).with_state(registry))
+        .layer(middleware::from_fn_with_state(auth, crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(http_metrics, trace_request));
     (router, compactor)
 }
