@@ -9,6 +9,7 @@
 //! - [`promapi`]: call the Prometheus HTTP API and compare query results.
 
 pub mod datagen;
+pub mod export;
 pub mod process;
 pub mod promapi;
 pub mod remote_write;
