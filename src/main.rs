@@ -2,9 +2,11 @@
 
 mod auth;
 mod config;
+mod lambda;
 mod server;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +42,32 @@ enum Role {
     /// cron, a scheduled task or a Lambda); with --every, a pass every
     /// interval until stopped, serving /metrics.
     Compact(CompactArgs),
+    /// Run as an AWS Lambda function serving the HTTP API (API Gateway HTTP
+    /// API or function URL events). Needs S3 storage. A binary named
+    /// `bootstrap` started without arguments picks its role from the
+    /// function's Handler setting instead (all, ingest, query, compact).
+    Lambda(LambdaArgs),
+    /// Run as an AWS Lambda function for a scheduled job (EventBridge
+    /// scheduled events): `compact` runs one compaction pass per invocation.
+    LambdaJob(LambdaJobArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct LambdaArgs {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Which HTTP API this function serves.
+    #[arg(long, value_enum, default_value = "all")]
+    role: lambda::HttpRole,
+}
+
+#[derive(clap::Args, Debug)]
+struct LambdaJobArgs {
+    /// The job to run on each invocation.
+    #[arg(value_enum)]
+    job: lambda::Job,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,12 +80,24 @@ struct CompactArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let handler = std::env::var("_HANDLER").ok();
+    let cli = match lambda::bootstrap_args(&args, handler.as_deref()) {
+        None => Cli::parse(),
+        Some(Ok(args)) => Cli::parse_from(args),
+        Some(Err(e)) => {
+            eprintln!("strata: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (roles, flags) = match &cli.role {
         Role::Serve(f) => (server::Roles::SERVE, f),
         Role::Ingest(f) => (server::Roles::INGEST, f),
         Role::Query(f) => (server::Roles::QUERY, f),
         Role::Compact(a) => (server::Roles::COMPACT, &a.overrides),
+        // Not used: the Lambda entry points choose their own roles.
+        Role::Lambda(a) => (server::Roles::SERVE, &a.overrides),
+        Role::LambdaJob(a) => (server::Roles::COMPACT, &a.overrides),
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match StrataConfig::load(flags, &env) {
@@ -88,6 +128,8 @@ fn main() -> ExitCode {
             Role::Compact(_) if config.compact.every.is_zero() => {
                 server::compact_once(config).await
             }
+            Role::Lambda(a) => lambda::run_http(config, a.role).await,
+            Role::LambdaJob(a) => lambda::run_job(config, a.job).await,
             _ => server::run(config, roles).await,
         }
     };

@@ -12,6 +12,7 @@ mod compaction;
 mod crash;
 mod durability;
 mod e2e;
+mod lambda;
 
 use std::path::PathBuf;
 

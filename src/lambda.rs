@@ -1,0 +1,250 @@
+//! AWS Lambda entry points of the one `strata` binary.
+//!
+//! - `strata lambda --role all|ingest|query`: the same axum router as
+//!   `strata serve`, served from API Gateway HTTP API (payload 2.0) and
+//!   function URL events through `lambda_http`.
+//! - `strata lambda-job compact`: one compaction pass per EventBridge
+//!   scheduled event, through `lambda_runtime`.
+//!
+//! Deployed as a zip whose `bootstrap` is the `strata` binary, the function's
+//! `Handler` setting (`_HANDLER`) names the entry point: see [`bootstrap_args`].
+//!
+//! The configuration, the object store, the router (with its group committer)
+//! and the compactor are built once per cold start; each invocation is a plain
+//! async function of the event and that context ([`handle_http`],
+//! [`handle_compact`]).
+//!
+//! Durability: an ingest invocation answers only after the group commit has
+//! put the segment holding its samples (the same rule as the server: puts run
+//! as tasks, but the request waits for its own), so nothing is left to run
+//! after the response and a frozen or recycled instance loses nothing.
+
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::response::Response;
+use compactor::{Compactor, CompactorMetrics};
+use lambda_http::tower::ServiceExt;
+use lambda_runtime::LambdaEvent;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use storage::config::Backend;
+use tracing::info;
+
+use crate::config::StrataConfig;
+use crate::server::{self, Roles};
+
+/// Which HTTP API a `strata lambda` function serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpRole {
+    /// Remote write and queries in one function.
+    All,
+    /// Remote write only.
+    Ingest,
+    /// The Prometheus query API only.
+    Query,
+}
+
+impl HttpRole {
+    fn roles(self) -> Roles {
+        match self {
+            HttpRole::All => Roles {
+                ingest: true,
+                query: true,
+                compact: false,
+            },
+            HttpRole::Ingest => Roles::INGEST,
+            HttpRole::Query => Roles::QUERY,
+        }
+    }
+}
+
+/// Scheduled jobs of `strata lambda-job`. The aggregator is not built yet, so
+/// compaction is the only one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Job {
+    /// One compaction pass per invocation.
+    Compact,
+}
+
+/// The command line a function deployed as `bootstrap` stands for: when the
+/// binary is invoked as `bootstrap` without arguments (as Lambda's
+/// `provided.al2023` runtime does), its `Handler` setting (`_HANDLER`) picks
+/// the entry point: `all` (or `http`), `ingest`, `query`, `compact`.
+/// `None` means: not a bootstrap invocation, parse the real arguments.
+pub fn bootstrap_args(
+    args: &[OsString],
+    handler: Option<&str>,
+) -> Option<Result<Vec<String>, String>> {
+    let [argv0] = args else {
+        return None;
+    };
+    if Path::new(argv0).file_name() != Some("bootstrap".as_ref()) {
+        return None;
+    }
+    let rest: &[&str] = match handler.map(str::trim) {
+        Some("all" | "http") => &["lambda", "--role", "all"],
+        Some("ingest") => &["lambda", "--role", "ingest"],
+        Some("query") => &["lambda", "--role", "query"],
+        Some("compact") => &["lambda-job", "compact"],
+        other => {
+            return Some(Err(format!(
+                "started as bootstrap with Handler {other:?}: set the function's Handler to \
+                 one of all, ingest, query, compact"
+            )));
+        }
+    };
+    let mut out = vec!["strata".to_string()];
+    out.extend(rest.iter().map(|s| s.to_string()));
+    Some(Ok(out))
+}
+
+/// On Lambda only object storage is shared and durable: the local disk is a
+/// per-instance `/tmp`, and memory goes with the instance.
+pub fn check_storage(config: &StrataConfig) -> anyhow::Result<()> {
+    match config.storage.backend {
+        Backend::S3 => Ok(()),
+        other => anyhow::bail!(
+            "storage backend {other:?} cannot be used on Lambda (instance disks and memory are \
+             not shared and not kept): set STRATA_STORAGE=s3 and STRATA_S3_BUCKET"
+        ),
+    }
+}
+
+/// What an HTTP function builds once per cold start.
+pub struct HttpContext {
+    router: Router,
+}
+
+impl HttpContext {
+    pub fn new(config: &StrataConfig, role: HttpRole, store: Arc<dyn ObjectStore>) -> Self {
+        // Compaction never runs inside an HTTP function: it is its own
+        // scheduled function, so `app` gets no compact role.
+        let (router, _) = server::app(config, role.roles(), store);
+        Self { router }
+    }
+}
+
+/// One HTTP invocation: the request decoded from an API Gateway v2 or function
+/// URL event, answered by the router.
+pub async fn handle_http(
+    ctx: &HttpContext,
+    req: lambda_http::Request,
+) -> Result<Response, Infallible> {
+    ctx.router
+        .clone()
+        .oneshot(req.map(axum::body::Body::new))
+        .await
+}
+
+/// `strata lambda`: serves HTTP invocations until the runtime stops the process.
+pub async fn run_http(config: StrataConfig, role: HttpRole) -> anyhow::Result<()> {
+    check_storage(&config)?;
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
+    let ctx = Arc::new(HttpContext::new(&config, role, store));
+    info!(?role, bucket = %config.storage.s3.bucket, "Strata Lambda HTTP function ready");
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { handle_http(&ctx, req).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
+}
+
+/// An EventBridge scheduled event (`detail-type: Scheduled Event`). Only what
+/// is logged is read; a manual test invocation with `{}` works as well.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ScheduledEvent {
+    pub id: String,
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    pub time: String,
+    pub resources: Vec<String>,
+}
+
+/// What a compaction invocation returns (the function's result, visible in
+/// the invocation log and to a caller of `aws lambda invoke`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompactOutput {
+    pub tenants: usize,
+    pub blocks_written: usize,
+    pub blocks_replaced: usize,
+    pub segments_read: usize,
+    pub samples_written: u64,
+    pub bytes_written: u64,
+    pub objects_deleted: usize,
+    pub lease_skips: usize,
+    pub conflicts: usize,
+    pub requests: u64,
+}
+
+/// What a job function builds once per cold start.
+pub struct JobContext {
+    compactor: Compactor,
+}
+
+impl JobContext {
+    pub fn new(config: &StrataConfig, store: Arc<dyn ObjectStore>) -> Self {
+        let compactor = Compactor::new(store, config.compact.clone(), CompactorMetrics::default());
+        Self { compactor }
+    }
+}
+
+/// One scheduled compaction invocation: one pass over every tenant. A failed
+/// pass fails the invocation (reported to the runtime's error endpoint); its
+/// effects are crash-safe and the next schedule retries.
+pub async fn handle_compact(
+    ctx: &JobContext,
+    event: LambdaEvent<ScheduledEvent>,
+) -> Result<CompactOutput, lambda_runtime::Error> {
+    let request_id = event.context.request_id;
+    let ev = event.payload;
+    info!(%request_id, event_id = %ev.id, scheduled = %ev.time, "compaction invocation");
+    let s = ctx.compactor.run_pass().await?;
+    let out = CompactOutput {
+        tenants: s.tenants,
+        blocks_written: s.blocks_written,
+        blocks_replaced: s.blocks_replaced,
+        segments_read: s.segments_read,
+        samples_written: s.samples_written,
+        bytes_written: s.bytes_written,
+        objects_deleted: s.objects_deleted,
+        lease_skips: s.lease_skips,
+        conflicts: s.conflicts,
+        requests: s.requests,
+    };
+    info!(?out, "compaction invocation done");
+    Ok(out)
+}
+
+/// `strata lambda-job JOB`: serves scheduled invocations until stopped.
+pub async fn run_job(config: StrataConfig, job: Job) -> anyhow::Result<()> {
+    check_storage(&config)?;
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
+    let ctx = Arc::new(match job {
+        Job::Compact => JobContext::new(&config, store),
+    });
+    info!(?job, bucket = %config.storage.s3.bucket, "Strata Lambda job function ready");
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<ScheduledEvent>| {
+            let ctx = ctx.clone();
+            async move { handle_compact(&ctx, event).await }
+        },
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
