@@ -1,6 +1,7 @@
 //! Errors of the ingest tier and their HTTP status, mapped in one place
 //! ([`IngestError::status`]) following remote write's retry contract: 4xx
-//! means "do not retry", 5xx means "retry".
+//! means "do not retry", 5xx means "retry". One outcome is not a failure:
+//! samples of a non-elected HA replica are dropped with 202, as Mimir does.
 
 use std::sync::Arc;
 
@@ -18,8 +19,12 @@ pub enum IngestError {
         "unsupported {header}: {value:?} (remote write 1.0 needs snappy-compressed application/x-protobuf)"
     )]
     UnsupportedMediaType { header: &'static str, value: String },
+    #[error("unsupported Content-Encoding: {value:?} (accepted: gzip, identity)")]
+    UnsupportedEncoding { value: String },
     #[error("snappy decoding failed: {0}")]
     Snappy(String),
+    #[error("gzip decoding failed: {0}")]
+    Gzip(String),
     #[error("decompressed body of {size} bytes is larger than the limit of {limit} bytes")]
     DecodedTooLarge { size: usize, limit: usize },
     #[error("protobuf decoding of WriteRequest failed: {0}")]
@@ -34,6 +39,34 @@ pub enum IngestError {
         series: String,
         reason: String,
     },
+    /// Some lines of a line-protocol body were invalid; the valid points (if
+    /// any) were stored.
+    #[error("{rejected} of {total} lines rejected; first: line {line}: {reason}")]
+    InvalidLines {
+        rejected: usize,
+        total: usize,
+        line: usize,
+        reason: String,
+    },
+    #[error("invalid JSON write request: {0}")]
+    Json(String),
+    #[error("invalid query parameter {name}: {reason}")]
+    InvalidParam { name: &'static str, reason: String },
+    /// The request came from an HA replica that is not the elected one of
+    /// its cluster: dropped on purpose, answered 2xx so the sender does not
+    /// retry (Mimir's contract).
+    #[error(
+        "samples from replica {replica:?} of HA cluster {cluster:?} dropped: the elected replica is {elected:?}"
+    )]
+    ReplicaNotElected {
+        cluster: String,
+        replica: String,
+        elected: String,
+    },
+    #[error("too many HA clusters for this tenant (limit: {limit})")]
+    TooManyHaClusters { limit: usize },
+    #[error("HA tracker: {0}")]
+    HaTracker(String),
     /// Storing the batch failed; nothing of the request is acknowledged.
     #[error("storing samples failed: {0}")]
     Store(Arc<StorageError>),
@@ -46,11 +79,21 @@ impl IngestError {
         use IngestError::*;
         match self {
             BodyTooLarge { .. } | DecodedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Body(_) | Snappy(_) | Protobuf(_) | Tenant(_) | InvalidSeries { .. } => {
-                StatusCode::BAD_REQUEST
+            UnsupportedMediaType { .. } | UnsupportedEncoding { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Store(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Body(_)
+            | Snappy(_)
+            | Gzip(_)
+            | Protobuf(_)
+            | Tenant(_)
+            | InvalidSeries { .. }
+            | InvalidLines { .. }
+            | Json(_)
+            | InvalidParam { .. }
+            | TooManyHaClusters { .. } => StatusCode::BAD_REQUEST,
+            ReplicaNotElected { .. } => StatusCode::ACCEPTED,
+            Store(_) | HaTracker(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -75,13 +75,24 @@ struct Batch {
 #[derive(Clone)]
 pub struct GroupCommitter {
     tx: mpsc::Sender<Request>,
+    storage: Storage,
 }
 
 impl GroupCommitter {
     pub fn start(storage: Storage, cfg: GroupCommitConfig, metrics: IngestMetrics) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(Ctx { storage, metrics }, cfg, rx));
-        Self { tx }
+        let ctx = Ctx {
+            storage: storage.clone(),
+            metrics,
+        };
+        tokio::spawn(run(ctx, cfg, rx));
+        Self { tx, storage }
+    }
+
+    /// The storage segments are written to (the HA tracker keeps its shared
+    /// state in the same object store).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Stores `series` of `tenant`; returns once the segment holding them is on

@@ -1,10 +1,12 @@
-//! HTTP routes of the ingest tier: remote write at Prometheus' and M3's paths.
+//! HTTP routes of the ingest tier: remote write at Prometheus' and M3's
+//! paths, InfluxDB line protocol and M3's JSON write (handlers in
+//! `protocols`), all with HA-pair deduplication (`ha`).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -13,9 +15,12 @@ use storage::TenantId;
 use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::ha::{HaTracker, HaTrackerConfig};
 use crate::metrics::IngestMetrics;
+use crate::protocols;
 use crate::remote_write::{self, SeriesLimits};
 use crate::series_cache::SeriesCache;
 
@@ -32,6 +37,7 @@ pub struct IngestConfig {
     /// 300 bytes each); 0 disables the cache.
     pub series_cache_entries: usize,
     pub group_commit: GroupCommitConfig,
+    pub ha_tracker: HaTrackerConfig,
 }
 
 impl Default for IngestConfig {
@@ -42,6 +48,7 @@ impl Default for IngestConfig {
             limits: SeriesLimits::default(),
             series_cache_entries: 500_000,
             group_commit: GroupCommitConfig::default(),
+            ha_tracker: HaTrackerConfig::default(),
         }
     }
 }
@@ -77,7 +84,7 @@ impl IngestConfig {
         if self.group_commit.batch_max_age.is_zero() {
             return Err("ingest.group_commit.batch_max_age: must be greater than 0".into());
         }
-        Ok(())
+        self.ha_tracker.validate()
     }
 }
 
@@ -91,20 +98,61 @@ pub struct IngestState {
     pub default_tenant: TenantId,
 }
 
+/// What the handlers share: the ingest state, the HA tracker and the clock.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub ingest: IngestState,
+    pub ha: Arc<HaTracker>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl FromRef<AppState> for IngestState {
+    fn from_ref(app: &AppState) -> Self {
+        app.ingest.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<HaTracker> {
+    fn from_ref(app: &AppState) -> Self {
+        app.ha.clone()
+    }
+}
+
+/// The ingest routes, with the HA tracker on the committer's object store
+/// and the system clock.
 pub fn router(state: IngestState) -> Router {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ha = HaTracker::new(
+        state.committer.storage().object_store().clone(),
+        state.config.ha_tracker.clone(),
+        clock.clone(),
+        state.metrics.clone(),
+    );
+    router_with(state, Arc::new(ha), clock)
+}
+
+/// The ingest routes with a given HA tracker and clock (tests).
+pub fn router_with(state: IngestState, ha: Arc<HaTracker>, clock: Arc<dyn Clock>) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/prom/remote/write", post(remote_write_handler))
-        .with_state(state)
+        .route("/api/v1/influxdb/write", post(protocols::influx_write))
+        .route("/write", post(protocols::influx_write))
+        .route("/api/v1/json/write", post(protocols::json_write))
+        .with_state(AppState {
+            ingest: state,
+            ha,
+            clock,
+        })
 }
 
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            warn!(error = %self, "remote write failed");
+            warn!(error = %self, "write failed");
         } else {
-            debug!(error = %self, "remote write rejected");
+            debug!(error = %self, "write rejected");
         }
         (
             status,
@@ -117,6 +165,7 @@ impl IntoResponse for IngestError {
 
 async fn remote_write_handler(
     State(state): State<IngestState>,
+    State(ha): State<Arc<HaTracker>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, IngestError> {
@@ -126,29 +175,7 @@ async fn remote_write_handler(
         headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
         &state.default_tenant,
     )?;
-    // A declared length over the limit is refused before reading a byte; a
-    // chunked body is cut off by the streaming limit.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cfg.max_request_bytes as u64) {
-        return Err(IngestError::BodyTooLarge {
-            limit: cfg.max_request_bytes,
-        });
-    }
-    let body = axum::body::to_bytes(body, cfg.max_request_bytes)
-        .await
-        .map_err(|e| {
-            let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
-                .any(|s| s.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                IngestError::BodyTooLarge {
-                    limit: cfg.max_request_bytes,
-                }
-            } else {
-                IngestError::Body(e.to_string())
-            }
-        })?;
+    let body = read_body(cfg, &headers, body).await?;
     let validated = remote_write::decode_validated(
         &body,
         cfg.max_decoded_bytes,
@@ -161,11 +188,43 @@ async fn remote_write_handler(
         .metrics
         .series_rejected
         .inc_by(validated.rejected as u64);
-    state.committer.commit(tenant, validated.series).await?;
+    let series = ha.dedupe(&tenant, validated.series).await?;
+    state.committer.commit(tenant, series).await?;
     match rejected {
         Some(e) => Err(e),
         None => Ok(StatusCode::NO_CONTENT),
     }
+}
+
+/// Reads a request body up to `max_request_bytes`: a declared length over
+/// the limit is refused before reading a byte; a chunked body is cut off by
+/// the streaming limit.
+pub(crate) async fn read_body(
+    cfg: &IngestConfig,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cfg.max_request_bytes as u64) {
+        return Err(IngestError::BodyTooLarge {
+            limit: cfg.max_request_bytes,
+        });
+    }
+    axum::body::to_bytes(body, cfg.max_request_bytes)
+        .await
+        .map_err(|e| {
+            let over_limit = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                IngestError::BodyTooLarge {
+                    limit: cfg.max_request_bytes,
+                }
+            } else {
+                IngestError::Body(e.to_string())
+            }
+        })
 }
 
 /// Remote write 1.0 is snappy-compressed protobuf; other media types are 415.

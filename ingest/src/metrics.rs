@@ -14,6 +14,9 @@ pub struct IngestMetrics {
     pub segment_put_failures: Counter,
     pub segment_put_seconds: Histogram,
     pub batch_requests: Histogram,
+    pub lines_rejected: Counter,
+    pub ha_deduplicated_samples: Counter,
+    pub ha_elected_replica_changes: Counter,
 }
 
 impl Default for IngestMetrics {
@@ -26,6 +29,9 @@ impl Default for IngestMetrics {
             segment_put_failures: Counter::default(),
             segment_put_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            lines_rejected: Counter::default(),
+            ha_deduplicated_samples: Counter::default(),
+            ha_elected_replica_changes: Counter::default(),
         }
     }
 }
@@ -69,6 +75,21 @@ impl IngestMetrics {
             "batch_requests",
             "Write requests committed together in one segment",
             m.batch_requests.clone(),
+        );
+        r.register(
+            "lines_rejected",
+            "InfluxDB line-protocol lines rejected as invalid",
+            m.lines_rejected.clone(),
+        );
+        r.register(
+            "ha_deduplicated_samples",
+            "Samples dropped because they came from a non-elected HA replica",
+            m.ha_deduplicated_samples.clone(),
+        );
+        r.register(
+            "ha_elected_replica_changes",
+            "HA replica elections (first elections and failovers) written by this ingester",
+            m.ha_elected_replica_changes.clone(),
         );
         m
     }
