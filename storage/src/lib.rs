@@ -2,12 +2,14 @@
 //! object-store keys and the object-store boundary, and reads of stored series.
 
 pub mod block;
+pub mod cached_store;
 pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod failing_store;
 pub mod instrumented_store;
 pub mod labels;
+pub mod latency_store;
 pub mod lease;
 pub mod manifest;
 pub mod matcher;
