@@ -24,9 +24,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use querier::api::QueryState;
+use querier::api::{QueryConfig, QueryState};
 use storage::Storage;
+use storage::cached_store::{CacheMetrics, CachedStore};
 use storage::instrumented_store::{InstrumentedStore, StoreMetrics};
+use storage::latency_store::LatencyStore;
 use tracing::{Instrument, info, info_span};
 
 use crate::config::StrataConfig;
@@ -83,7 +85,9 @@ pub fn app(
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
-    let store: Arc<dyn ObjectStore> = Arc::new(InstrumentedStore::new(store, store_metrics));
+    let raw = store;
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(InstrumentedStore::new(raw.clone(), store_metrics.clone()));
     let storage = Storage::new(store.clone());
     let compactor = (roles.compact && !config.compact.every.is_zero()).then(|| {
         let metrics = CompactorMetrics::register(&mut registry);
@@ -109,6 +113,7 @@ pub fn app(
         app = app.merge(ingest::router(state));
     }
     if roles.query {
+        let storage = query_storage(&config.query, storage, raw, store_metrics, &mut registry);
         let state = QueryState::new(storage, config.query.clone(), config.default_tenant());
         app = app.merge(querier::api::router(state));
     }
@@ -119,6 +124,33 @@ pub fn app(
         .layer(middleware::from_fn_with_state(auth, crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(http_metrics, trace_request));
     (router, compactor)
+}
+
+/// The query role's storage: reads go through the page cache (`[query.cache]`)
+/// and, when configured, the injected latency (`[query.inject_latency]`);
+/// ingest and the compactor keep writing to the store directly. Without
+/// either, queries share `shared`, the ingest role's storage.
+fn query_storage(
+    config: &QueryConfig,
+    shared: Storage,
+    raw: Arc<dyn ObjectStore>,
+    store_metrics: StoreMetrics,
+    registry: &mut Registry,
+) -> Storage {
+    if !config.cache.is_enabled() && !config.inject_latency.is_enabled() {
+        return shared;
+    }
+    let mut store = raw;
+    if config.inject_latency.is_enabled() {
+        info!(latency = ?config.inject_latency, "injecting object-store latency into queries");
+        store = Arc::new(LatencyStore::new(store, config.inject_latency));
+    }
+    store = Arc::new(InstrumentedStore::new(store, store_metrics));
+    if config.cache.is_enabled() {
+        let metrics = CacheMetrics::register(registry);
+        store = Arc::new(CachedStore::new(store, config.cache.clone(), metrics));
+    }
+    Storage::new(store)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

@@ -16,6 +16,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
+use storage::cached_store::CacheConfig;
+use storage::latency_store::LatencyConfig;
 use storage::tenant::{self, TENANT_HEADER};
 use storage::{Labels, Matcher, Storage, TenantId};
 
@@ -49,6 +51,11 @@ pub struct QueryConfig {
     pub max_samples: usize,
     /// Most points per series a range query may return.
     pub max_points_per_series: i64,
+    /// `[query.cache]`: the cache in front of object-store reads of queries.
+    pub cache: CacheConfig,
+    /// `[query.inject_latency]`: a delay before every object-store request
+    /// of queries, to measure cold reads locally as if on S3 (off by default).
+    pub inject_latency: LatencyConfig,
 }
 
 impl Default for QueryConfig {
@@ -58,6 +65,8 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
             max_points_per_series: 11_000,
+            cache: CacheConfig::default(),
+            inject_latency: LatencyConfig::default(),
         }
     }
 }
@@ -76,6 +85,7 @@ impl QueryConfig {
         if self.max_points_per_series <= 0 {
             return Err("query.max_points_per_series: must be greater than 0".into());
         }
+        self.cache.validate()?;
         Ok(())
     }
 
