@@ -5,7 +5,8 @@
 //! tenants/<tenant>/blocks/<resolution>/<ulid>.parquet     blocks written by the compactor
 //! tenants/<tenant>/manifest/<version, 20 digits>.json     manifest versions (create-if-absent)
 //! _system/leases/<job>/<tenant>/<shard>/<generation>.json job leases (create-if-absent)
-//! _system/...                                             reserved for rules (later)
+//! _system/rules/<tenant>/<version>.json                   rule set versions (create-if-absent)
+//! _system/aggregator/<tenant>/checkpoint/<version>.json   aggregator checkpoints (create-if-absent)
 //! ```
 //!
 //! Tenants live under `tenants/` so that no tenant id can collide with
@@ -121,6 +122,44 @@ pub fn parse_lease(path: &Path) -> Option<u64> {
     parse_manifest(path)
 }
 
+/// Prefix under which rule sets live; its children are tenant ids.
+pub fn rules_root() -> Path {
+    Path::from_iter(["_system", "rules"])
+}
+
+/// Prefix of all rule set versions of a tenant.
+pub fn rules_prefix(tenant: &TenantId) -> Path {
+    Path::from_iter(["_system", "rules", tenant.as_str()])
+}
+
+/// Key of rule set version `version` of a tenant (zero-padded like manifests).
+pub fn rules(tenant: &TenantId, version: u64) -> Path {
+    let name = format!("{version:020}.json");
+    Path::from_iter(["_system", "rules", tenant.as_str(), name.as_str()])
+}
+
+/// The version in a rule set key, if `path` is one.
+pub fn parse_rules(path: &Path) -> Option<u64> {
+    parse_manifest(path)
+}
+
+/// Prefix of the aggregator's checkpoint versions of a tenant.
+pub fn aggregator_checkpoint_prefix(tenant: &TenantId) -> Path {
+    Path::from_iter(["_system", "aggregator", tenant.as_str(), "checkpoint"])
+}
+
+/// Key of aggregator checkpoint version `version` of a tenant.
+pub fn aggregator_checkpoint(tenant: &TenantId, version: u64) -> Path {
+    let name = format!("{version:020}.json");
+    Path::from_iter([
+        "_system",
+        "aggregator",
+        tenant.as_str(),
+        "checkpoint",
+        name.as_str(),
+    ])
+}
+
 /// `YYYYMMDDHH` (UTC) of a millisecond Unix time.
 fn hour_bucket(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
@@ -199,6 +238,25 @@ mod tests {
             Some("team-a".to_string())
         );
         assert!(parse_tenant(&Path::from("tenants/..")).is_none());
+    }
+
+    #[test]
+    fn rules_and_checkpoint_keys_round_trip() {
+        let t = TenantId::new("team-a").expect("tenant");
+        let r = rules(&t, 3);
+        assert_eq!(r.as_ref(), "_system/rules/team-a/00000000000000000003.json");
+        assert_eq!(parse_rules(&r), Some(3));
+        assert!(r.as_ref().starts_with(rules_prefix(&t).as_ref()));
+        assert!(r.as_ref().starts_with(rules_root().as_ref()));
+        let c = aggregator_checkpoint(&t, 7);
+        assert_eq!(
+            c.as_ref(),
+            "_system/aggregator/team-a/checkpoint/00000000000000000007.json"
+        );
+        assert!(
+            c.as_ref()
+                .starts_with(aggregator_checkpoint_prefix(&t).as_ref())
+        );
     }
 
     #[test]

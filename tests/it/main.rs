@@ -13,7 +13,6 @@ mod crash;
 mod durability;
 mod e2e;
 mod lambda;
-mod protocols;
 
 use std::path::PathBuf;
 
