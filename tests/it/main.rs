@@ -13,6 +13,7 @@ mod crash;
 mod durability;
 mod e2e;
 mod lambda;
+mod protocols;
 
 use std::path::PathBuf;
 
