@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::auth::AuthConfig;
+use aggregator::AggregateConfig;
 use compactor::CompactorConfig;
 use ingest::IngestConfig;
 use querier::api::QueryConfig;
@@ -29,6 +30,7 @@ pub struct StrataConfig {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub compact: CompactorConfig,
+    pub aggregate: AggregateConfig,
     pub auth: AuthConfig,
 }
 
@@ -42,6 +44,7 @@ impl Default for StrataConfig {
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             compact: CompactorConfig::default(),
+            aggregate: AggregateConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -227,6 +230,9 @@ impl StrataConfig {
         self.ingest.validate().map_err(|e| invalid("ingest", e))?;
         self.query.validate().map_err(|e| invalid("query", e))?;
         self.compact.validate().map_err(|e| invalid("compact", e))?;
+        self.aggregate
+            .validate()
+            .map_err(|e| invalid("aggregate", e))?;
         self.auth.validate().map_err(|e| invalid("auth", e))?;
         Ok(())
     }

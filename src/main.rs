@@ -42,6 +42,13 @@ enum Role {
     /// cron, a scheduled task or a Lambda); with --every, a pass every
     /// interval until stopped, serving /metrics.
     Compact(CompactArgs),
+    /// Apply the tenants' mapping and roll-up rules to closed windows of raw
+    /// data, writing blocks of the rules' resolutions: one pass, or with
+    /// --every a pass every interval until stopped.
+    Aggregate(CompactArgs),
+    /// Manage rule sets: apply -f FILE, get, validate -f FILE (TOML, or
+    /// JSON for a *.json file).
+    Rules(RulesArgs),
     /// Run as an AWS Lambda function serving the HTTP API (API Gateway HTTP
     /// API or function URL events). Needs S3 storage. A binary named
     /// `bootstrap` started without arguments picks its role from the
@@ -71,6 +78,36 @@ struct LambdaJobArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct RulesArgs {
+    #[command(subcommand)]
+    command: RulesCommand,
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Tenant whose rule set to apply or get [default: the default tenant]
+    #[arg(long, global = true)]
+    tenant: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Commit a rule file as the tenant's next rule set version.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+    },
+    /// Print the tenant's newest rule set (or --version N) as JSON.
+    Get {
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Check a rule file; errors name the field.
+    Validate {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
 struct CompactArgs {
     #[command(flatten)]
     overrides: Overrides,
@@ -94,7 +131,8 @@ fn main() -> ExitCode {
         Role::Serve(f) => (server::Roles::SERVE, f),
         Role::Ingest(f) => (server::Roles::INGEST, f),
         Role::Query(f) => (server::Roles::QUERY, f),
-        Role::Compact(a) => (server::Roles::COMPACT, &a.overrides),
+        Role::Compact(a) | Role::Aggregate(a) => (server::Roles::COMPACT, &a.overrides),
+        Role::Rules(a) => (server::Roles::COMPACT, &a.overrides),
         // Not used: the Lambda entry points choose their own roles.
         Role::Lambda(a) => (server::Roles::SERVE, &a.overrides),
         Role::LambdaJob(a) => (server::Roles::COMPACT, &a.overrides),
@@ -128,6 +166,8 @@ fn main() -> ExitCode {
             Role::Compact(_) if config.compact.every.is_zero() => {
                 server::compact_once(config).await
             }
+            Role::Aggregate(a) => server::aggregate(config, a.every).await,
+            Role::Rules(a) => rules_command(config, a).await,
             Role::Lambda(a) => lambda::run_http(config, a.role).await,
             Role::LambdaJob(a) => lambda::run_job(config, a.job).await,
             _ => server::run(config, roles).await,
@@ -141,4 +181,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `strata rules ...`: against the configured object store's rule store.
+async fn rules_command(config: StrataConfig, args: RulesArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let RulesCommand::Validate { file } = &args.command {
+        aggregator::cli::read_file(file).map_err(anyhow::Error::msg)?;
+        println!("{}: valid", file.display());
+        return Ok(());
+    }
+    let tenant = match &args.tenant {
+        Some(t) => storage::TenantId::new(t).context("--tenant")?,
+        None => config.default_tenant(),
+    };
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
+    match &args.command {
+        RulesCommand::Apply { file } => {
+            let v = aggregator::cli::apply(store, &tenant, file)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("tenant {tenant}: rule set version {v}");
+        }
+        RulesCommand::Get { version } => {
+            let text = aggregator::cli::get(store, &tenant, *version)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{text}");
+        }
+        RulesCommand::Validate { .. } => {}
+    }
+    Ok(())
 }

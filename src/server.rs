@@ -86,6 +86,7 @@ pub fn app(
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
     let raw = store;
+    let raw_store = raw.clone();
     let store: Arc<dyn ObjectStore> =
         Arc::new(InstrumentedStore::new(raw.clone(), store_metrics.clone()));
     let storage = Storage::new(store.clone());
@@ -116,6 +117,15 @@ pub fn app(
         let storage = query_storage(&config.query, storage, raw, store_metrics, &mut registry);
         let state = QueryState::new(storage, config.query.clone(), config.default_tenant());
         app = app.merge(querier::api::router(state));
+    }
+    if roles.query {
+        // The rules API (`/api/v1/rules/...`) rides with the query role.
+        let rules: Arc<dyn aggregator::RuleStore> =
+            Arc::new(aggregator::ObjectRuleStore::new(raw_store.clone()));
+        app = app.merge(aggregator::api::router(aggregator::api::RulesState {
+            store: rules,
+            default_tenant: config.default_tenant(),
+        }));
     }
     let registry = Arc::new(registry);
     let auth = Arc::new(config.auth.clone());
@@ -242,6 +252,7 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .storage
         .build()
         .context("building the object store")?;
+    let store_for_jobs = store.clone();
     let (app, compactor) = app(&config, roles, store);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = compactor.map(|c| {
@@ -255,6 +266,21 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
             c.run_every(every, stopped).await;
         })
     });
+    let aggregation = (roles.compact && !config.aggregate.every.is_zero()).then(|| {
+        let store = store_for_jobs.clone();
+        let rules: Arc<dyn aggregator::RuleStore> =
+            Arc::new(aggregator::ObjectRuleStore::new(store.clone()));
+        let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
+        let every = config.aggregate.every;
+        let mut stop = stop_rx.clone();
+        info!(every = ?every, "aggregator runs on a timer");
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            job.run_every(every, stopped).await;
+        })
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -265,6 +291,9 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     let _ = stop_tx.send(true);
+    if let Some(task) = aggregation {
+        task.abort();
+    }
     if let Some(task) = background {
         // A pass in progress is abandoned at its next await; its effects are
         // crash-safe by design.
@@ -286,6 +315,28 @@ pub async fn compact_once(config: StrataConfig) -> anyhow::Result<()> {
         .await
         .context("compaction")?;
     info!(?stats, "compaction finished");
+    Ok(())
+}
+
+/// `strata aggregate`: one pass, or a pass every `aggregate.every`.
+pub async fn aggregate(
+    config: StrataConfig,
+    every: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    let store = config
+        .storage
+        .build()
+        .context("building the object store")?;
+    let rules: Arc<dyn aggregator::RuleStore> =
+        Arc::new(aggregator::ObjectRuleStore::new(store.clone()));
+    let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
+    match every {
+        Some(every) => job.run_every(every, shutdown_signal()).await,
+        None => {
+            let stats = job.run_pass().await.context("aggregation")?;
+            info!(?stats, "aggregation finished");
+        }
+    }
     Ok(())
 }
 

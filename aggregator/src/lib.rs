@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod cli;
 pub mod checkpoint;
 pub mod compute;
 pub mod config;
