@@ -13,8 +13,8 @@
 
 pub mod api;
 pub mod chain;
-pub mod cli;
 pub mod checkpoint;
+pub mod cli;
 pub mod compute;
 pub mod config;
 pub mod job;
