@@ -3,16 +3,16 @@
 //! - `strata lambda --role all|ingest|query`: the same axum router as
 //!   `strata serve`, served from API Gateway HTTP API (payload 2.0) and
 //!   function URL events through `lambda_http`.
-//! - `strata lambda-job compact`: one compaction pass per EventBridge
-//!   scheduled event, through `lambda_runtime`.
+//! - `strata lambda-job compact|aggregate`: one compaction or aggregation
+//!   pass per EventBridge scheduled event, through `lambda_runtime`.
 //!
 //! Deployed as a zip whose `bootstrap` is the `strata` binary, the function's
 //! `Handler` setting (`_HANDLER`) names the entry point: see [`bootstrap_args`].
 //!
 //! The configuration, the object store, the router (with its group committer)
-//! and the compactor are built once per cold start; each invocation is a plain
-//! async function of the event and that context ([`handle_http`],
-//! [`handle_compact`]).
+//! and the compactor or aggregator are built once per cold start; each
+//! invocation is a plain async function of the event and that context
+//! ([`handle_http`], [`handle_job`]).
 //!
 //! Durability: an ingest invocation answers only after the group commit has
 //! put the segment holding its samples (the same rule as the server: puts run
@@ -24,6 +24,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
+use aggregator::{Aggregator, ObjectRuleStore, RuleStore};
 use anyhow::Context as _;
 use axum::Router;
 use axum::response::Response;
@@ -31,7 +32,8 @@ use compactor::{Compactor, CompactorMetrics};
 use lambda_http::tower::ServiceExt;
 use lambda_runtime::LambdaEvent;
 use object_store::ObjectStore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use storage::config::Backend;
 use tracing::info;
 
@@ -63,18 +65,20 @@ impl HttpRole {
     }
 }
 
-/// Scheduled jobs of `strata lambda-job`. The aggregator is not built yet, so
-/// compaction is the only one.
+/// Scheduled jobs of `strata lambda-job`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Job {
     /// One compaction pass per invocation.
     Compact,
+    /// One aggregation (roll-up rules) pass per invocation.
+    Aggregate,
 }
 
 /// The command line a function deployed as `bootstrap` stands for: when the
 /// binary is invoked as `bootstrap` without arguments (as Lambda's
 /// `provided.al2023` runtime does), its `Handler` setting (`_HANDLER`) picks
-/// the entry point: `all` (or `http`), `ingest`, `query`, `compact`.
+/// the entry point: `all` (or `http`), `ingest`, `query`, `compact`,
+/// `aggregate`.
 /// `None` means: not a bootstrap invocation, parse the real arguments.
 pub fn bootstrap_args(
     args: &[OsString],
@@ -91,10 +95,11 @@ pub fn bootstrap_args(
         Some("ingest") => &["lambda", "--role", "ingest"],
         Some("query") => &["lambda", "--role", "query"],
         Some("compact") => &["lambda-job", "compact"],
+        Some("aggregate") => &["lambda-job", "aggregate"],
         other => {
             return Some(Err(format!(
                 "started as bootstrap with Handler {other:?}: set the function's Handler to \
-                 one of all, ingest, query, compact"
+                 one of all, ingest, query, compact, aggregate"
             )));
         }
     };
@@ -170,58 +175,74 @@ pub struct ScheduledEvent {
     pub resources: Vec<String>,
 }
 
-/// What a compaction invocation returns (the function's result, visible in
-/// the invocation log and to a caller of `aws lambda invoke`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CompactOutput {
-    pub tenants: usize,
-    pub blocks_written: usize,
-    pub blocks_replaced: usize,
-    pub segments_read: usize,
-    pub samples_written: u64,
-    pub bytes_written: u64,
-    pub objects_deleted: usize,
-    pub lease_skips: usize,
-    pub conflicts: usize,
-    pub requests: u64,
-}
-
 /// What a job function builds once per cold start.
-pub struct JobContext {
-    compactor: Compactor,
+pub enum JobContext {
+    Compact(Compactor),
+    Aggregate(Aggregator),
 }
 
 impl JobContext {
-    pub fn new(config: &StrataConfig, store: Arc<dyn ObjectStore>) -> Self {
-        let compactor = Compactor::new(store, config.compact.clone(), CompactorMetrics::default());
-        Self { compactor }
+    pub fn new(config: &StrataConfig, job: Job, store: Arc<dyn ObjectStore>) -> Self {
+        match job {
+            Job::Compact => JobContext::Compact(Compactor::new(
+                store,
+                config.compact.clone(),
+                CompactorMetrics::default(),
+            )),
+            Job::Aggregate => {
+                let rules: Arc<dyn RuleStore> = Arc::new(ObjectRuleStore::new(store.clone()));
+                JobContext::Aggregate(Aggregator::new(store, rules, config.aggregate.clone()))
+            }
+        }
     }
 }
 
-/// One scheduled compaction invocation: one pass over every tenant. A failed
-/// pass fails the invocation (reported to the runtime's error endpoint); its
-/// effects are crash-safe and the next schedule retries.
-pub async fn handle_compact(
+/// One scheduled invocation: one pass of the job over every tenant; the
+/// result (the pass' figures) is the function's response. A failed pass
+/// fails the invocation (reported to the runtime's error endpoint); passes
+/// are crash-safe and the next schedule retries.
+pub async fn handle_job(
     ctx: &JobContext,
     event: LambdaEvent<ScheduledEvent>,
-) -> Result<CompactOutput, lambda_runtime::Error> {
+) -> Result<Value, lambda_runtime::Error> {
     let request_id = event.context.request_id;
     let ev = event.payload;
-    info!(%request_id, event_id = %ev.id, scheduled = %ev.time, "compaction invocation");
-    let s = ctx.compactor.run_pass().await?;
-    let out = CompactOutput {
-        tenants: s.tenants,
-        blocks_written: s.blocks_written,
-        blocks_replaced: s.blocks_replaced,
-        segments_read: s.segments_read,
-        samples_written: s.samples_written,
-        bytes_written: s.bytes_written,
-        objects_deleted: s.objects_deleted,
-        lease_skips: s.lease_skips,
-        conflicts: s.conflicts,
-        requests: s.requests,
+    let out = match ctx {
+        JobContext::Compact(c) => {
+            info!(%request_id, event_id = %ev.id, scheduled = %ev.time, "compaction invocation");
+            let s = c.run_pass().await?;
+            json!({
+                "job": "compact",
+                "tenants": s.tenants,
+                "blocks_written": s.blocks_written,
+                "blocks_replaced": s.blocks_replaced,
+                "segments_read": s.segments_read,
+                "samples_written": s.samples_written,
+                "bytes_written": s.bytes_written,
+                "objects_deleted": s.objects_deleted,
+                "lease_skips": s.lease_skips,
+                "conflicts": s.conflicts,
+                "requests": s.requests,
+            })
+        }
+        JobContext::Aggregate(a) => {
+            info!(%request_id, event_id = %ev.id, scheduled = %ev.time, "aggregation invocation");
+            let s = a.run_pass().await?;
+            json!({
+                "job": "aggregate",
+                "tenants": s.tenants,
+                "windows": s.windows,
+                "reaggregated": s.reaggregated,
+                "blocks_written": s.blocks_written,
+                "samples_read": s.samples_read,
+                "samples_written": s.samples_written,
+                "series_written": s.series_written,
+                "lease_skips": s.lease_skips,
+                "blocks_retired": s.blocks_retired,
+            })
+        }
     };
-    info!(?out, "compaction invocation done");
+    info!(result = %out, "invocation done");
     Ok(out)
 }
 
@@ -232,14 +253,12 @@ pub async fn run_job(config: StrataConfig, job: Job) -> anyhow::Result<()> {
         .storage
         .build()
         .context("building the object store")?;
-    let ctx = Arc::new(match job {
-        Job::Compact => JobContext::new(&config, store),
-    });
+    let ctx = Arc::new(JobContext::new(&config, job, store));
     info!(?job, bucket = %config.storage.s3.bucket, "Strata Lambda job function ready");
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<ScheduledEvent>| {
             let ctx = ctx.clone();
-            async move { handle_compact(&ctx, event).await }
+            async move { handle_job(&ctx, event).await }
         },
     ))
     .await

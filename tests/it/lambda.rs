@@ -3,8 +3,8 @@
 //! API (next invocation, response, error) and a real S3-compatible server:
 //! an API Gateway v2 event carrying a remote-write body goes to the ingest
 //! function, query events to the query function, a scheduled event to the
-//! compaction function, and the data comes back from SeaweedFS before and
-//! after compaction.
+//! compaction function (and one to the aggregator's), and the data comes back
+//! from SeaweedFS before and after compaction.
 //!
 //! Timings (cold start: process start to the first answered invocation; warm
 //! invocations) are printed; run with `STRATA_BIN=target/release/strata` and
@@ -599,6 +599,56 @@ async fn lambda_functions_write_query_and_compact_on_s3() {
         .await;
     assert_eq!(single_value(&http_response(&outcome).1), 20.0);
 
+    // The aggregator's function: without rules a pass has nothing to do.
+    let mut aggregate_api = RuntimeApi::start().await;
+    let (mut aggregate, _) = start_function(
+        "strata-aggregate",
+        Start::Bootstrap {
+            dir: &boot_dir,
+            handler: "aggregate",
+        },
+        &aggregate_api,
+        &weed,
+        &logs,
+    );
+    let (_, outcome) = aggregate_api
+        .invoke(&mut aggregate, &scheduled_event())
+        .await;
+    let Outcome::Response { body, .. } = &outcome else {
+        panic!(
+            "aggregation failed: {outcome:?}\n{}",
+            aggregate.log_tail(40)
+        );
+    };
+    let stats: Value = serde_json::from_slice(body).expect("aggregation output");
+    assert_eq!(stats["job"], "aggregate", "{stats}");
+    assert_eq!(stats["blocks_written"], 0, "{stats}");
+
+    // The aggregator's function: without rules a pass has nothing to do.
+    let mut aggregate_api = RuntimeApi::start().await;
+    let (mut aggregate, _) = start_function(
+        "strata-aggregate",
+        Start::Bootstrap {
+            dir: &boot_dir,
+            handler: "aggregate",
+        },
+        &aggregate_api,
+        &weed,
+        &logs,
+    );
+    let (_, outcome) = aggregate_api
+        .invoke(&mut aggregate, &scheduled_event())
+        .await;
+    let Outcome::Response { body, .. } = &outcome else {
+        panic!(
+            "aggregation failed: {outcome:?}\n{}",
+            aggregate.log_tail(40)
+        );
+    };
+    let stats: Value = serde_json::from_slice(body).expect("aggregation output");
+    assert_eq!(stats["job"], "aggregate", "{stats}");
+    assert_eq!(stats["blocks_written"], 0, "{stats}");
+
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (w50, w90) = median_ms(warm_writes);
     let (q50, q90) = median_ms(warm_queries);
@@ -617,4 +667,5 @@ async fn lambda_functions_write_query_and_compact_on_s3() {
     ingest.kill();
     query.kill();
     compact.kill();
+    aggregate.kill();
 }
