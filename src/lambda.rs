@@ -34,6 +34,7 @@ use lambda_runtime::LambdaEvent;
 use object_store::ObjectStore;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use storage::cached_store::CacheConfig;
 use storage::config::Backend;
 use tracing::info;
 
@@ -120,6 +121,32 @@ pub fn check_storage(config: &StrataConfig) -> anyhow::Result<()> {
     }
 }
 
+/// Bytes in a MiB.
+const MIB: u64 = 1024 * 1024;
+/// The disk tier on the instance's `/tmp` (512 MB unless the function's
+/// ephemeral storage is raised): most of it, leaving room for anything else.
+const LAMBDA_DISK_CACHE_BYTES: u64 = 384 * MIB;
+
+/// The query cache of a Lambda instance: unless `[query.cache]` was set
+/// explicitly (anything but the defaults), a quarter of the function's
+/// memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB) in memory and 384 MiB on
+/// the instance's temporary directory (`tmp`, normally `/tmp`), which live as
+/// long as the instance.
+pub fn lambda_cache(configured: &CacheConfig, memory_mb: Option<u64>, tmp: &Path) -> CacheConfig {
+    let Some(memory_mb) = memory_mb else {
+        return configured.clone();
+    };
+    if *configured != CacheConfig::default() {
+        return configured.clone();
+    }
+    CacheConfig {
+        memory_bytes: (memory_mb * MIB / 4).max(16 * MIB),
+        disk_bytes: LAMBDA_DISK_CACHE_BYTES,
+        disk_dir: tmp.join("strata-cache"),
+        ..configured.clone()
+    }
+}
+
 /// What an HTTP function builds once per cold start.
 pub struct HttpContext {
     router: Router,
@@ -147,14 +174,25 @@ pub async fn handle_http(
 }
 
 /// `strata lambda`: serves HTTP invocations until the runtime stops the process.
-pub async fn run_http(config: StrataConfig, role: HttpRole) -> anyhow::Result<()> {
+pub async fn run_http(mut config: StrataConfig, role: HttpRole) -> anyhow::Result<()> {
     check_storage(&config)?;
+    let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|m| m.parse().ok());
+    config.query.cache = lambda_cache(&config.query.cache, memory_mb, &std::env::temp_dir());
+    config
+        .query
+        .cache
+        .validate()
+        .map_err(|e| anyhow::anyhow!("query cache for Lambda: {e}"))?;
     let store = config
         .storage
         .build()
         .context("building the object store")?;
     let ctx = Arc::new(HttpContext::new(&config, role, store));
-    info!(?role, bucket = %config.storage.s3.bucket, "Strata Lambda HTTP function ready");
+    let cache = &config.query.cache;
+    info!(?role, bucket = %config.storage.s3.bucket, cache_memory_bytes = cache.memory_bytes,
+        cache_disk_bytes = cache.disk_bytes, "Strata Lambda HTTP function ready");
     lambda_http::run(lambda_http::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { handle_http(&ctx, req).await }

@@ -59,6 +59,29 @@ fn lambda_needs_s3_storage() {
     check_storage(&config).expect("s3 is fine");
 }
 
+#[test]
+fn the_query_cache_follows_the_function_memory_unless_configured() {
+    let tmp = Path::new("/tmp");
+    let default = CacheConfig::default();
+    let c = lambda_cache(&default, Some(2048), tmp);
+    assert_eq!(c.memory_bytes, 512 * MIB);
+    assert_eq!(c.disk_bytes, 384 * MIB);
+    assert_eq!(c.disk_dir, tmp.join("strata-cache"));
+    assert_eq!(c.page_bytes, default.page_bytes);
+    c.validate().expect("valid");
+    assert_eq!(
+        lambda_cache(&default, Some(128), tmp).memory_bytes,
+        32 * MIB
+    );
+    // Not on Lambda, or configured by the operator: unchanged.
+    assert_eq!(lambda_cache(&default, None, tmp), default);
+    let off = CacheConfig {
+        memory_bytes: 0,
+        ..CacheConfig::default()
+    };
+    assert_eq!(lambda_cache(&off, Some(2048), tmp), off);
+}
+
 /// An API Gateway HTTP API (payload 2.0) event, as a function URL sends it too.
 fn apigw_event(
     method: &str,

@@ -447,6 +447,11 @@ fn start_function(
         ("STRATA_LOG", "info"),
         ("RUST_BACKTRACE", "1"),
     ]);
+    // The query cache's disk tier goes to the instance's temporary
+    // directory: the test's, so it is removed with it.
+    let tmp = logs.parent().unwrap_or(logs).join(format!("tmp-{name}"));
+    std::fs::create_dir_all(&tmp).expect("temporary directory");
+    cmd.env("TMPDIR", &tmp);
     let started = Instant::now();
     (Proc::spawn(name, cmd, logs), started)
 }
