@@ -9,13 +9,18 @@
 //! minute ago, so the whole span (2000 points at 1 s = 33 min) stays inside the
 //! window Prometheus' head accepts (1 h behind its newest sample).
 //!
+//! `--protocol influx` sends the same samples as InfluxDB line protocol
+//! (one point per line, precision ms, to `/write`) to Strata only, and
+//! reports samples/s; measurement `bench` and fields `metric_N` give the
+//! same metric names (`bench_metric_N`) as the remote-write workload.
+//!
 //! Run through `scripts/bench-ingest.sh`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use strata_tests::process::{prometheus_bin, strata_bin};
 use strata_tests::remote_write::{self, encode, now_ms, request, series};
 use strata_tests::{Prometheus, Strata, promapi};
@@ -44,6 +49,10 @@ struct Args {
     /// Which servers to benchmark.
     #[arg(long, value_parser = ["both", "strata", "prometheus"], default_value = "both")]
     target: String,
+    /// Write protocol: Prometheus remote write 1.0 (Strata and Prometheus),
+    /// or InfluxDB line protocol (Strata only).
+    #[arg(long, value_enum, default_value_t = Protocol::RemoteWrite)]
+    protocol: Protocol,
     /// Skip the count check after sending.
     #[arg(long)]
     no_verify: bool,
@@ -52,6 +61,12 @@ struct Args {
     /// is large, so one run of each is not enough).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    RemoteWrite,
+    Influx,
 }
 
 /// Pre-encoded requests, one list per sender.
@@ -110,6 +125,7 @@ fn build(args: &Args) -> Workload {
         while p < points && !ids.is_empty() {
             let n = steps.min(points - p);
             let mut ts = Vec::with_capacity(ids.len());
+            let mut lines = String::new();
             for (k, l) in labels.iter().enumerate() {
                 let pts: Vec<(i64, f64)> = (p..p + n)
                     .map(|j| {
@@ -122,12 +138,20 @@ fn build(args: &Args) -> Workload {
                         (start_ms + j as i64 * args.interval_ms, values[k])
                     })
                     .collect();
-                let lref: Vec<(&str, &str)> =
-                    l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                ts.push(series(&lref, &pts));
+                match args.protocol {
+                    Protocol::RemoteWrite => {
+                        let lref: Vec<(&str, &str)> =
+                            l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                        ts.push(series(&lref, &pts));
+                    }
+                    Protocol::Influx => push_lines(&mut lines, l, &pts),
+                }
                 samples += n;
             }
-            let body = encode(&request(ts));
+            let body = match args.protocol {
+                Protocol::RemoteWrite => encode(&request(ts)),
+                Protocol::Influx => lines.into_bytes(),
+            };
             bytes += body.len();
             requests += 1;
             bodies.push(body);
@@ -144,13 +168,48 @@ fn build(args: &Args) -> Workload {
     }
 }
 
+/// Line protocol for one series: measurement `bench`, the rest of the
+/// metric name as the field, the other labels as tags (none of the values
+/// needs escaping), timestamps in ms.
+fn push_lines(out: &mut String, labels: &[(String, String)], pts: &[(i64, f64)]) {
+    use std::fmt::Write as _;
+    let mut key = String::from("bench");
+    let mut field = "";
+    for (n, v) in labels {
+        if n == "__name__" {
+            field = v.strip_prefix("bench_").unwrap_or(v);
+        } else {
+            let _ = write!(key, ",{n}={v}");
+        }
+    }
+    for (t, v) in pts {
+        let _ = writeln!(out, "{key} {field}={v} {t}");
+    }
+}
+
 struct RunResult {
     elapsed: Duration,
     failures: usize,
     first_failure: Option<String>,
 }
 
-async fn send_all(write_url: &str, w: &Arc<Workload>) -> RunResult {
+/// POSTs one line-protocol body; returns the status and response body.
+async fn send_lines(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, String)> {
+    let resp = client
+        .post(url)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
+async fn send_all(write_url: &str, w: &Arc<Workload>, protocol: Protocol) -> RunResult {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -163,7 +222,13 @@ async fn send_all(write_url: &str, w: &Arc<Workload>) -> RunResult {
             let mut failures = 0;
             let mut first = None;
             for body in &w.per_sender[s] {
-                match remote_write::send(&client, &url, body.clone(), None).await {
+                let sent = match protocol {
+                    Protocol::RemoteWrite => {
+                        remote_write::send(&client, &url, body.clone(), None).await
+                    }
+                    Protocol::Influx => send_lines(&client, &url, body.clone()).await,
+                };
+                match sent {
                     Ok((status, _)) if (200..300).contains(&status) => {}
                     Ok((status, msg)) => {
                         failures += 1;
@@ -268,10 +333,18 @@ async fn main() {
         .expect("temp dir");
     let logs = work.path().to_path_buf();
 
+    if args.protocol == Protocol::Influx && args.target == "prometheus" {
+        eprintln!("--protocol influx benchmarks Strata only (use --target strata or both)");
+        std::process::exit(2);
+    }
     let t = Instant::now();
     let w = Arc::new(build(&args));
+    let encoding = match args.protocol {
+        Protocol::RemoteWrite => "snappy protobuf",
+        Protocol::Influx => "line protocol",
+    };
     println!(
-        "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB snappy; encoded in {:.1} s",
+        "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB {encoding}; encoded in {:.1} s",
         args.series,
         w.samples,
         w.requests,
@@ -285,7 +358,9 @@ async fn main() {
     let mut prom_rates = Vec::new();
     let strata_path = args.strata_bin.clone().unwrap_or_else(strata_bin);
     println!("strata binary: {}", strata_path.display());
-    println!("prometheus binary: {}", prometheus_bin().display());
+    if args.protocol == Protocol::RemoteWrite {
+        println!("prometheus binary: {}", prometheus_bin().display());
+    }
     for round in 0..args.rounds.max(1) {
         // Verify the stored data once, in the first round.
         let verify_now = round == 0 && !args.no_verify;
@@ -300,15 +375,19 @@ async fn main() {
                     .push(bench_strata(&strata_path, &data, &logs, &w, &args, verify_now).await);
                 let _ = std::fs::remove_dir_all(&data);
             }
-            if !run_strata && args.target != "strata" {
+            if !run_strata && args.target != "strata" && args.protocol == Protocol::RemoteWrite {
                 prom_rates.push(bench_prometheus(&logs, &w, &args, verify_now).await);
             }
         }
     }
     let (s, p) = (median(&mut strata_rates), median(&mut prom_rates));
     if let Some(s) = s {
+        let protocol = match args.protocol {
+            Protocol::RemoteWrite => "remote write",
+            Protocol::Influx => "line protocol",
+        };
         println!(
-            "strata median: {s:.0} samples/s over {} rounds",
+            "strata median ({protocol}): {s:.0} samples/s over {} rounds",
             strata_rates.len()
         );
     }
@@ -344,8 +423,15 @@ async fn bench_strata(
         data.display().to_string(),
     ];
     let mut strata = Strata::start(bin, strata_args, Vec::new(), logs).await;
-    let r = send_all(&strata.write_url(), w).await;
-    let rate = report("strata", w, &r);
+    let (url, name) = match args.protocol {
+        Protocol::RemoteWrite => (strata.write_url(), "strata"),
+        Protocol::Influx => (
+            format!("{}/write?precision=ms", strata.url),
+            "strata (line protocol)",
+        ),
+    };
+    let r = send_all(&url, w, args.protocol).await;
+    let rate = report(name, w, &r);
     println!(
         "  strata data dir: {:.1} MiB",
         dir_size(data) as f64 / (1024.0 * 1024.0)
@@ -376,7 +462,12 @@ async fn bench_prometheus(
         logs,
     )
     .await;
-    let r = send_all(&format!("{}/api/v1/write", prom.url), w).await;
+    let r = send_all(
+        &format!("{}/api/v1/write", prom.url),
+        w,
+        Protocol::RemoteWrite,
+    )
+    .await;
     let rate = report("prometheus", w, &r);
     println!(
         "  prometheus data dir: {:.1} MiB (WAL, not yet compacted)",
