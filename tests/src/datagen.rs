@@ -12,9 +12,11 @@
 //! in two days, which resets its counters.
 //!
 //! All series of one target share their timestamps, as in a real scrape: a
-//! phase per target, a few milliseconds of lateness per scrape (now and then
-//! much more), and Prometheus' alignment of timestamps that are within 2 ms of
-//! the expected one. No stale markers: OpenMetrics text cannot carry them.
+//! phase per target, 0-2 ms of lateness per scrape, 3-10 ms in 9% of scrapes
+//! and 10-210 ms in 1%, and Prometheus' alignment of timestamps that are
+//! within 2 ms of the expected one (a real Prometheus 2.42 scraping two
+//! targets on an idle host had every interval exactly 15 s). No stale
+//! markers: OpenMetrics text cannot carry them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -40,7 +42,9 @@ pub fn realistic(spec: &DataSpec) -> Vec<Series> {
     while out.len() < spec.series {
         host += 1;
         for job in [Job::Node, Job::Api] {
-            let seed = spec.seed ^ (host as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ job as u64;
+            // Independent streams: splitmix64 states that differ by a small
+            // multiple of its increment would repeat each other's values.
+            let seed = Rng(spec.seed ^ Rng(((host as u64) << 8) | job as u64).next()).next();
             let mut g = Target::new(spec, host, job, seed);
             match job {
                 Job::Node => g.node(),
@@ -114,10 +118,12 @@ impl Target {
                 break;
             }
             k += 1;
-            let late = if rng.below(100) == 0 {
-                10 + rng.below(200) as i64
-            } else {
-                rng.below(7) as i64
+            // Lateness: mostly within Prometheus' 2 ms tolerance, sometimes
+            // a few ms more, rarely much more.
+            let late = match rng.below(100) {
+                0 => 10 + rng.below(200) as i64,
+                1..=9 => 3 + rng.below(8) as i64,
+                _ => rng.below(3) as i64,
             };
             let mut t = nominal + late;
             // Prometheus' timestamp alignment (2 ms tolerance).
@@ -1015,7 +1021,7 @@ mod tests {
     #[test]
     fn realistic_is_deterministic_and_plausible() {
         let spec = DataSpec {
-            series: 500,
+            series: 2500,
             duration_ms: 3_600_000,
             interval_ms: 15_000,
             start_ms: 1_700_000_000_000,
@@ -1023,7 +1029,16 @@ mod tests {
         };
         let a = realistic(&spec);
         assert_eq!(a, realistic(&spec));
-        assert_eq!(a.len(), 500);
+        // Targets do not repeat each other's values.
+        let durations: Vec<Vec<u64>> = a
+            .iter()
+            .filter(|s| s.labels.metric_name() == Some("scrape_duration_seconds"))
+            .map(|s| s.samples.iter().map(|x| x.v.to_bits()).collect())
+            .collect();
+        let distinct: std::collections::HashSet<_> = durations.iter().collect();
+        assert!(durations.len() >= 8);
+        assert_eq!(distinct.len(), durations.len());
+        assert_eq!(a.len(), 2500);
         let mut ids = std::collections::HashSet::new();
         for s in &a {
             assert!(ids.insert(s.labels.clone()), "duplicate {}", s.labels);

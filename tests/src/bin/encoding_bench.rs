@@ -64,6 +64,9 @@ struct Args {
     /// Series order inside a block: by labels (like Prometheus' index) or by series id.
     #[arg(long, value_parser = ["labels", "id"], default_value = "labels")]
     order: String,
+    /// Write the generated data as OpenMetrics text to this file.
+    #[arg(long)]
+    write_openmetrics: Option<PathBuf>,
     /// Import the data into Prometheus' TSDB with promtool and measure it.
     #[arg(long)]
     prometheus: bool,
@@ -107,6 +110,11 @@ fn main() -> anyhow::Result<()> {
             s.len(),
             t.elapsed().as_secs_f64()
         );
+        if let Some(path) = &args.write_openmetrics {
+            let mut w = BufWriter::new(std::fs::File::create(path)?);
+            datagen::write_openmetrics(&s, &mut w)?;
+            std::io::Write::flush(&mut w)?;
+        }
         sets.push((
             format!(
                 "generated ({} series, {} h at {} s)",
