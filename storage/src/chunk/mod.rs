@@ -230,9 +230,9 @@ fn scales(samples: &[Sample], mode: u8, max_not_decimal: usize) -> Option<Scales
 /// decimal.
 fn encode_decimal(samples: &[Sample], out: &mut Vec<u8>) -> Option<usize> {
     let n = samples.len();
-    // Exceptions cost 9 bytes each, but a decimal chunk with many of them can
-    // still beat XOR; the sizes decide (below and in `encode_values`).
-    let max_exceptions = n / 2;
+    // Exceptions cost 9 bytes each; allowing up to half of the values
+    // measured no smaller than a quarter.
+    let max_exceptions = n / 4;
     let mut best: Option<usize> = None;
     // Division first (values parsed from decimal text); multiplication
     // (`float64(ms) * 0.001`) unless division fitted every value at a small
