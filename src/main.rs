@@ -52,10 +52,11 @@ enum Role {
     /// Run as an AWS Lambda function serving the HTTP API (API Gateway HTTP
     /// API or function URL events). Needs S3 storage. A binary named
     /// `bootstrap` started without arguments picks its role from the
-    /// function's Handler setting instead (all, ingest, query, compact).
+    /// function's Handler setting instead (all, ingest, query, compact,
+    /// aggregate).
     Lambda(LambdaArgs),
     /// Run as an AWS Lambda function for a scheduled job (EventBridge
-    /// scheduled events): `compact` runs one compaction pass per invocation.
+    /// scheduled events): `compact` or `aggregate`, one pass per invocation.
     LambdaJob(LambdaJobArgs),
 }
 

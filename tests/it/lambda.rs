@@ -473,6 +473,19 @@ async fn lambda_functions_write_query_and_compact_on_s3() {
     let logs = scratch.sub("logs");
     let weed = Weed::start("strata", &scratch.path()).await;
 
+    // SeaweedFS allocates a bucket's first volume on its first write; do
+    // that now, so that the cold start below measures Strata, not weed.
+    let warm = reqwest::Client::new()
+        .put(format!(
+            "{}/buckets/{}/warm-up",
+            weed.filer_url, weed.bucket
+        ))
+        .body("x")
+        .send()
+        .await
+        .expect("warm-up write to the filer");
+    assert!(warm.status().is_success(), "warm-up: {}", warm.status());
+
     // Ingest, deployed as `bootstrap` with Handler `ingest`.
     let mut ingest_api = RuntimeApi::start().await;
     let boot_dir = scratch.sub("task");
