@@ -131,7 +131,10 @@ pub fn app(
     let auth = Arc::new(config.auth.clone());
     let router = app
         .route("/metrics", get(metrics).with_state(registry))
-        .layer(middleware::from_fn_with_state(auth, crate::auth::authenticate))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            crate::auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(http_metrics, trace_request));
     (router, compactor)
 }
