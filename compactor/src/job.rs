@@ -519,12 +519,14 @@ impl Compactor {
                 gone_blocks.insert(r.id.clone());
             }
         }
-        // Retention: whole blocks and segments past it.
+        // Retention: whole raw blocks and segments past it. Downsampled
+        // blocks share the manifest but keep their own per-resolution
+        // retention, applied by the aggregator.
         let expired_blocks: HashSet<String> = cutoff
             .map(|c| {
                 m.blocks
                     .iter()
-                    .filter(|b| b.max_time < c)
+                    .filter(|b| b.resolution == RAW && b.max_time < c)
                     .map(|b| b.id.clone())
                     .collect()
             })

@@ -2,9 +2,10 @@
 //! resolution), written by the compactor from segments (and older blocks).
 //!
 //! Rows are chunks, not samples: `(series_id, min_time, max_time, samples,
-//! chunk)`, sorted by series then time, where `chunk` holds one series'
-//! samples over at most one chunk range (see [`crate::chunk`] for its
-//! lossless encoding). The footer carries the same series index as a segment
+//! chunk, checksum)`, sorted by series then time, where `chunk` holds one
+//! series' samples over at most one chunk range (see [`crate::chunk`] for its
+//! lossless encoding) and `checksum` lets every reader detect a corrupt
+//! chunk before decoding it ([`verify_chunk`]). The footer carries the same series index as a segment
 //! (label sets by id, time range, sample count) plus the partition and the
 //! resolution, so a reader picks series by matchers and chunks by time from
 //! the footer and Parquet statistics without touching samples. See
@@ -39,6 +40,7 @@ pub const COL_MIN_TIME: &str = "min_time";
 pub const COL_MAX_TIME: &str = "max_time";
 pub const COL_SAMPLES: &str = "samples";
 pub const COL_CHUNK: &str = "chunk";
+pub const COL_CHECKSUM: &str = "checksum";
 
 /// Resolution name of blocks holding raw (not downsampled) samples.
 pub const RAW: &str = "raw";
@@ -51,7 +53,28 @@ pub fn chunk_schema() -> SchemaRef {
         Field::new(COL_MAX_TIME, DataType::Int64, false),
         Field::new(COL_SAMPLES, DataType::UInt32, false),
         Field::new(COL_CHUNK, DataType::Binary, false),
+        Field::new(COL_CHECKSUM, DataType::UInt32, false),
     ]))
+}
+
+/// Checksum of a chunk's bytes: the low 32 bits of xxh3-64. Parquet (as
+/// written by the parquet crate) has no page checksums, and zstd frames
+/// carry none either, so without it a flipped bit could decode to a wrong
+/// value instead of an error.
+pub fn chunk_checksum(chunk: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(chunk) as u32
+}
+
+/// Checks a chunk against its stored checksum.
+pub fn verify_chunk(chunk: &[u8], checksum: u32) -> Result<(), String> {
+    let actual = chunk_checksum(chunk);
+    if actual == checksum {
+        Ok(())
+    } else {
+        Err(format!(
+            "chunk checksum mismatch: stored {checksum:08x}, computed {actual:08x}"
+        ))
+    }
 }
 
 /// How a block is cut and compressed.
@@ -151,6 +174,7 @@ impl BlockWriter {
             )));
         }
         let (mut ids, mut mins, mut maxs, mut counts) = (vec![], vec![], vec![], vec![]);
+        let mut sums = Vec::new();
         let mut chunks = BinaryBuilder::new();
         let range = self.opts.chunk_range_ms;
         for (id, s) in &order {
@@ -177,6 +201,7 @@ impl BlockWriter {
                 self.buf.clear();
                 chunk::encode(part, &mut self.buf);
                 chunks.append_value(&self.buf);
+                sums.push(chunk_checksum(&self.buf));
                 let (lo, hi) = (part[0].t, part[part.len() - 1].t);
                 ids.push(*id);
                 mins.push(lo);
@@ -198,6 +223,7 @@ impl BlockWriter {
                 Arc::new(Int64Array::from(maxs)),
                 Arc::new(UInt32Array::from(counts)),
                 Arc::new(chunks.finish()),
+                Arc::new(UInt32Array::from(sums)),
             ],
         )
         .map_err(enc)?;

@@ -25,7 +25,7 @@ use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use tracing::debug;
 use ulid::Ulid;
 
-use crate::block::{self, COL_CHUNK, COL_MAX_TIME, COL_MIN_TIME};
+use crate::block::{self, COL_CHECKSUM, COL_CHUNK, COL_MAX_TIME, COL_MIN_TIME};
 use crate::chunk;
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
@@ -284,14 +284,15 @@ impl Storage {
                 .ctx
                 .read_table(Arc::new(table))?
                 .filter(filter)?
-                .select_columns(&[COL_SERIES, COL_CHUNK, COL_SEGMENT])?
+                .select_columns(&[COL_SERIES, COL_CHUNK, COL_CHECKSUM, COL_SEGMENT])?
                 .collect()
                 .await?;
             let mut samples = Vec::new();
             for b in &batches {
                 let sid = column::<UInt64Array>(b, 0, COL_SERIES)?;
                 let chunks = column::<BinaryArray>(b, 1, COL_CHUNK)?;
-                let file = column::<UInt32Array>(b, 2, COL_SEGMENT)?;
+                let sums = column::<UInt32Array>(b, 2, COL_CHECKSUM)?;
+                let file = column::<UInt32Array>(b, 3, COL_SEGMENT)?;
                 for i in 0..b.num_rows() {
                     let Some(&pos) = block_pos.get(file.value(i) as usize) else {
                         continue;
@@ -299,13 +300,14 @@ impl Storage {
                     let Some(labels) = labels_for(pos, sid.value(i)) else {
                         continue; // an id that matched in another file only
                     };
+                    let corrupt = |reason: String| StorageError::Corrupt {
+                        key: sources[pos].meta.location.to_string(),
+                        reason,
+                    };
                     samples.clear();
-                    chunk::decode(chunks.value(i), &mut samples).map_err(|e| {
-                        StorageError::Corrupt {
-                            key: sources[pos].meta.location.to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?;
+                    block::verify_chunk(chunks.value(i), sums.value(i)).map_err(corrupt)?;
+                    chunk::decode(chunks.value(i), &mut samples)
+                        .map_err(|e| corrupt(e.to_string()))?;
                     let entry = by_series.entry(labels).or_default();
                     for x in samples.iter().filter(|x| start_ms <= x.t && x.t <= end_ms) {
                         row += 1;

@@ -59,19 +59,19 @@ async fn load(strata: &Strata, start: i64) {
                     })
                     .collect()
             };
-            let base = vec![("job", job.to_string()), ("instance", format!("host-{i}"))];
+            let base = [("job", job.to_string()), ("instance", format!("host-{i}"))];
             let with = |name: &str, extra: &[(&'static str, String)]| {
                 let mut l = vec![("__name__", name.to_string())];
                 l.extend(base.iter().cloned());
                 l.extend(extra.iter().cloned());
                 l
             };
-            let reset_at = 700 + 37 * i as i64;
+            let reset_at = 700 + 37 * i;
             series.push(remote_write::series(
                 &labels(&with("requests_total", &[])),
                 &pts(&|k| {
                     if k < reset_at {
-                        (k * (i as i64 + 3)) as f64
+                        (k * (i + 3)) as f64
                     } else {
                         ((k - reset_at) * 2) as f64
                     }
@@ -79,7 +79,7 @@ async fn load(strata: &Strata, start: i64) {
             ));
             series.push(remote_write::series(
                 &labels(&with("temperature_celsius", &[])),
-                &pts(&|k| 20.0 + ((k * 7 + i as i64 * 13) % 100) as f64 / 10.0),
+                &pts(&|k| 20.0 + ((k * 7 + i * 13) % 100) as f64 / 10.0),
             ));
             series.push(remote_write::series(
                 &labels(&with("up", &[])),
@@ -88,7 +88,7 @@ async fn load(strata: &Strata, start: i64) {
             for (j, le) in ["0.1", "0.5", "1", "+Inf"].iter().enumerate() {
                 series.push(remote_write::series(
                     &labels(&with("latency_seconds_bucket", &[("le", le.to_string())])),
-                    &pts(&|k| (k * (j as i64 + 1) * (i as i64 + 1)) as f64),
+                    &pts(&|k| (k * (j as i64 + 1) * (i + 1)) as f64),
                 ));
             }
         }

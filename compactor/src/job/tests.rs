@@ -370,3 +370,71 @@ fn id_slices_cover_everything_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn raw_retention_leaves_downsampled_blocks_to_their_own_retention() {
+    let e = env();
+    load(&reader(&e)).await;
+    let c = compactor(&e.store, config());
+    let now = 3 * DAY + 10 * H;
+    c.run_pass_at(now).await.expect("pass");
+    // A downsampled block of day 0, as the aggregator would commit it; its
+    // retention is the aggregator's business, not the raw retention's.
+    let current = reader(&e).manifest(&tenant()).await.expect("manifest");
+    let rolled_up = Ulid::new();
+    let rolled_up_id = rolled_up.to_string();
+    let day0 = current
+        .manifest
+        .blocks
+        .iter()
+        .find(|b| b.start == 0)
+        .expect("a day-0 raw block")
+        .id
+        .clone();
+    let day0 = Ulid::from_string(&day0).expect("ulid");
+    e.store
+        .copy(
+            &paths::block(&tenant(), RAW, day0),
+            &paths::block(&tenant(), "1h", rolled_up),
+        )
+        .await
+        .expect("copy");
+    manifest::update(e.store.as_ref(), &tenant(), current, |m| {
+        let mut n = m.clone();
+        let mut entry = n
+            .blocks
+            .iter()
+            .find(|b| b.id == day0.to_string())
+            .expect("the day-0 raw block")
+            .clone();
+        entry.id = rolled_up_id.clone();
+        entry.resolution = "1h".into();
+        n.blocks.push(entry);
+        Ok(manifest::Change::Commit(n, ()))
+    })
+    .await
+    .expect("commit");
+
+    let mut cfg = config();
+    cfg.tenant_retention
+        .insert("t".into(), Duration::from_secs(2 * 24 * 3600));
+    let c = compactor(&e.store, cfg);
+    c.run_pass_at(now + H).await.expect("pass");
+    let m = reader(&e)
+        .manifest(&tenant())
+        .await
+        .expect("manifest")
+        .manifest;
+    assert!(
+        m.blocks
+            .iter()
+            .filter(|b| b.resolution == RAW)
+            .all(|b| b.start >= DAY),
+        "raw day 0 is past retention"
+    );
+    assert!(
+        m.blocks.iter().any(|b| b.id == rolled_up_id),
+        "the 1h block stays: {:?}",
+        m.blocks
+    );
+}

@@ -96,6 +96,20 @@ fn empty_series_are_left_out_and_bad_options_are_errors() {
 }
 
 #[test]
+fn a_flipped_bit_in_a_chunk_fails_its_checksum() {
+    let mut buf = Vec::new();
+    chunk::encode(&[Sample::new(1, 2.5), Sample::new(2, 3.5)], &mut buf);
+    let sum = chunk_checksum(&buf);
+    assert_eq!(verify_chunk(&buf, sum), Ok(()));
+    for byte in 0..buf.len() {
+        let mut bad = buf.clone();
+        bad[byte] ^= 0x10;
+        let err = verify_chunk(&bad, sum).unwrap_err();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+}
+
+#[test]
 fn segments_are_not_blocks() {
     let (seg, _) = crate::segment::encode(&[series("a", &[(1, 1.0)])]).expect("segment");
     let reader = ParquetRecordBatchReaderBuilder::try_new(seg).expect("parquet");
