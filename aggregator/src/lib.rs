@@ -5,6 +5,7 @@
 //!
 //! - [`rules`]. The rule model: storage policies, mapping and roll-up rules.
 //! - [`rule_store`]. Versioned rule sets per tenant (object store backend).
+//! - [`polled`]. Rule sets as request paths read them, refreshed on demand.
 //! - [`compute`]. What a window's raw series become under the rules (pure).
 //! - [`checkpoint`]. Which windows are aggregated, from which inputs.
 //! - [`config`]. The `[aggregate]` section.
@@ -18,10 +19,12 @@ pub mod cli;
 pub mod compute;
 pub mod config;
 pub mod job;
+pub mod polled;
 pub mod rule_store;
 pub mod rules;
 
 pub use config::AggregateConfig;
 pub use job::{Aggregator, AggregatorError, PassStats};
+pub use polled::PolledRules;
 pub use rule_store::{ObjectRuleStore, RuleStore, RuleWatcher};
 pub use rules::{RuleSet, RuleSetSpec};

@@ -649,6 +649,12 @@ impl RuleSet {
         &self.spec
     }
 
+    /// Whether any mapping rule drops series (the ingest hook skips the
+    /// per-series check without one).
+    pub fn has_drop_rules(&self) -> bool {
+        self.mapping.iter().any(|r| r.drop)
+    }
+
     /// Whether a drop rule selects this series: the ingest tier does not
     /// store it.
     pub fn drops(&self, labels: &Labels) -> bool {
