@@ -4,9 +4,15 @@
 //! series then time; the label sets of the series, the time range and the
 //! format version live in the Parquet footer's key-value metadata, so one
 //! footer read tells a reader which series a segment holds and when, without
-//! touching samples. See `docs/format/segment.md`.
+//! touching samples. Since version 2 the footer also carries a checksum of
+//! the whole object ([`seal`], [`verify`]), so a reader that fetched a whole
+//! segment ([`read`]) refuses a corrupt one before using any of it, and the
+//! series index is a zstd frame with its own content checksum, so footer-only
+//! readers ([`decode_index`]) refuse a corrupt index too. See
+//! `docs/format/segment.md`.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, UInt64Array};
@@ -15,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -22,17 +29,32 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
-use crate::sample::Series;
+use crate::sample::{Sample, Series};
 use crate::segment_index;
 
 /// Value of the `strata.format` key: identifies a Strata segment.
 pub const FORMAT_MAGIC: &str = "strata-segment";
 /// Value of the `strata.format_version` key written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the whole-object checksum and the index's zstd checksum.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this code reads: version 1 segments (no checksum) stay readable
+/// until the compactor has replaced them.
+const READ_VERSIONS: [u32; 2] = [1, 2];
 
 const KEY_FORMAT: &str = "strata.format";
 const KEY_VERSION: &str = "strata.format_version";
 const KEY_INDEX: &str = "strata.series_index";
+/// Footer key of the whole-object checksum (version 2): 16 lowercase hex
+/// digits of xxh3-64 over the object with these digits read as `0`s.
+const KEY_CHECKSUM: &str = "strata.checksum";
+const CHECKSUM_PLACEHOLDER: &[u8; 16] = b"0000000000000000";
+/// How the Thrift compact protocol writes the `value` field of a footer
+/// `KeyValue` that follows its `key` field and holds 16 bytes: field header
+/// (id delta 1, type binary) and length. Locating the checksum by bytes,
+/// without parsing the footer, lets the check come before any parsing.
+const THRIFT_VALUE_OF_16: [u8; 2] = [0x18, 0x10];
+/// Parquet's trailer: footer length (u32 LE) and the magic.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 /// zstd level of the series index: label sets are very repetitive, and the
 /// index is written once and read once per querier (then cached).
 const INDEX_ZSTD_LEVEL: i32 = 3;
@@ -144,7 +166,7 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
         .set_column_dictionary_enabled(ColumnPath::from(COL_TIMESTAMP), false)
         .set_column_encoding(ColumnPath::from(COL_VALUE), Encoding::BYTE_STREAM_SPLIT)
         .set_column_dictionary_enabled(ColumnPath::from(COL_VALUE), false)
-        .set_key_value_metadata(Some(footer_entries(FORMAT_MAGIC, FORMAT_VERSION, &index)?))
+        .set_key_value_metadata(Some(segment_footer(&index)?))
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, sample_schema(), Some(props))
@@ -155,13 +177,218 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
     writer
         .close()
         .map_err(|e| StorageError::Encode(e.to_string()))?;
+    seal("(new segment)", &mut buf)?;
     Ok((Bytes::from(buf), index))
+}
+
+/// The footer entries of a segment written by this code: magic, version,
+/// series index (a zstd frame with a content checksum) and the checksum
+/// placeholder that [`seal`] fills in.
+fn segment_footer(index: &SegmentIndex) -> Result<Vec<KeyValue>> {
+    Ok(vec![
+        KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
+        KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
+        KeyValue::new(KEY_INDEX.to_string(), encode_index(index, true)?),
+        KeyValue::new(
+            KEY_CHECKSUM.to_string(),
+            String::from_utf8_lossy(CHECKSUM_PLACEHOLDER).into_owned(),
+        ),
+    ])
+}
+
+/// Where the checksum digits of a version 2 segment are: the one place in
+/// the footer where the key `strata.checksum` is followed by a 16-byte
+/// value. An error says why there is no such place.
+fn checksum_slot(bytes: &[u8]) -> Result<Range<usize>, String> {
+    let n = bytes.len();
+    if n < 12 || &bytes[..4] != PARQUET_MAGIC || &bytes[n - 4..] != PARQUET_MAGIC {
+        return Err(format!("not a Parquet object ({n} bytes, magic missing)"));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&bytes[n - 8..n - 4]);
+    let footer_len = u32::from_le_bytes(len) as usize;
+    let footer_start = (n - 8)
+        .checked_sub(footer_len)
+        .filter(|&s| s >= 4)
+        .ok_or_else(|| format!("footer length {footer_len} exceeds object size {n}"))?;
+    let footer = &bytes[footer_start..n - 8];
+    let mut pattern = KEY_CHECKSUM.as_bytes().to_vec();
+    pattern.extend_from_slice(&THRIFT_VALUE_OF_16);
+    let mut found = footer
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern.as_slice())
+        .map(|(i, _)| i);
+    let (Some(at), None) = (found.next(), found.next()) else {
+        return Err(format!("no single {KEY_CHECKSUM} entry in the footer"));
+    };
+    let start = footer_start + at + pattern.len();
+    let end = start + CHECKSUM_PLACEHOLDER.len();
+    if end > n - 8 {
+        return Err(format!("{KEY_CHECKSUM} value runs past the footer"));
+    }
+    Ok(start..end)
+}
+
+/// xxh3-64 of `bytes` with the checksum digits at `slot` read as `0`s.
+fn object_checksum(bytes: &[u8], slot: &Range<usize>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&bytes[..slot.start]);
+    h.update(CHECKSUM_PLACEHOLDER);
+    h.update(&bytes[slot.end..]);
+    h.digest()
+}
+
+/// Writes the checksum of a version 2 segment into its checksum slot. The
+/// encoder calls it last; tests and the fuzzer call it to make a mutated
+/// object look intact. `key` is only used in error messages.
+pub fn seal(key: &str, bytes: &mut [u8]) -> Result<()> {
+    let slot = checksum_slot(bytes).map_err(|reason| StorageError::Corrupt {
+        key: key.to_string(),
+        reason,
+    })?;
+    let digits = format!("{:016x}", object_checksum(bytes, &slot));
+    bytes[slot].copy_from_slice(digits.as_bytes());
+    Ok(())
+}
+
+/// Checks a whole segment object against its checksum, before any of it is
+/// parsed. `Ok(true)`: the checksum matched; `Ok(false)`: the object has no
+/// checksum slot, which only a version 1 segment may lack ([`read`] checks
+/// the version afterwards). A mismatch is a `Corrupt` error naming `key`.
+pub fn verify(key: &str, bytes: &[u8]) -> Result<bool> {
+    let Ok(slot) = checksum_slot(bytes) else {
+        return Ok(false);
+    };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let digits = &bytes[slot.clone()];
+    let stored = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| {
+            d.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+        .ok_or_else(|| corrupt(format!("{KEY_CHECKSUM} is not 16 hex digits")))?;
+    let actual = object_checksum(bytes, &slot);
+    if stored != actual {
+        return Err(corrupt(format!(
+            "segment checksum mismatch: stored {stored:016x}, computed {actual:016x}"
+        )));
+    }
+    Ok(true)
+}
+
+/// Reads a whole segment object: verifies its checksum ([`verify`]) before
+/// parsing anything, then decodes the footer and every sample row and checks
+/// the rows against the index (count, order, series ids, time range).
+/// Returns the index and one entry per series in id order, samples in row
+/// order (by time; duplicates kept as written). Any inconsistency is a
+/// `Corrupt` error naming `key`; no input makes it panic.
+pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let sealed = verify(key, &bytes)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| corrupt(format!("parquet: {e}")))?;
+    let (version, index) = check_footer(
+        key,
+        builder.metadata().file_metadata().key_value_metadata(),
+        FORMAT_MAGIC,
+        &READ_VERSIONS,
+    )?;
+    if version >= 2 && !sealed {
+        return Err(corrupt(format!("{KEY_CHECKSUM} missing")));
+    }
+    if builder.schema().fields() != sample_schema().fields() {
+        return Err(corrupt(format!(
+            "sample columns are {:?}",
+            builder.schema().fields()
+        )));
+    }
+    if index.series.windows(2).any(|w| w[0].id >= w[1].id) {
+        return Err(corrupt("series index not in id order".into()));
+    }
+    if let Some(s) = index.series.iter().find(|s| s.labels.series_id() != s.id) {
+        return Err(corrupt(format!(
+            "series id {} does not match its labels {}",
+            s.id, s.labels
+        )));
+    }
+    let reader = builder
+        .build()
+        .map_err(|e| corrupt(format!("parquet: {e}")))?;
+    let mut out: Vec<Series> = Vec::new();
+    let mut pos = 0usize; // position in index.series of the current series
+    let mut last: Option<(SeriesId, i64)> = None;
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| corrupt(format!("parquet: {e}")))?;
+        let col = |i: usize| batch.columns().get(i).map(|c| c.as_any());
+        let (Some(ids), Some(ts), Some(vs)) = (
+            col(0).and_then(|c| c.downcast_ref::<UInt64Array>()),
+            col(1).and_then(|c| c.downcast_ref::<Int64Array>()),
+            col(2).and_then(|c| c.downcast_ref::<Float64Array>()),
+        ) else {
+            return Err(corrupt("sample columns have the wrong types".into()));
+        };
+        for i in 0..batch.num_rows() {
+            let (id, t, v) = (ids.value(i), ts.value(i), vs.value(i));
+            if last.is_some_and(|l| l > (id, t)) {
+                return Err(corrupt(format!("rows not sorted at series {id} time {t}")));
+            }
+            if t < index.min_time || t > index.max_time {
+                return Err(corrupt(format!(
+                    "sample time {t} outside the index's [{}, {}]",
+                    index.min_time, index.max_time
+                )));
+            }
+            if last.is_none_or(|(l, _)| l != id) {
+                // Rows are sorted, so the series comes at or after `pos`.
+                let Some(off) = index.series[pos..].iter().position(|s| s.id == id) else {
+                    return Err(corrupt(format!("series id {id} not in the index")));
+                };
+                pos += off;
+                out.push(Series {
+                    labels: index.series[pos].labels.clone(),
+                    samples: Vec::new(),
+                });
+            }
+            if let Some(s) = out.last_mut() {
+                s.samples.push(Sample::new(t, v));
+            }
+            last = Some((id, t));
+            rows += 1;
+        }
+    }
+    if rows != index.samples {
+        return Err(corrupt(format!(
+            "{rows} sample rows, the index says {}",
+            index.samples
+        )));
+    }
+    Ok((index, out))
 }
 
 /// Reads the series index from a segment's footer key-value metadata.
 /// `key` is only used in error messages.
+/// Footer-only readers cannot check the whole-object checksum, but a
+/// version 2 index is a zstd frame with a content checksum, which
+/// decompression verifies.
 pub fn decode_index(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<SegmentIndex> {
-    decode_footer_index(key, kv, FORMAT_MAGIC, FORMAT_VERSION)
+    let (version, index) = check_footer(key, kv, FORMAT_MAGIC, &READ_VERSIONS)?;
+    if version >= 2 && kv.and_then(|kv| footer_value(kv, KEY_CHECKSUM)).is_none() {
+        return Err(StorageError::Corrupt {
+            key: key.to_string(),
+            reason: format!("{KEY_CHECKSUM} missing"),
+        });
+    }
+    Ok(index)
 }
 
 /// Checks the footer's format magic and version and decodes its series index;
@@ -172,6 +399,17 @@ pub(crate) fn decode_footer_index(
     magic: &str,
     format_version: u32,
 ) -> Result<SegmentIndex> {
+    check_footer(key, kv, magic, &[format_version]).map(|(_, index)| index)
+}
+
+/// Checks the footer's magic and that its version is one of `versions`;
+/// returns the version and the decoded series index.
+fn check_footer(
+    key: &str,
+    kv: Option<&Vec<KeyValue>>,
+    magic: &str,
+    versions: &[u32],
+) -> Result<(u32, SegmentIndex)> {
     let corrupt = |reason: String| StorageError::Corrupt {
         key: key.to_string(),
         reason,
@@ -183,19 +421,21 @@ pub(crate) fn decode_footer_index(
             "not a Strata {magic} ({KEY_FORMAT} missing or wrong)"
         )));
     }
-    let version = get(KEY_VERSION).unwrap_or("");
-    if version != format_version.to_string() {
+    let text = get(KEY_VERSION).unwrap_or("");
+    let Some(version) = versions.iter().copied().find(|v| text == v.to_string()) else {
         return Err(corrupt(format!(
-            "unsupported {magic} format version {version:?}"
+            "unsupported {magic} format version {text:?}"
         )));
-    }
+    };
     let text = get(KEY_INDEX).ok_or_else(|| corrupt(format!("{KEY_INDEX} missing")))?;
     let compressed = BASE64
         .decode(text)
         .map_err(|e| corrupt(format!("series index is not base64: {e}")))?;
     let raw = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
         .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
-    segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))
+    let index =
+        segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))?;
+    Ok((version, index))
 }
 
 /// The value of footer key `k`, if present.
@@ -215,130 +455,23 @@ pub(crate) fn footer_entries(
     Ok(vec![
         KeyValue::new(KEY_FORMAT.to_string(), magic.to_string()),
         KeyValue::new(KEY_VERSION.to_string(), format_version.to_string()),
-        KeyValue::new(KEY_INDEX.to_string(), encode_index(index)?),
+        KeyValue::new(KEY_INDEX.to_string(), encode_index(index, false)?),
     ])
 }
 
 /// The series index as stored in the footer: base64(zstd(binary index), see
 /// [`segment_index`]). Parquet key-value values are strings, hence base64;
 /// zstd shrinks the label text about tenfold, which matters because every
-/// segment carries one.
-fn encode_index(index: &SegmentIndex) -> Result<String> {
+/// segment carries one. `checksum`: the zstd frame carries a content
+/// checksum (segments since version 2; blocks do not, yet).
+fn encode_index(index: &SegmentIndex, checksum: bool) -> Result<String> {
+    let enc = |e: std::io::Error| StorageError::Encode(e.to_string());
     let raw = segment_index::encode(index);
-    let compressed = zstd::bulk::compress(&raw, INDEX_ZSTD_LEVEL)
-        .map_err(|e| StorageError::Encode(e.to_string()))?;
-    Ok(BASE64.encode(compressed))
+    let mut zstd = zstd::bulk::Compressor::new(INDEX_ZSTD_LEVEL).map_err(enc)?;
+    zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(checksum))
+        .map_err(enc)?;
+    Ok(BASE64.encode(zstd.compress(&raw).map_err(enc)?))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sample::{STALE_NAN_BITS, Sample};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-    fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
-        Series {
-            labels: Labels::from_pairs(pairs.iter().copied()).expect("labels"),
-            samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
-        }
-    }
-
-    #[test]
-    fn round_trips_samples_bit_for_bit_with_index() {
-        let weird_nan = f64::from_bits(0x7ff8_dead_beef_0001);
-        let stale = f64::from_bits(STALE_NAN_BITS);
-        let input = vec![
-            series(&[("__name__", "b"), ("x", "1")], &[(30, 3.0), (10, 1.0)]),
-            series(
-                &[("__name__", "a")],
-                &[(5, weird_nan), (6, stale), (7, -0.0)],
-            ),
-            // Same labels again (another request in the same batch).
-            series(&[("__name__", "b"), ("x", "1")], &[(20, 2.0)]),
-        ];
-        let (bytes, index) = encode(&input).expect("encode");
-        assert_eq!((index.min_time, index.max_time, index.samples), (5, 30, 6));
-
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
-        let decoded = decode_index(
-            "test",
-            reader.metadata().file_metadata().key_value_metadata(),
-        )
-        .expect("index");
-        let mut series: Vec<IndexedSeries> = [&input[0], &input[1]]
-            .iter()
-            .map(|s| IndexedSeries {
-                id: s.labels.series_id(),
-                labels: s.labels.clone(),
-            })
-            .collect();
-        series.sort_by_key(|s| s.id);
-        assert_eq!(
-            decoded,
-            SegmentIndex {
-                min_time: 5,
-                max_time: 30,
-                samples: 6,
-                series
-            }
-        );
-        let mut rows = Vec::new();
-        for batch in reader.build().expect("reader") {
-            let batch = batch.expect("batch");
-            let ids = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .expect("ids");
-            let ts = batch
-                .column(1)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("ts");
-            let vs = batch
-                .column(2)
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .expect("vs");
-            for i in 0..batch.num_rows() {
-                rows.push((ids.value(i), ts.value(i), vs.value(i).to_bits()));
-            }
-        }
-        let a = input[1].labels.series_id();
-        let b = input[0].labels.series_id();
-        let mut want = vec![
-            (a, 5, weird_nan.to_bits()),
-            (a, 6, STALE_NAN_BITS),
-            (a, 7, (-0.0f64).to_bits()),
-            (b, 10, 1.0f64.to_bits()),
-            (b, 20, 2.0f64.to_bits()),
-            (b, 30, 3.0f64.to_bits()),
-        ];
-        want.sort_by_key(|&(id, t, _)| (id, t));
-        assert_eq!(rows, want);
-    }
-
-    #[test]
-    fn rejects_foreign_parquet_and_future_versions() {
-        let kv = vec![KeyValue::new(KEY_FORMAT.to_string(), "other".to_string())];
-        assert!(decode_index("k", Some(&kv)).is_err());
-        let kv = vec![
-            KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
-            KeyValue::new(KEY_VERSION.to_string(), "99".to_string()),
-        ];
-        let err = decode_index("k", Some(&kv)).unwrap_err().to_string();
-        assert!(err.contains("version"), "{err}");
-        assert!(decode_index("k", None).is_err());
-        let bad_index = |v: &str| {
-            vec![
-                KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
-                KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-                KeyValue::new(KEY_INDEX.to_string(), v.to_string()),
-            ]
-        };
-        for v in ["not base64!", "aGVsbG8=", ""] {
-            let err = decode_index("k", Some(&bad_index(v))).unwrap_err();
-            assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
-        }
-    }
-}
+mod tests;

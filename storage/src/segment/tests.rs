@@ -1,0 +1,334 @@
+use super::*;
+use crate::sample::STALE_NAN_BITS;
+
+fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+    Series {
+        labels: Labels::from_pairs(pairs.iter().copied()).expect("labels"),
+        samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+    }
+}
+
+#[test]
+fn round_trips_samples_bit_for_bit_with_index() {
+    let weird_nan = f64::from_bits(0x7ff8_dead_beef_0001);
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let input = vec![
+        series(&[("__name__", "b"), ("x", "1")], &[(30, 3.0), (10, 1.0)]),
+        series(
+            &[("__name__", "a")],
+            &[(5, weird_nan), (6, stale), (7, -0.0)],
+        ),
+        // Same labels again (another request in the same batch).
+        series(&[("__name__", "b"), ("x", "1")], &[(20, 2.0)]),
+    ];
+    let (bytes, index) = encode(&input).expect("encode");
+    assert_eq!((index.min_time, index.max_time, index.samples), (5, 30, 6));
+
+    assert!(verify("test", &bytes).expect("verify"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let decoded = decode_index(
+        "test",
+        reader.metadata().file_metadata().key_value_metadata(),
+    )
+    .expect("index");
+    let mut series: Vec<IndexedSeries> = [&input[0], &input[1]]
+        .iter()
+        .map(|s| IndexedSeries {
+            id: s.labels.series_id(),
+            labels: s.labels.clone(),
+        })
+        .collect();
+    series.sort_by_key(|s| s.id);
+    assert_eq!(
+        decoded,
+        SegmentIndex {
+            min_time: 5,
+            max_time: 30,
+            samples: 6,
+            series
+        }
+    );
+    let mut rows = Vec::new();
+    for batch in reader.build().expect("reader") {
+        let batch = batch.expect("batch");
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("ids");
+        let ts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ts");
+        let vs = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("vs");
+        for i in 0..batch.num_rows() {
+            rows.push((ids.value(i), ts.value(i), vs.value(i).to_bits()));
+        }
+    }
+    let a = input[1].labels.series_id();
+    let b = input[0].labels.series_id();
+    let mut want = vec![
+        (a, 5, weird_nan.to_bits()),
+        (a, 6, STALE_NAN_BITS),
+        (a, 7, (-0.0f64).to_bits()),
+        (b, 10, 1.0f64.to_bits()),
+        (b, 20, 2.0f64.to_bits()),
+        (b, 30, 3.0f64.to_bits()),
+    ];
+    want.sort_by_key(|&(id, t, _)| (id, t));
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn rejects_foreign_parquet_and_future_versions() {
+    let kv = vec![KeyValue::new(KEY_FORMAT.to_string(), "other".to_string())];
+    assert!(decode_index("k", Some(&kv)).is_err());
+    let kv = vec![
+        KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
+        KeyValue::new(KEY_VERSION.to_string(), "99".to_string()),
+    ];
+    let err = decode_index("k", Some(&kv)).unwrap_err().to_string();
+    assert!(err.contains("version"), "{err}");
+    assert!(decode_index("k", None).is_err());
+    let bad_index = |v: &str| {
+        vec![
+            KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
+            KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
+            KeyValue::new(KEY_INDEX.to_string(), v.to_string()),
+        ]
+    };
+    for v in ["not base64!", "aGVsbG8=", ""] {
+        let err = decode_index("k", Some(&bad_index(v))).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+}
+
+/// The input frozen by the snapshot tests (both versions).
+fn fixture() -> Vec<Series> {
+    vec![
+        series(
+            &[("__name__", "up"), ("job", "api")],
+            &[(1000, 1.0), (2000, 0.0), (2000, 1.0)],
+        ),
+        series(
+            &[("__name__", "temp"), ("room", "x")],
+            &[
+                (1500, -0.0),
+                (2500, f64::from_bits(STALE_NAN_BITS)),
+                (3500, f64::NAN),
+            ],
+        ),
+    ]
+}
+
+fn bits(series: &[Series]) -> Vec<(String, Vec<(i64, u64)>)> {
+    let mut out: Vec<_> = series
+        .iter()
+        .map(|s| {
+            (
+                s.labels.to_string(),
+                s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn read_returns_what_was_encoded() {
+    let input = fixture();
+    let (bytes, index) = encode(&input).expect("encode");
+    let (read_index, rows) = read("k", bytes).expect("read");
+    assert_eq!(read_index, index);
+    assert_eq!(bits(&rows), bits(&input));
+}
+
+#[test]
+fn empty_segment_reads_back_empty() {
+    let (bytes, index) = encode(&[]).expect("encode");
+    assert_eq!(index.samples, 0);
+    let (_, rows) = read("k", bytes).expect("read");
+    assert!(rows.is_empty());
+}
+
+/// Frozen bytes of the version 2 encoding. If this fails, the segment bytes
+/// changed: if that was meant, bump `FORMAT_VERSION` when old readers could
+/// misread the new bytes, document it in `docs/format/segment.md`, and
+/// regenerate with `STRATA_UPDATE_SNAPSHOTS=1 cargo test -p storage segment`.
+#[test]
+fn version_2_bytes_are_frozen() {
+    let (bytes, _) = encode(&fixture()).expect("encode");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/segment/snapshot_v2.hex");
+    if std::env::var_os("STRATA_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &hex).expect("write snapshot");
+    }
+    let frozen = std::fs::read_to_string(&path).expect("snapshot file");
+    assert!(
+        frozen.trim() == hex,
+        "segment bytes changed ({} bytes now, {} frozen); see this test's doc comment",
+        bytes.len(),
+        frozen.trim().len() / 2
+    );
+    assert!(
+        verify("k", &bytes).expect("verify"),
+        "frozen bytes are sealed"
+    );
+}
+
+/// Segments written before checksums (version 1) are still read, by the
+/// whole-object reader and by footer-only readers.
+#[test]
+fn version_1_segments_stay_readable() {
+    let v1 = unhex(include_str!("snapshot_v1.hex"));
+    assert!(!verify("v1", &v1).expect("no checksum is not an error for v1"));
+    let (index, rows) = read("v1", Bytes::from(v1.clone())).expect("read v1");
+    assert_eq!(bits(&rows), bits(&fixture()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(v1)).expect("parquet");
+    let footer = decode_index("v1", reader.metadata().file_metadata().key_value_metadata())
+        .expect("v1 footer");
+    assert_eq!(footer, index);
+}
+
+/// Every byte of a segment is covered: one flipped bit anywhere is an
+/// error naming the key, never a panic or a different answer.
+#[test]
+fn any_flipped_bit_is_a_corrupt_error_naming_the_key() {
+    let (bytes, _) = encode(&fixture()).expect("encode");
+    for i in 0..bytes.len() {
+        let mut bad = bytes.to_vec();
+        bad[i] ^= 1 << (i % 8);
+        match read("tenants/t/segments/x.parquet", Bytes::from(bad)) {
+            Err(StorageError::Corrupt { key, .. }) => {
+                assert_eq!(key, "tenants/t/segments/x.parquet");
+            }
+            other => panic!("byte {i} flipped: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn truncated_segments_are_errors() {
+    let (bytes, _) = encode(&fixture()).expect("encode");
+    for n in [0, 1, 4, 12, bytes.len() / 2, bytes.len() - 1] {
+        let err = read("k", bytes.slice(..n)).expect_err("truncated");
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{n}: {err}");
+    }
+}
+
+#[test]
+fn checksum_mismatch_says_so() {
+    let (bytes, _) = encode(&fixture()).expect("encode");
+    let mut bad = bytes.to_vec();
+    bad[20] ^= 0x40; // inside the first column chunk
+    let err = verify("tenants/t/segments/x.parquet", &bad).expect_err("mismatch");
+    let text = err.to_string();
+    assert!(
+        text.contains("key=tenants/t/segments/x.parquet") && text.contains("checksum mismatch"),
+        "{text}"
+    );
+}
+
+/// Writes sample rows with the footer of `index` and seals the result: a
+/// segment whose checksum is right but whose content is inconsistent (what
+/// a buggy writer could store).
+/// (series id, time, value)
+type Row = (u64, i64, f64);
+
+fn sealed_with_index(rows: &[Row], index: &SegmentIndex) -> Bytes {
+    let batch = RecordBatch::try_new(
+        sample_schema(),
+        vec![
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("batch");
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(segment_footer(index).expect("footer")))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, sample_schema(), Some(props)).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    seal("k", &mut buf).expect("seal");
+    Bytes::from(buf)
+}
+
+#[test]
+fn rows_that_disagree_with_the_index_are_corrupt() {
+    let s = &fixture()[0];
+    let id = s.labels.series_id();
+    let index = SegmentIndex {
+        min_time: 1000,
+        max_time: 2000,
+        samples: 2,
+        series: vec![IndexedSeries {
+            id,
+            labels: s.labels.clone(),
+        }],
+    };
+    let ok = sealed_with_index(&[(id, 1000, 1.0), (id, 2000, 2.0)], &index);
+    assert!(read("k", ok).is_ok());
+    type Case<'a> = (&'a [Row], &'a str);
+    let cases: [Case; 4] = [
+        (&[(id, 1000, 1.0)], "sample rows"),
+        (&[(id, 2000, 1.0), (id, 1000, 2.0)], "not sorted"),
+        (&[(id, 1000, 1.0), (id, 3000, 2.0)], "outside"),
+        (&[(id, 1000, 1.0), (id + 1, 2000, 2.0)], "not in the index"),
+    ];
+    for (rows, want) in cases {
+        let err = read("k", sealed_with_index(rows, &index)).expect_err(want);
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+    let mut wrong_id = index.clone();
+    wrong_id.series[0].id = id ^ 1;
+    let err = read(
+        "k",
+        sealed_with_index(&[(id ^ 1, 1000, 1.0), (id ^ 1, 2000, 2.0)], &wrong_id),
+    )
+    .expect_err("id not matching labels");
+    assert!(
+        err.to_string().contains("does not match its labels"),
+        "{err}"
+    );
+}
+
+/// A version 2 footer without its checksum entry is refused by footer-only
+/// readers too.
+#[test]
+fn version_2_footer_without_checksum_is_refused() {
+    let (bytes, _) = encode(&fixture()).expect("encode");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let mut kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .expect("kv");
+    assert!(decode_index("k", Some(&kv)).is_ok());
+    kv.retain(|e| e.key != KEY_CHECKSUM);
+    let err = decode_index("k", Some(&kv)).expect_err("no checksum");
+    assert!(err.to_string().contains(KEY_CHECKSUM), "{err}");
+}
