@@ -5,3 +5,5 @@ pub mod api;
 pub mod promql;
 pub mod promqltest;
 pub mod queryable;
+pub mod remote_read;
+pub mod sql;

@@ -76,6 +76,33 @@ impl From<EvalError> for ApiError {
     }
 }
 
+impl From<crate::remote_read::RemoteReadError> for ApiError {
+    fn from(e: crate::remote_read::RemoteReadError) -> Self {
+        use crate::remote_read::RemoteReadError as E;
+        match e {
+            // Prometheus answers its remote read sample limit with 400.
+            E::BadRequest(_) | E::TooManySamples { .. } => Self::bad_data(e.to_string()),
+            E::Storage(e) => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::sql::SqlError> for ApiError {
+    fn from(e: crate::sql::SqlError) -> Self {
+        use crate::sql::SqlError as E;
+        let kind = match &e {
+            E::BadQuery(_) => ErrorType::BadData,
+            E::Execution(_) => ErrorType::Execution,
+            E::Timeout(_) => ErrorType::Timeout,
+            E::Internal(_) => ErrorType::Internal,
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<storage::StorageError> for ApiError {
     fn from(e: storage::StorageError) -> Self {
         Self::internal(e.to_string())

@@ -5,6 +5,8 @@
 mod error;
 mod json;
 mod params;
+mod remote_read;
+mod sql;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub struct QueryConfig {
     /// `[query.inject_latency]`: a delay before every object-store request
     /// of queries, to measure cold reads locally as if on S3 (off by default).
     pub inject_latency: LatencyConfig,
+    /// `[query.sql]`: limits of `/api/v1/sql` and `strata sql`.
+    pub sql: crate::sql::SqlConfig,
 }
 
 impl Default for QueryConfig {
@@ -67,6 +71,7 @@ impl Default for QueryConfig {
             max_points_per_series: 11_000,
             cache: CacheConfig::default(),
             inject_latency: LatencyConfig::default(),
+            sql: crate::sql::SqlConfig::default(),
         }
     }
 }
@@ -86,6 +91,7 @@ impl QueryConfig {
             return Err("query.max_points_per_series: must be greater than 0".into());
         }
         self.cache.validate()?;
+        self.sql.validate()?;
         Ok(())
     }
 
@@ -133,6 +139,8 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/labels", get(label_names).post(label_names))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/read", axum::routing::post(remote_read::read))
+        .route("/api/v1/sql", axum::routing::post(sql::query))
         .with_state(state)
 }
 

@@ -1,0 +1,125 @@
+//! `POST /api/v1/read`: Prometheus remote read over the request's tenant.
+//! The protocol work is in [`crate::remote_read`]; this is the HTTP side:
+//! tenant, limits, timeouts and the two kinds of response body.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use storage::{Series, Storage, TenantId};
+use tracing::{debug, error};
+
+use super::{ApiError, ErrorType, QueryState};
+use crate::remote_read::proto::ResponseType;
+use crate::remote_read::{
+    self, MAX_BYTES_IN_FRAME, RemoteReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE,
+    SampleBudget, Selection,
+};
+
+fn timed_out() -> ApiError {
+    ApiError {
+        kind: ErrorType::Timeout,
+        message: "remote read timed out".into(),
+    }
+}
+
+/// One query's series, under the query timeout.
+async fn select(
+    storage: &Storage,
+    tenant: &TenantId,
+    sel: &Selection,
+    limit: Duration,
+    budget: &mut SampleBudget,
+) -> Result<Vec<Series>, ApiError> {
+    let found = tokio::time::timeout(
+        limit,
+        storage.select(tenant, &sel.matchers, sel.start_ms, sel.end_ms),
+    )
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(RemoteReadError::from)?;
+    budget.take(&found)?;
+    Ok(found)
+}
+
+pub(super) async fn read(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = state.tenant(&headers)?;
+    let req = remote_read::decode_request(&body)?;
+    let kind = remote_read::negotiate(&req.accepted_response_types)?;
+    let selections = remote_read::selections(&req)?;
+    debug!(
+        %tenant,
+        queries = selections.len(),
+        accepted = ?req.accepted_response_types,
+        response_type = ?kind,
+        "remote read"
+    );
+    let limit = state.config.timeout;
+    let mut budget = SampleBudget::new(state.config.max_samples);
+    match kind {
+        ResponseType::Samples => {
+            let mut results = Vec::with_capacity(selections.len());
+            for sel in &selections {
+                results.push(select(&state.storage, &tenant, sel, limit, &mut budget).await?);
+            }
+            let body = remote_read::samples_response(&results)?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, SAMPLES_CONTENT_TYPE),
+                    (header::CONTENT_ENCODING, "snappy"),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        ResponseType::StreamedXorChunks => {
+            // The first query is read before answering, so its errors (the
+            // common single-query case) still get a status code; later
+            // ones can only cut the stream short, which the client sees.
+            let mut pending = selections.into_iter().enumerate();
+            let first = match pending.next() {
+                Some((_, sel)) => select(&state.storage, &tenant, &sel, limit, &mut budget).await?,
+                None => Vec::new(),
+            };
+            let head = remote_read::chunked_frames(0, &first, MAX_BYTES_IN_FRAME);
+            drop(first);
+            let storage = state.storage.clone();
+            let tail = futures::stream::unfold(
+                Some((budget, pending, storage, tenant)),
+                move |st| async move {
+                    let (mut budget, mut pending, storage, tenant) = st?;
+                    let (i, sel) = pending.next()?;
+                    match select(&storage, &tenant, &sel, limit, &mut budget).await {
+                        Ok(found) => Some((
+                            Ok(remote_read::chunked_frames(i, &found, MAX_BYTES_IN_FRAME)),
+                            Some((budget, pending, storage, tenant)),
+                        )),
+                        Err(e) => {
+                            error!(query = i, error = %e.message, "remote read stream cut short");
+                            Some((Err(std::io::Error::other(e.message)), None))
+                        }
+                    }
+                },
+            )
+            .map_ok(|frames| futures::stream::iter(frames.into_iter().map(Ok)))
+            .try_flatten();
+            let stream =
+                futures::stream::iter(head.into_iter().map(Ok::<_, std::io::Error>)).chain(tail);
+            Ok((
+                [(header::CONTENT_TYPE, STREAMED_CONTENT_TYPE)],
+                Body::from_stream(stream),
+            )
+                .into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
