@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::auth::AuthConfig;
+use crate::limits::LimitsConfig;
+use crate::tls::TlsConfig;
 use aggregator::AggregateConfig;
 use compactor::CompactorConfig;
 use ingest::IngestConfig;
@@ -32,6 +34,10 @@ pub struct StrataConfig {
     pub compact: CompactorConfig,
     pub aggregate: AggregateConfig,
     pub auth: AuthConfig,
+    /// `[limits]`: per-tenant limits (`src/limits.rs`).
+    pub limits: LimitsConfig,
+    /// `[tls]`: HTTPS on `listen` when a certificate and key are set.
+    pub tls: TlsConfig,
 }
 
 impl Default for StrataConfig {
@@ -46,6 +52,8 @@ impl Default for StrataConfig {
             compact: CompactorConfig::default(),
             aggregate: AggregateConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -89,6 +97,21 @@ pub struct Overrides {
     /// Log filter, e.g. "info" or "strata=debug,info" [env: STRATA_LOG]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Default per-tenant ingestion rate per ingester, samples/s (limits.ingestion_rate) [env: STRATA_INGESTION_RATE]
+    #[arg(long, value_name = "SAMPLES_PER_SECOND")]
+    pub ingestion_rate: Option<f64>,
+    /// Default per-tenant ingestion burst, samples (limits.ingestion_burst) [env: STRATA_INGESTION_BURST]
+    #[arg(long, value_name = "SAMPLES")]
+    pub ingestion_burst: Option<u64>,
+    /// Default per-tenant concurrent queries per querier (limits.max_concurrent_queries) [env: STRATA_MAX_CONCURRENT_QUERIES]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_queries: Option<usize>,
+    /// PEM certificate (and chain): serve HTTPS (tls.cert_file) [env: STRATA_TLS_CERT_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate (tls.key_file) [env: STRATA_TLS_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +203,24 @@ impl StrataConfig {
                     self.compact.retention = humantime::parse_duration(v)
                         .map_err(|e| invalid("STRATA_COMPACT_RETENTION", e))?
                 }
+                "STRATA_INGESTION_RATE" => {
+                    self.limits.ingestion_rate =
+                        Some(v.parse().map_err(|e| invalid("STRATA_INGESTION_RATE", e))?)
+                }
+                "STRATA_INGESTION_BURST" => {
+                    self.limits.ingestion_burst = Some(
+                        v.parse()
+                            .map_err(|e| invalid("STRATA_INGESTION_BURST", e))?,
+                    )
+                }
+                "STRATA_MAX_CONCURRENT_QUERIES" => {
+                    self.limits.max_concurrent_queries = Some(
+                        v.parse()
+                            .map_err(|e| invalid("STRATA_MAX_CONCURRENT_QUERIES", e))?,
+                    )
+                }
+                "STRATA_TLS_CERT_FILE" => self.tls.cert_file = Some(PathBuf::from(v)),
+                "STRATA_TLS_KEY_FILE" => self.tls.key_file = Some(PathBuf::from(v)),
                 "STRATA_CONFIG" => {}
                 other if other.starts_with("STRATA_") => {
                     return Err(invalid(other, "unknown environment variable (typo?)"));
@@ -219,6 +260,21 @@ impl StrataConfig {
         if let Some(v) = &f.log {
             self.log = v.clone();
         }
+        if f.ingestion_rate.is_some() {
+            self.limits.ingestion_rate = f.ingestion_rate;
+        }
+        if f.ingestion_burst.is_some() {
+            self.limits.ingestion_burst = f.ingestion_burst;
+        }
+        if f.max_concurrent_queries.is_some() {
+            self.limits.max_concurrent_queries = f.max_concurrent_queries;
+        }
+        if let Some(v) = &f.tls_cert_file {
+            self.tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &f.tls_key_file {
+            self.tls.key_file = Some(v.clone());
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -234,6 +290,8 @@ impl StrataConfig {
             .validate()
             .map_err(|e| invalid("aggregate", e))?;
         self.auth.validate().map_err(|e| invalid("auth", e))?;
+        self.limits.validate().map_err(|e| invalid("limits", e))?;
+        self.tls.validate().map_err(|e| invalid("tls", e))?;
         Ok(())
     }
 

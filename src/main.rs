@@ -3,7 +3,9 @@
 mod auth;
 mod config;
 mod lambda;
+mod limits;
 mod server;
+mod tls;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -110,12 +110,22 @@ pub fn app(
             metrics,
             series_cache: Arc::new(SeriesCache::new(config.ingest.series_cache_entries)),
             default_tenant: config.default_tenant(),
+            limits: Arc::new(config.limits.ingest(
+                &config.ingest,
+                Arc::new(ingest::clock::SystemClock),
+                ingest::limits::LimitMetrics::register(&mut registry),
+            )),
         };
         app = app.merge(ingest::router(state));
     }
     if roles.query {
         let storage = query_storage(&config.query, storage, raw, store_metrics, &mut registry);
-        let state = QueryState::new(storage, config.query.clone(), config.default_tenant());
+        let limits = config.limits.query(
+            &config.query,
+            crate::limits::QueryLimitMetrics::register(&mut registry),
+        );
+        let state = QueryState::new(storage, config.query.clone(), config.default_tenant())
+            .with_limits(Arc::new(limits));
         app = app.merge(querier::api::router(state));
     }
     if roles.query {
@@ -288,11 +298,25 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("local address")?;
-    info!(%addr, backend = ?config.storage.backend, ingest = roles.ingest, query = roles.query, "Strata listening on {addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let tls = config
+        .tls
+        .acceptor()
+        .context("loading the TLS certificate")?;
+    info!(%addr, backend = ?config.storage.backend, ingest = roles.ingest, query = roles.query, tls = tls.is_some(), "Strata listening on {addr}");
+    match tls {
+        Some(acceptor) => {
+            let listener = crate::tls::TlsListener::new(listener, acceptor)
+                .context("starting the TLS listener")?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serving HTTPS")?
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?,
+    }
     let _ = stop_tx.send(true);
     if let Some(task) = aggregation {
         task.abort();

@@ -72,6 +72,27 @@ pub enum IngestError {
     Store(Arc<StorageError>),
     #[error("ingester is shutting down")]
     ShuttingDown,
+    /// The tenant's token bucket holds fewer samples than the request
+    /// (`ingestion_rate`, per ingester): 429, which senders retry with backoff.
+    #[error(
+        "tenant {tenant:?} exceeded its ingestion rate limit (ingestion_rate: {rate} samples/s with a burst of {burst} samples, per ingester); request of {samples} samples refused"
+    )]
+    RateLimited {
+        tenant: String,
+        samples: usize,
+        rate: f64,
+        burst: f64,
+    },
+    /// More series in one request than the tenant may send; retrying the
+    /// same request can never succeed, so 400.
+    #[error(
+        "request of {series} series exceeds the limit of tenant {tenant:?} (max_series_per_request: {limit})"
+    )]
+    TooManySeries {
+        tenant: String,
+        series: usize,
+        limit: usize,
+    },
 }
 
 impl IngestError {
@@ -91,7 +112,9 @@ impl IngestError {
             | InvalidLines { .. }
             | Json(_)
             | InvalidParam { .. }
-            | TooManyHaClusters { .. } => StatusCode::BAD_REQUEST,
+            | TooManyHaClusters { .. }
+            | TooManySeries { .. } => StatusCode::BAD_REQUEST,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ReplicaNotElected { .. } => StatusCode::ACCEPTED,
             Store(_) | HaTracker(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -19,6 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::ha::{HaTracker, HaTrackerConfig};
+use crate::limits::IngestLimits;
 use crate::metrics::IngestMetrics;
 use crate::protocols;
 use crate::remote_write::{self, SeriesLimits};
@@ -96,6 +97,8 @@ pub struct IngestState {
     pub series_cache: Arc<SeriesCache>,
     /// Tenant of requests without an `X-Scope-OrgID` header.
     pub default_tenant: TenantId,
+    /// Per-tenant limits (`[limits]`) and their token buckets.
+    pub limits: Arc<IngestLimits>,
 }
 
 /// What the handlers share: the ingest state, the HA tracker and the clock.
@@ -176,12 +179,11 @@ async fn remote_write_handler(
         &state.default_tenant,
     )?;
     let body = read_body(cfg, &headers, body).await?;
-    let validated = remote_write::decode_validated(
-        &body,
-        cfg.max_decoded_bytes,
-        &cfg.limits,
-        &state.series_cache,
-    )?;
+    let (label_limits, cache) = state
+        .limits
+        .decoding(&tenant, &cfg.limits, &state.series_cache);
+    let validated =
+        remote_write::decode_validated(&body, cfg.max_decoded_bytes, label_limits, cache)?;
     debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
     let rejected = validated.error();
     state
@@ -189,6 +191,7 @@ async fn remote_write_handler(
         .series_rejected
         .inc_by(validated.rejected as u64);
     let series = ha.dedupe(&tenant, validated.series).await?;
+    state.limits.admit(&tenant, validated.total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {
         Some(e) => Err(e),

@@ -80,17 +80,17 @@ async fn influx_inner(
     })?;
     let raw = read_body(cfg, &headers, body).await?;
     let text = decode_content(&headers, raw, cfg.max_decoded_bytes)?;
-    let parsed = influx::parse(
-        &text,
-        precision,
-        app.clock.now_ms(),
-        &cfg.limits,
-        &state.series_cache,
-    );
+    let (label_limits, cache) = state
+        .limits
+        .decoding(&tenant, &cfg.limits, &state.series_cache);
+    let parsed = influx::parse(&text, precision, app.clock.now_ms(), label_limits, cache);
     debug!(tenant = %tenant, lines = parsed.lines, series = parsed.series.len(), samples = parsed.samples, "line protocol write");
     let rejected = parsed.error();
     state.metrics.lines_rejected.inc_by(parsed.rejected as u64);
+    // Series of the request: the valid ones and one per rejected line.
+    let total = parsed.series.len() + parsed.rejected;
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
+    state.limits.admit(&tenant, total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {
         Some(e) => Err(e),
@@ -112,10 +112,14 @@ pub(crate) async fn json_write(
     )?;
     let raw = read_body(cfg, &headers, body).await?;
     let text = decode_content(&headers, raw, cfg.max_decoded_bytes)?;
-    let parsed = json_write::parse(&text, &cfg.limits)?;
+    let (label_limits, _) = state
+        .limits
+        .decoding(&tenant, &cfg.limits, &state.series_cache);
+    let parsed = json_write::parse(&text, label_limits)?;
     let rejected = parsed.error();
     state.metrics.series_rejected.inc_by(parsed.rejected as u64);
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
+    state.limits.admit(&tenant, parsed.total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {
         Some(e) => Err(e),

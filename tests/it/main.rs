@@ -12,8 +12,11 @@ mod compaction;
 mod crash;
 mod durability;
 mod e2e;
+mod isolation;
 mod lambda;
+mod limits;
 mod protocols;
+mod tls;
 
 use std::path::PathBuf;
 

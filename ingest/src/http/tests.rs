@@ -24,6 +24,7 @@ fn app(storage: &Storage, config: IngestConfig) -> Router {
         metrics: IngestMetrics::default(),
         series_cache: Arc::new(SeriesCache::new(1000)),
         default_tenant: TenantId::new("default").expect("tenant"),
+        limits: Arc::default(),
     })
 }
 

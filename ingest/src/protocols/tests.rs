@@ -52,6 +52,7 @@ fn setup_on(storage: Storage, config: IngestConfig) -> Setup {
             metrics,
             series_cache: Arc::new(SeriesCache::new(1000)),
             default_tenant: TenantId::new("default").expect("tenant"),
+            limits: Arc::default(),
         },
         Arc::new(ha),
         clock.clone(),

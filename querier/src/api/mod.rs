@@ -4,12 +4,14 @@
 
 mod error;
 mod json;
+pub mod limits;
 mod params;
 mod remote_read;
 mod sql;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -24,6 +26,7 @@ use storage::tenant::{self, TENANT_HEADER};
 use storage::{Labels, Matcher, Storage, TenantId};
 
 pub use error::{ApiError, ErrorType};
+pub use limits::{QueryLimits, TenantQueryLimits};
 pub use params::{parse_duration, parse_time};
 
 use crate::promql::{self, Engine, EngineOptions};
@@ -111,16 +114,24 @@ pub struct QueryState {
     pub config: QueryConfig,
     /// Tenant of requests without an `X-Scope-OrgID` header.
     pub default_tenant: TenantId,
+    /// Per-tenant limits (`[limits]`) and query slots.
+    pub limits: Arc<QueryLimits>,
 }
 
 impl QueryState {
     pub fn new(storage: Storage, config: QueryConfig, default_tenant: TenantId) -> Self {
         Self {
             engine: Engine::new(config.engine_options()),
+            limits: Arc::new(QueryLimits::from_config(&config)),
             storage,
             config,
             default_tenant,
         }
+    }
+
+    /// The same state with per-tenant limits.
+    pub fn with_limits(self, limits: Arc<QueryLimits>) -> Self {
+        Self { limits, ..self }
     }
 
     fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
@@ -178,17 +189,23 @@ async fn evaluate(
 ) -> Result<Response, ApiError> {
     let tenant = state.tenant(headers)?;
     let query = query_text(p)?.to_string();
-    let mut limit = state.config.timeout;
+    let tenant_limits = state.limits.of(&tenant).clone();
+    let mut limit = tenant_limits.max_query_time;
     if let Some(ms) = p.duration("timeout")? {
         limit = limit.min(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)));
     }
-    let engine = state.engine.clone();
+    let started = Instant::now();
+    let slot = state.limits.wait_for_slot(&tenant, limit).await?;
+    let mut engine = state.engine.clone();
+    engine.opts.max_samples = tenant_limits.max_samples;
     let queryable = TenantQueryable {
         storage: state.storage.clone(),
-        tenant,
+        tenant: tenant.clone(),
     };
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
+        // The slot is held until the evaluation ends, even if abandoned.
+        let _slot = slot;
         runtime.block_on(async {
             match eval {
                 Eval::Instant(t) => engine.instant_query(&queryable, &query, t).await,
@@ -200,16 +217,38 @@ async fn evaluate(
             }
         })
     });
-    // On timeout the evaluation is abandoned; it ends on its own.
-    match tokio::time::timeout(limit, task).await {
-        Ok(Ok(result)) => Ok(success(json::query_data(&result?))),
+    // On timeout the evaluation is abandoned; it ends on its own. The wait
+    // for a slot counted toward the limit.
+    let left = limit.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, task).await {
+        Ok(Ok(Ok(value))) => {
+            state.limits.check_result(&tenant, &value)?;
+            Ok(success(json::query_data(&value)))
+        }
+        Ok(Ok(Err(crate::promql::EvalError::TooManySamples))) => Err(state.limits.refuse(
+            &tenant,
+            limits::MAX_QUERY_SAMPLES,
+            ErrorType::Execution,
+            format!(
+                "{} (max_query_samples: {} for tenant {:?})",
+                crate::promql::EvalError::TooManySamples,
+                tenant_limits.max_samples,
+                tenant.as_str()
+            ),
+        )),
+        Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(join)) => Err(ApiError::internal(format!(
             "query evaluation failed: {join}"
         ))),
-        Err(_) => Err(ApiError {
-            kind: ErrorType::Timeout,
-            message: "query timed out in expression evaluation".into(),
-        }),
+        Err(_) => Err(state.limits.refuse(
+            &tenant,
+            limits::MAX_QUERY_TIME,
+            ErrorType::Timeout,
+            format!(
+                "query timed out in expression evaluation (max_query_time: {limit:?} for tenant {:?})",
+                tenant.as_str()
+            ),
+        )),
     }
 }
 
@@ -277,7 +316,24 @@ async fn matching_series(
     let sets = match_sets(p)?;
     let start = p.time("start")?.unwrap_or(MIN_TIME);
     let end = p.time("end")?.unwrap_or(MAX_TIME);
-    Ok(state.storage.series(&tenant, &sets, start, end).await?)
+    // Metadata lookups take a query slot and run under the query time
+    // limit too: they read the same indexes.
+    let limit = state.limits.of(&tenant).max_query_time;
+    let started = Instant::now();
+    let _slot = state.limits.wait_for_slot(&tenant, limit).await?;
+    let left = limit.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, state.storage.series(&tenant, &sets, start, end)).await {
+        Ok(found) => Ok(found?),
+        Err(_) => Err(state.limits.refuse(
+            &tenant,
+            limits::MAX_QUERY_TIME,
+            ErrorType::Timeout,
+            format!(
+                "series lookup timed out (max_query_time: {limit:?} for tenant {:?})",
+                tenant.as_str()
+            ),
+        )),
+    }
 }
 
 /// Applies Prometheus' `limit` parameter, with its warning when it cut.
@@ -312,6 +368,9 @@ async fn series(
     }
     let found = matching_series(&state, &headers, &p).await?;
     let (found, warnings) = limited(&p, found)?;
+    state
+        .limits
+        .check_series(&state.tenant(&headers)?, found.len())?;
     let data: Vec<serde_json::Value> = found.iter().map(json::labels).collect();
     Ok(success_with_warnings(json!(data), warnings))
 }
