@@ -61,8 +61,12 @@ pub(super) async fn read(
         response_type = ?kind,
         "remote read"
     );
-    let limit = state.config.timeout;
-    let mut budget = SampleBudget::new(state.config.max_samples);
+    // The tenant's limits ([limits]): time per query, samples, and a query
+    // slot held until the answer (or its stream) is done.
+    let tenant_limits = state.limits.of(&tenant).clone();
+    let limit = tenant_limits.max_query_time;
+    let slot = state.limits.wait_for_slot(&tenant, limit).await?;
+    let mut budget = SampleBudget::new(tenant_limits.max_samples);
     match kind {
         ResponseType::Samples => {
             let mut results = Vec::with_capacity(selections.len());
@@ -93,17 +97,20 @@ pub(super) async fn read(
             let storage = state.storage.clone();
             let tail = futures::stream::unfold(
                 Some((budget, pending, storage, tenant)),
-                move |st| async move {
-                    let (mut budget, mut pending, storage, tenant) = st?;
-                    let (i, sel) = pending.next()?;
-                    match select(&storage, &tenant, &sel, limit, &mut budget).await {
-                        Ok(found) => Some((
-                            Ok(remote_read::chunked_frames(i, &found, MAX_BYTES_IN_FRAME)),
-                            Some((budget, pending, storage, tenant)),
-                        )),
-                        Err(e) => {
-                            error!(query = i, error = %e.message, "remote read stream cut short");
-                            Some((Err(std::io::Error::other(e.message)), None))
+                move |st| {
+                    let _held = &slot;
+                    async move {
+                        let (mut budget, mut pending, storage, tenant) = st?;
+                        let (i, sel) = pending.next()?;
+                        match select(&storage, &tenant, &sel, limit, &mut budget).await {
+                            Ok(found) => Some((
+                                Ok(remote_read::chunked_frames(i, &found, MAX_BYTES_IN_FRAME)),
+                                Some((budget, pending, storage, tenant)),
+                            )),
+                            Err(e) => {
+                                error!(query = i, error = %e.message, "remote read stream cut short");
+                                Some((Err(std::io::Error::other(e.message)), None))
+                            }
                         }
                     }
                 },

@@ -42,7 +42,14 @@ pub(super) async fn query(
 ) -> Result<Response, ApiError> {
     let tenant = state.tenant(&headers)?;
     let text = sql_text(&headers, &body)?;
-    let limits = SqlLimits::new(&state.config.sql, state.config.max_samples);
+    // The tenant's sample limit and a query slot ([limits]); the time limit
+    // is [query.sql]'s own.
+    let tenant_limits = state.limits.of(&tenant).clone();
+    let _slot = state
+        .limits
+        .wait_for_slot(&tenant, tenant_limits.max_query_time)
+        .await?;
+    let limits = SqlLimits::new(&state.config.sql, tenant_limits.max_samples);
     let out = sql::execute(&state.storage, &tenant, &text, &limits).await?;
     if wants_arrow(&headers) {
         let bytes = output::to_arrow_ipc(&out.schema, &out.batches)
