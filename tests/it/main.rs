@@ -12,10 +12,12 @@ mod compaction;
 mod crash;
 mod durability;
 mod e2e;
+mod fuzz_corpus;
 mod isolation;
 mod lambda;
 mod limits;
 mod protocols;
+mod store_faults;
 mod tls;
 
 use std::path::PathBuf;

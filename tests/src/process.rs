@@ -367,6 +367,10 @@ pub struct Weed {
     /// `http://127.0.0.1:FILERPORT` (lists what is stored, without S3 signatures)
     pub filer_url: String,
     pub bucket: String,
+    /// How it was started, for [`Weed::kill_and_restart`].
+    bin: PathBuf,
+    args: Vec<String>,
+    log_dir: PathBuf,
     _dir: TempDir,
 }
 
@@ -397,34 +401,71 @@ impl Weed {
         std::fs::create_dir_all(&data).expect("create weed data dir");
         // Every port explicitly (HTTP and gRPC), so nothing collides with other tests.
         let p = free_ports(10);
-        let mut cmd = Command::new(bin);
-        cmd.arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(format!("-s3.port={}", p[0]))
-            .arg(format!("-s3.port.grpc={}", p[1]))
-            .arg(format!("-master.port={}", p[2]))
-            .arg(format!("-master.port.grpc={}", p[3]))
-            .arg(format!("-filer.port={}", p[4]))
-            .arg(format!("-filer.port.grpc={}", p[5]))
-            .arg(format!("-volume.port={}", p[6]))
-            .arg(format!("-volume.port.grpc={}", p[7]))
-            .arg(format!("-admin.port={}", p[8]))
-            .arg(format!("-admin.port.grpc={}", p[9]))
-            .args([
+        let mut args = vec![
+            "mini".to_string(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".to_string(),
+            "-ip.bind=127.0.0.1".to_string(),
+            format!("-s3.port={}", p[0]),
+            format!("-s3.port.grpc={}", p[1]),
+            format!("-master.port={}", p[2]),
+            format!("-master.port.grpc={}", p[3]),
+            format!("-filer.port={}", p[4]),
+            format!("-filer.port.grpc={}", p[5]),
+            format!("-volume.port={}", p[6]),
+            format!("-volume.port.grpc={}", p[7]),
+            format!("-admin.port={}", p[8]),
+            format!("-admin.port.grpc={}", p[9]),
+        ];
+        args.extend(
+            [
                 "-webdav=false",
                 "-admin.ui=false",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
-            ])
-            .arg(format!("-s3.config={}", s3_config.display()))
-            .arg(format!("-bucket={bucket}"));
+            ]
+            .map(String::from),
+        );
+        args.push(format!("-s3.config={}", s3_config.display()));
+        args.push(format!("-bucket={bucket}"));
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args);
         let mut proc = Proc::spawn("weed", cmd, log_dir);
         let endpoint = format!("http://127.0.0.1:{}", p[0]);
         let filer_url = format!("http://127.0.0.1:{}", p[4]);
+        Self::wait_ready(&mut proc, &filer_url, bucket, &endpoint).await;
+        Self {
+            proc,
+            endpoint,
+            filer_url,
+            bucket: bucket.to_string(),
+            bin,
+            args,
+            log_dir: log_dir.to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL, wait for the process to exit, then start it again with the
+    /// same data directory and ports, and wait until it serves the bucket.
+    pub async fn kill_and_restart(&mut self) {
+        self.proc.kill();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args);
+        self.proc = Proc::spawn("weed", cmd, &self.log_dir);
+        Self::wait_ready(
+            &mut self.proc,
+            &self.filer_url,
+            &self.bucket,
+            &self.endpoint,
+        )
+        .await;
+    }
+
+    async fn wait_ready(proc: &mut Proc, filer_url: &str, bucket: &str, endpoint: &str) {
         // Ready when the bucket directory exists in the filer and S3 answers.
         wait_http_ok(
-            &mut proc,
+            proc,
             &format!("{filer_url}/buckets/{bucket}/"),
             Duration::from_secs(60),
         )
@@ -433,7 +474,7 @@ impl Weed {
         let start = Instant::now();
         loop {
             proc.assert_running();
-            if client.get(&endpoint).send().await.is_ok() {
+            if client.get(endpoint).send().await.is_ok() {
                 break;
             }
             assert!(
@@ -441,13 +482,6 @@ impl Weed {
                 "weed S3 endpoint {endpoint} never answered"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self {
-            proc,
-            endpoint,
-            filer_url,
-            bucket: bucket.to_string(),
-            _dir: dir,
         }
     }
 
