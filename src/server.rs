@@ -97,6 +97,12 @@ pub fn app(
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
+    // Rule sets as the request paths read them: ingest's drop rules and the
+    // querier's storage policies, re-read every `aggregate.rules_poll`.
+    let polled_rules = aggregator::PolledRules::new(
+        Arc::new(aggregator::ObjectRuleStore::new(raw_store.clone())),
+        config.aggregate.rules_poll,
+    );
     if roles.ingest {
         let metrics = IngestMetrics::register(&mut registry);
         let committer = GroupCommitter::start(
@@ -116,7 +122,8 @@ pub fn app(
                 ingest::limits::LimitMetrics::register(&mut registry),
             )),
         };
-        app = app.merge(ingest::router(state));
+        let drop_rules = ingest::DropRules::new(polled_rules.clone()).register(&mut registry);
+        app = app.merge(ingest::router_with_drop_rules(state, drop_rules));
     }
     if roles.query {
         let storage = query_storage(&config.query, storage, raw, store_metrics, &mut registry);
@@ -125,7 +132,14 @@ pub fn app(
             crate::limits::QueryLimitMetrics::register(&mut registry),
         );
         let state = QueryState::new(storage, config.query.clone(), config.default_tenant())
-            .with_limits(Arc::new(limits));
+            .with_limits(Arc::new(limits))
+            .with_resolver(Arc::new(querier::resolution::Resolver {
+                raw_retention: querier::resolution::RawRetention::new(
+                    config.compact.retention,
+                    &config.compact.tenant_retention,
+                ),
+                rules: polled_rules.clone(),
+            }));
         app = app.merge(querier::api::router(state));
     }
     if roles.query {

@@ -16,6 +16,7 @@ use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
 use crate::clock::{Clock, SystemClock};
+use crate::drop_rules::{self, DropRules};
 use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::ha::{HaTracker, HaTrackerConfig};
@@ -101,12 +102,20 @@ pub struct IngestState {
     pub limits: Arc<IngestLimits>,
 }
 
-/// What the handlers share: the ingest state, the HA tracker and the clock.
+/// What the handlers share: the ingest state, the HA tracker, the clock and
+/// the tenants' drop rules.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub ingest: IngestState,
     pub ha: Arc<HaTracker>,
     pub clock: Arc<dyn Clock>,
+    pub drop_rules: Option<DropRules>,
+}
+
+impl FromRef<AppState> for Option<DropRules> {
+    fn from_ref(app: &AppState) -> Self {
+        app.drop_rules.clone()
+    }
 }
 
 impl FromRef<AppState> for IngestState {
@@ -134,8 +143,29 @@ pub fn router(state: IngestState) -> Router {
     router_with(state, Arc::new(ha), clock)
 }
 
+/// [`router`], with the tenants' drop rules applied before commit.
+pub fn router_with_drop_rules(state: IngestState, drop_rules: DropRules) -> Router {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ha = HaTracker::new(
+        state.committer.storage().object_store().clone(),
+        state.config.ha_tracker.clone(),
+        clock.clone(),
+        state.metrics.clone(),
+    );
+    routes(state, Arc::new(ha), clock, Some(drop_rules))
+}
+
 /// The ingest routes with a given HA tracker and clock (tests).
 pub fn router_with(state: IngestState, ha: Arc<HaTracker>, clock: Arc<dyn Clock>) -> Router {
+    routes(state, ha, clock, None)
+}
+
+fn routes(
+    state: IngestState,
+    ha: Arc<HaTracker>,
+    clock: Arc<dyn Clock>,
+    drop_rules: Option<DropRules>,
+) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/prom/remote/write", post(remote_write_handler))
@@ -146,6 +176,7 @@ pub fn router_with(state: IngestState, ha: Arc<HaTracker>, clock: Arc<dyn Clock>
             ingest: state,
             ha,
             clock,
+            drop_rules,
         })
 }
 
@@ -169,6 +200,7 @@ impl IntoResponse for IngestError {
 async fn remote_write_handler(
     State(state): State<IngestState>,
     State(ha): State<Arc<HaTracker>>,
+    State(drop_rules): State<Option<DropRules>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, IngestError> {
@@ -191,6 +223,7 @@ async fn remote_write_handler(
         .series_rejected
         .inc_by(validated.rejected as u64);
     let series = ha.dedupe(&tenant, validated.series).await?;
+    let series = drop_rules::apply(drop_rules.as_ref(), &tenant, series).await;
     state.limits.admit(&tenant, validated.total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {

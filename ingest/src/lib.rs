@@ -2,6 +2,7 @@
 //! tenant routing and group commit of segments to object storage.
 
 pub mod clock;
+pub mod drop_rules;
 pub mod error;
 pub mod group_commit;
 pub mod ha;
@@ -15,9 +16,10 @@ mod protocols;
 pub mod remote_write;
 pub mod series_cache;
 
+pub use drop_rules::DropRules;
 pub use error::IngestError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
 pub use ha::{HaTracker, HaTrackerConfig};
-pub use http::{IngestConfig, IngestState, router, router_with};
+pub use http::{IngestConfig, IngestState, router, router_with, router_with_drop_rules};
 pub use limits::{IngestLimits, TenantIngestLimits};
 pub use metrics::IngestMetrics;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
+use crate::drop_rules;
 use crate::error::IngestError;
 use crate::http::{AppState, read_body};
 use crate::influx::{self, Precision};
@@ -90,6 +91,7 @@ async fn influx_inner(
     // Series of the request: the valid ones and one per rejected line.
     let total = parsed.series.len() + parsed.rejected;
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
+    let series = drop_rules::apply(app.drop_rules.as_ref(), &tenant, series).await;
     state.limits.admit(&tenant, total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {
@@ -119,6 +121,7 @@ pub(crate) async fn json_write(
     let rejected = parsed.error();
     state.metrics.series_rejected.inc_by(parsed.rejected as u64);
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
+    let series = drop_rules::apply(app.drop_rules.as_ref(), &tenant, series).await;
     state.limits.admit(&tenant, parsed.total, &series)?;
     state.committer.commit(tenant, series).await?;
     match rejected {

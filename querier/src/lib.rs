@@ -6,4 +6,5 @@ pub mod promql;
 pub mod promqltest;
 pub mod queryable;
 pub mod remote_read;
+pub mod resolution;
 pub mod sql;

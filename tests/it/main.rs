@@ -6,6 +6,7 @@
 //! or `PATH`). `scripts/install-test-deps.sh` installs them; `scripts/test.sh`
 //! builds and runs everything.
 
+mod aggregation;
 mod auth;
 mod bad_input;
 mod compaction;

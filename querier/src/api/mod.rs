@@ -30,7 +30,7 @@ pub use limits::{QueryLimits, TenantQueryLimits};
 pub use params::{parse_duration, parse_time};
 
 use crate::promql::{self, Engine, EngineOptions};
-use crate::queryable::TenantQueryable;
+use crate::resolution::{self, Resolver};
 use params::Params;
 
 /// The version reported by `/api/v1/status/buildinfo`: the Prometheus release
@@ -116,6 +116,8 @@ pub struct QueryState {
     pub default_tenant: TenantId,
     /// Per-tenant limits (`[limits]`) and query slots.
     pub limits: Arc<QueryLimits>,
+    /// Chooses raw or aggregated namespaces per query; `None`: raw only.
+    pub resolver: Option<Arc<Resolver>>,
 }
 
 impl QueryState {
@@ -123,9 +125,18 @@ impl QueryState {
         Self {
             engine: Engine::new(config.engine_options()),
             limits: Arc::new(QueryLimits::from_config(&config)),
+            resolver: None,
             storage,
             config,
             default_tenant,
+        }
+    }
+
+    /// The same state choosing namespaces by resolution (`resolution`).
+    pub fn with_resolver(self, resolver: Arc<Resolver>) -> Self {
+        Self {
+            resolver: Some(resolver),
+            ..self
         }
     }
 
@@ -198,20 +209,41 @@ async fn evaluate(
     let slot = state.limits.wait_for_slot(&tenant, limit).await?;
     let mut engine = state.engine.clone();
     engine.opts.max_samples = tenant_limits.max_samples;
-    let queryable = TenantQueryable {
-        storage: state.storage.clone(),
-        tenant: tenant.clone(),
+    // Raw or aggregated data (`resolution`): the step and lookback are
+    // never finer than the resolution read.
+    let first = match eval {
+        Eval::Instant(t) => t,
+        Eval::Range { start, .. } => start,
     };
+    let resolved = resolution::for_request(
+        state.resolver.as_deref(),
+        &state.storage,
+        &tenant,
+        p.get(resolution::RESOLUTION_PARAM),
+        headers,
+        first.saturating_sub(engine.opts.lookback_delta_ms),
+    )
+    .await?;
+    let eval = match eval {
+        Eval::Range { start, end, step } => Eval::Range {
+            start,
+            end,
+            step: step.max(resolved.resolution_ms),
+        },
+        instant => instant,
+    };
+    engine.opts.lookback_delta_ms = engine.opts.lookback_delta_ms.max(resolved.resolution_ms);
+    let queryable = resolved.queryable.clone();
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         // The slot is held until the evaluation ends, even if abandoned.
         let _slot = slot;
         runtime.block_on(async {
             match eval {
-                Eval::Instant(t) => engine.instant_query(&queryable, &query, t).await,
+                Eval::Instant(t) => engine.instant_query(queryable.as_ref(), &query, t).await,
                 Eval::Range { start, end, step } => {
                     engine
-                        .range_query(&queryable, &query, start, end, step)
+                        .range_query(queryable.as_ref(), &query, start, end, step)
                         .await
                 }
             }
@@ -223,7 +255,9 @@ async fn evaluate(
     match tokio::time::timeout(left, task).await {
         Ok(Ok(Ok(value))) => {
             state.limits.check_result(&tenant, &value)?;
-            Ok(success(json::query_data(&value)))
+            let mut response = success(json::query_data(&value));
+            response.headers_mut().extend(resolved.headers);
+            Ok(response)
         }
         Ok(Ok(Err(crate::promql::EvalError::TooManySamples))) => Err(state.limits.refuse(
             &tenant,
