@@ -4,9 +4,10 @@
 //! it asks for everything, names B's series outright, or tries to name B in
 //! `X-Scope-OrgID`; and A cannot change B's rules.
 //!
-//! Every tenant-scoped route is listed here. The Prometheus endpoints
-//! Strata does not serve (metadata, exemplars) are asserted to be 404, so
-//! adding one fails this test until it is checked here too.
+//! Every tenant-scoped route is listed here, remote read and SQL included.
+//! The Prometheus endpoints Strata does not serve (metadata, exemplars) are
+//! asserted to be 404, so adding one fails this test until it is checked
+//! here too.
 
 use serde_json::Value;
 use strata_tests::Strata;
@@ -393,6 +394,66 @@ async fn no_call_of_one_tenant_sees_anything_of_another() {
         "{body}"
     );
 
+    // Remote read (both response types) and SQL: A's series only.
+    let everything = ReadMatcher {
+        r#type: 2, // RE
+        name: "__name__".into(),
+        value: ".+".into(),
+    };
+    let bravo = ReadMatcher {
+        r#type: 0, // EQ
+        name: "__name__".into(),
+        value: "bravo_metric".into(),
+    };
+    let bodies: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "/api/v1/read",
+            read_request(&everything, t, 0),
+            Some("alpha_metric"),
+        ),
+        (
+            "/api/v1/read",
+            read_request(&everything, t, 1),
+            Some("alpha_metric"),
+        ),
+        ("/api/v1/read", read_request(&bravo, t, 0), None),
+        ("/api/v1/read", read_request(&bravo, t, 1), None),
+        (
+            "/api/v1/sql",
+            b"SELECT * FROM series".to_vec(),
+            Some("alpha_metric"),
+        ),
+        (
+            "/api/v1/sql",
+            b"SELECT metric_name, count(*) FROM samples GROUP BY 1".to_vec(),
+            Some("alpha_metric"),
+        ),
+        (
+            "/api/v1/sql",
+            b"SELECT * FROM samples WHERE metric_name = 'bravo_metric'".to_vec(),
+            None,
+        ),
+    ];
+    for (path, body, a_sees) in &bodies {
+        let what = format!("POST {path} {}", String::from_utf8_lossy(body));
+        let (status, answer) = post_raw(url, path, TOKEN_A, body.clone(), None).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        if let Some(marker) = a_sees {
+            assert!(
+                answer.contains(marker),
+                "{what}: A's own {marker} missing: {answer}"
+            );
+        }
+        for b in B_MARKERS {
+            assert!(
+                !answer.contains(b),
+                "{what}: tenant B's {b} leaked: {answer}"
+            );
+        }
+        let (status, answer) = post_raw(url, path, TOKEN_A, body.clone(), Some("team-b")).await;
+        assert_eq!(status, 403, "{what} as team-b: {answer}");
+    }
+
     // Endpoints Strata does not serve yet: when one appears, check it above.
     for path in [
         "/api/v1/metadata",
@@ -413,4 +474,89 @@ async fn no_call_of_one_tenant_sees_anything_of_another() {
             "{path} is served now: add it to the isolation checks ({body})"
         );
     }
+}
+
+/// Prometheus remote read's `LabelMatcher` (type: 0 EQ, 1 NEQ, 2 RE, 3 NRE).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadMatcher {
+    #[prost(int32, tag = "1")]
+    r#type: i32,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(string, tag = "3")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadQuery {
+    #[prost(int64, tag = "1")]
+    start_timestamp_ms: i64,
+    #[prost(int64, tag = "2")]
+    end_timestamp_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    matchers: Vec<ReadMatcher>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadRequest {
+    #[prost(message, repeated, tag = "1")]
+    queries: Vec<ReadQuery>,
+    #[prost(int32, repeated, tag = "2")]
+    accepted_response_types: Vec<i32>,
+}
+
+/// A snappy remote-read request for the hour up to `t`; `response_type` 0
+/// is SAMPLES, 1 STREAMED_XOR_CHUNKS.
+fn read_request(matcher: &ReadMatcher, t: i64, response_type: i32) -> Vec<u8> {
+    let req = ReadRequest {
+        queries: vec![ReadQuery {
+            start_timestamp_ms: t - 3_600_000,
+            end_timestamp_ms: t + 60_000,
+            matchers: vec![matcher.clone()],
+        }],
+        accepted_response_types: vec![response_type],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&prost::Message::encode_to_vec(&req))
+        .expect("snappy")
+}
+
+/// POSTs `body` to `path` (remote read when the path says so, else SQL
+/// text) and returns the status and the answer as text: SAMPLES answers
+/// are snappy-decoded first, so label strings appear verbatim either way.
+async fn post_raw(
+    url: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+    tenant: Option<&str>,
+) -> (u16, String) {
+    let mut req = client()
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .body(body);
+    if path.ends_with("/read") {
+        req = req
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Read-Version", "0.1.0");
+    }
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let snappy = resp
+        .headers()
+        .get("Content-Encoding")
+        .is_some_and(|v| v.as_bytes() == b"snappy");
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let bytes = if snappy {
+        snap::raw::Decoder::new()
+            .decompress_vec(&bytes)
+            .expect("snappy answer")
+    } else {
+        bytes.to_vec()
+    };
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
