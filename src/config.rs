@@ -365,6 +365,44 @@ lookback_delta = "1m"
     }
 
     #[test]
+    fn limits_and_tls_from_env_and_flags() {
+        let flags = Overrides {
+            max_concurrent_queries: Some(3),
+            ingestion_rate: Some(250.0),
+            tls_key_file: Some("key.pem".into()),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(
+            &flags,
+            &env(&[
+                ("STRATA_INGESTION_RATE", "100"),
+                ("STRATA_INGESTION_BURST", "400"),
+                ("STRATA_TLS_CERT_FILE", "cert.pem"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.limits.ingestion_rate, Some(250.0), "flag wins over env");
+        assert_eq!(c.limits.ingestion_burst, Some(400));
+        assert_eq!(c.limits.max_concurrent_queries, Some(3));
+        assert_eq!(c.tls.cert_file, Some(PathBuf::from("cert.pem")));
+        assert_eq!(c.tls.key_file, Some(PathBuf::from("key.pem")));
+        let err = StrataConfig::load(
+            &Overrides::default(),
+            &env(&[("STRATA_INGESTION_BURST", "lots")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("STRATA_INGESTION_BURST"), "{err}");
+        let err = StrataConfig::load(
+            &Overrides::default(),
+            &env(&[("STRATA_TLS_CERT_FILE", "cert.pem")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls.key_file"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_bad_field() {
         let err = |flags: Overrides, e: &[(&str, &str)]| {
             StrataConfig::load(&flags, &env(e)).unwrap_err().to_string()
