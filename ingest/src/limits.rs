@@ -88,6 +88,9 @@ impl LimitMetrics {
 struct Bucket {
     tokens: f64,
     at_ms: i64,
+    /// The tenant's rate and burst, to tell a full bucket when evicting.
+    rate: f64,
+    burst: f64,
 }
 
 /// Buckets kept before full ones are forgotten (a full bucket is the same
@@ -195,7 +198,7 @@ impl IngestLimits {
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(tenant.as_str()) {
             buckets.retain(|_, b| {
                 let elapsed = now.saturating_sub(b.at_ms).max(0) as f64 / 1000.0;
-                b.tokens + elapsed * limits.ingestion_rate < burst
+                b.tokens + elapsed * b.rate < b.burst
             });
         }
         let bucket = buckets
@@ -203,6 +206,8 @@ impl IngestLimits {
             .or_insert(Bucket {
                 tokens: burst,
                 at_ms: now,
+                rate: limits.ingestion_rate,
+                burst,
             });
         // A clock that went backwards refills nothing.
         let elapsed = now.saturating_sub(bucket.at_ms).max(0) as f64 / 1000.0;
@@ -298,6 +303,38 @@ mod tests {
             })
             .get();
         assert_eq!(refused, 1 + 1 + 21 + 1);
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_and_spent_ones_kept() {
+        let clock = ManualClock::new(0);
+        let limited = TenantIngestLimits {
+            ingestion_rate: 1.0,
+            ingestion_burst: 10.0,
+            ..Default::default()
+        };
+        let limits = IngestLimits::new(
+            limited,
+            HashMap::new(),
+            clock.clone(),
+            LimitMetrics::default(),
+        );
+        for i in 1..MAX_BUCKETS {
+            assert!(
+                limits
+                    .admit(&tenant(&format!("t{i}")), 1, &series(1, 1))
+                    .is_ok()
+            );
+        }
+        // Ten seconds refill every bucket; then one tenant spends its own.
+        clock.advance(10_000);
+        let spent = tenant("spent");
+        assert!(limits.admit(&spent, 1, &series(1, 10)).is_ok());
+        // One more tenant: the full buckets go, the spent one stays.
+        assert!(limits.admit(&tenant("late"), 1, &series(1, 1)).is_ok());
+        let kept = limits.buckets.lock().expect("lock").len();
+        assert_eq!(kept, 2);
+        assert!(limits.admit(&spent, 1, &series(1, 1)).is_err());
     }
 
     #[test]
