@@ -5,6 +5,7 @@ mod config;
 mod lambda;
 mod limits;
 mod server;
+mod sql_cli;
 mod tls;
 
 use std::collections::HashMap;
@@ -51,6 +52,9 @@ enum Role {
     /// Manage rule sets: apply -f FILE, get, validate -f FILE (TOML, or
     /// JSON for a *.json file).
     Rules(RulesArgs),
+    /// Run a read-only SQL query over a tenant's `series` and `samples`
+    /// tables, directly against the configured storage (docs/sql.md).
+    Sql(sql_cli::SqlArgs),
     /// Run as an AWS Lambda function serving the HTTP API (API Gateway HTTP
     /// API or function URL events). Needs S3 storage. A binary named
     /// `bootstrap` started without arguments picks its role from the
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Role::Query(f) => (server::Roles::QUERY, f),
         Role::Compact(a) | Role::Aggregate(a) => (server::Roles::COMPACT, &a.overrides),
         Role::Rules(a) => (server::Roles::COMPACT, &a.overrides),
+        Role::Sql(a) => (server::Roles::QUERY, &a.overrides),
         // Not used: the Lambda entry points choose their own roles.
         Role::Lambda(a) => (server::Roles::SERVE, &a.overrides),
         Role::LambdaJob(a) => (server::Roles::COMPACT, &a.overrides),
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
             }
             Role::Aggregate(a) => server::aggregate(config, a.every).await,
             Role::Rules(a) => rules_command(config, a).await,
+            Role::Sql(a) => sql_cli::run(config, a).await,
             Role::Lambda(a) => lambda::run_http(config, a.role).await,
             Role::LambdaJob(a) => lambda::run_job(config, a.job).await,
             _ => server::run(config, roles).await,

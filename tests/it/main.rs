@@ -18,6 +18,8 @@ mod isolation;
 mod lambda;
 mod limits;
 mod protocols;
+mod remote_read;
+mod sql;
 mod store_faults;
 mod tls;
 

@@ -27,6 +27,69 @@ use tables::{Kind, SampleBudget, TenantTable};
 
 /// Longest SQL text accepted.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
+/// Most operators (`+`, `=`, `AND`, ...) in one query. A chain of binary
+/// operators parses into a tree as deep as the chain is long, and walking
+/// (or dropping) a tree tens of thousands deep overflows a thread's stack
+/// and aborts the process: in a debug build on a 2 MiB stack (a tokio
+/// worker's), `SELECT 1 + 1 + ...` overflowed at 250 terms and passed at
+/// 120 (with nesting 32). Conservative for release builds.
+pub const MAX_SQL_OPERATORS: usize = 120;
+
+/// Deepest parenthesis nesting accepted: deeper nesting overflowed the
+/// stack too (5,000 levels, measured), before the SQL parser's own
+/// recursion limit caught it.
+pub const MAX_SQL_NESTING: usize = 32;
+
+/// Counts operator characters and `AND`/`OR` outside string literals,
+/// quoted identifiers and comments (an upper bound on the depth of any
+/// operator chain in the query), and the deepest parenthesis nesting.
+fn operator_count(sql: &str) -> (usize, usize) {
+    let b = sql.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'=' | b'<' | b'>' | b'|' | b'&' | b'^' => n += 1,
+            b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' => depth = depth.saturating_sub(1),
+            c if c.is_ascii_alphabetic() => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                if word.eq_ignore_ascii_case("and") || word.eq_ignore_ascii_case("or") {
+                    n += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (n, deepest)
+}
 
 /// `[query.sql]` section.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -179,6 +242,17 @@ pub async fn execute(
         return Err(SqlError::BadQuery(format!(
             "SQL text of {} bytes exceeds {MAX_SQL_BYTES}",
             sql.len()
+        )));
+    }
+    let (operators, nesting) = operator_count(sql);
+    if operators > MAX_SQL_OPERATORS {
+        return Err(SqlError::BadQuery(format!(
+            "the query has {operators} operators, more than {MAX_SQL_OPERATORS}"
+        )));
+    }
+    if nesting > MAX_SQL_NESTING {
+        return Err(SqlError::BadQuery(format!(
+            "the query nests parentheses {nesting} deep, more than {MAX_SQL_NESTING}"
         )));
     }
     let ctx = session(storage, tenant, limits)?;

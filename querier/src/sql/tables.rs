@@ -13,7 +13,7 @@
 //! time and a `LIMIT` stops reading early; past `max_samples` samples the
 //! scan fails with "resources exhausted".
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,6 +95,17 @@ impl Default for Pushdown {
             ids: None,
             names: None,
         }
+    }
+}
+
+/// Values either set allows (`None`: any value).
+fn unite<T: Ord>(a: Option<BTreeSet<T>>, b: Option<BTreeSet<T>>) -> Option<BTreeSet<T>> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.extend(b);
+            Some(a)
+        }
+        _ => None,
     }
 }
 
@@ -198,24 +209,11 @@ impl Pushdown {
         if o.is_empty() {
             return self;
         }
-        let both = |a: Option<BTreeSet<_>>, b: Option<BTreeSet<_>>| match (a, b) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
         Self {
             start_ms: self.start_ms.min(o.start_ms),
             end_ms: self.end_ms.max(o.end_ms),
-            ids: both(self.ids, o.ids),
-            names: match (self.names, o.names) {
-                (Some(mut a), Some(b)) => {
-                    a.extend(b);
-                    Some(a)
-                }
-                _ => None,
-            },
+            ids: unite(self.ids, o.ids),
+            names: unite(self.names, o.names),
         }
     }
 
@@ -563,14 +561,14 @@ fn plan_slices(
     matchers: &[Matcher],
     push: &Pushdown,
 ) -> Vec<(SeriesId, SeriesId)> {
-    let mut ids: HashMap<SeriesId, ()> = HashMap::new();
+    let mut ids: HashSet<SeriesId> = HashSet::new();
     let mut estimate = 0f64;
     for src in sources {
         let idx = &src.index;
         let mut matched = 0usize;
         for s in &idx.series {
             if push.keeps(s.id) && storage::matcher::matches_all(matchers, &s.labels) {
-                ids.insert(s.id, ());
+                ids.insert(s.id);
                 matched += 1;
             }
         }
@@ -582,7 +580,7 @@ fn plan_slices(
             estimate += idx.samples as f64 * share * (inside / span).min(1.0);
         }
     }
-    let mut ids: Vec<SeriesId> = ids.into_keys().collect();
+    let mut ids: Vec<SeriesId> = ids.into_iter().collect();
     ids.sort_unstable();
     if ids.is_empty() {
         return Vec::new();

@@ -287,3 +287,51 @@ async fn json_and_arrow_answers() {
     assert!(text.starts_with("series_id"), "{text}");
     assert_eq!(text.lines().count(), 3, "{text}");
 }
+
+#[tokio::test]
+async fn pathological_sql_is_refused_or_answered_never_a_crash() {
+    let s = storage().await;
+    let t = tenant("a");
+    let nested = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    assert!(matches!(
+        execute(&s, &t, &nested, &limits()).await,
+        Err(SqlError::BadQuery(m)) if m.contains("parentheses")
+    ));
+    // A long flat chain parses into a tree as deep as it is long: refused
+    // before parsing past the operator limit, answered below it.
+    let chain = |n: usize| format!("SELECT {}1", "1 + ".repeat(n));
+    match execute(&s, &t, &chain(20_000), &limits()).await {
+        Err(SqlError::BadQuery(m)) => assert!(m.contains("operators"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let out = execute(&s, &t, &chain(MAX_SQL_OPERATORS), &limits())
+        .await
+        .expect("a chain at the limit");
+    assert_eq!(out.rows(), 1);
+    // Operators inside strings, quoted names and comments do not count.
+    let quoted = format!(
+        "SELECT '{}' AS \"{}\" -- {}\n/* {} */",
+        "+".repeat(5000),
+        "-".repeat(5000),
+        "*".repeat(5000),
+        "AND ".repeat(5000)
+    );
+    assert_eq!(operator_count(&quoted), (0, 0));
+    assert_eq!(
+        operator_count("SELECT a FROM t WHERE (x >= 1 AND (y <> 2)) or z"),
+        (6, 2)
+    );
+    let deep = |n: usize| format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n));
+    let out = execute(&s, &t, &deep(MAX_SQL_NESTING), &limits())
+        .await
+        .expect("nesting at the limit");
+    assert_eq!(out.rows(), 1);
+    execute(&s, &t, &quoted, &limits())
+        .await
+        .expect("quoted operators");
+    let huge = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
+    assert!(matches!(
+        execute(&s, &t, &huge, &limits()).await,
+        Err(SqlError::BadQuery(m)) if m.contains("exceeds")
+    ));
+}
