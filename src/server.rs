@@ -89,7 +89,13 @@ pub fn app(
     let raw_store = raw.clone();
     let store: Arc<dyn ObjectStore> =
         Arc::new(InstrumentedStore::new(raw.clone(), store_metrics.clone()));
-    let storage = Storage::new(store.clone());
+    // Only a query role reuses listings (and so remembers its own writes).
+    let view_max_age = if roles.query {
+        config.query.view_max_age
+    } else {
+        std::time::Duration::ZERO
+    };
+    let storage = Storage::new(store.clone()).with_view_max_age(view_max_age);
     let compactor = (roles.compact && !config.compact.every.is_zero()).then(|| {
         let metrics = CompactorMetrics::register(&mut registry);
         Arc::new(Compactor::new(store, config.compact.clone(), metrics))
@@ -187,7 +193,8 @@ fn query_storage(
         let metrics = CacheMetrics::register(registry);
         store = Arc::new(CachedStore::new(store, config.cache.clone(), metrics));
     }
-    Storage::new(store)
+    // Shares the ingest role's caches, so this process's writes are seen.
+    shared.with_store(store)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::{
     Array, BinaryArray, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
@@ -45,6 +46,9 @@ const FOOTER_CONCURRENCY: usize = 16;
 /// Bytes fetched from the end of a segment in the first footer read; enough
 /// for the footer of most segments, so one request usually suffices.
 const FOOTER_PREFETCH: u64 = 256 * 1024;
+/// How much longer than `view_max_age` this process remembers its own
+/// segment writes for queries (covers a view whose refresh was slow).
+const RECENT_WRITES_MARGIN: Duration = Duration::from_secs(60);
 /// Parquet's fixed trailer: metadata length (u32 LE) and the magic `PAR1`.
 const PARQUET_TRAILER: usize = 8;
 
@@ -56,6 +60,30 @@ pub struct Storage {
     url: ObjectStoreUrl,
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
     manifests: Arc<Mutex<HashMap<TenantId, Versioned>>>,
+    views: Arc<Mutex<HashMap<TenantId, TenantViews>>>,
+    /// How long a query may reuse a tenant's manifest and segment listing
+    /// (zero: every read probes the manifest and lists segments).
+    view_max_age: Duration,
+}
+
+/// What queries of one tenant read: a manifest and the segment listing taken
+/// right after it, reused for up to `view_max_age`, plus the segments this
+/// process wrote since the listing began (so its own acknowledged writes are
+/// visible at once).
+#[derive(Default)]
+struct TenantViews {
+    view: Option<Arc<View>>,
+    /// Segments written by this process, with when their put completed.
+    recent: Vec<(Instant, Ulid, Source)>,
+}
+
+struct View {
+    /// When the manifest read (and then the listing) began: every segment
+    /// whose put completed earlier is in `segments`.
+    taken: Instant,
+    manifest: Versioned,
+    /// Live segments, oldest first.
+    segments: Vec<(Ulid, Source)>,
 }
 
 /// Segment ids of this process, strictly increasing even within one
@@ -131,7 +159,33 @@ impl Storage {
             url,
             index_cache: Arc::default(),
             manifests: Arc::default(),
+            views: Arc::default(),
+            view_max_age: Duration::ZERO,
         }
+    }
+
+    /// A storage reading through `store` (for example a cached or
+    /// latency-injecting wrapper of this storage's store) that shares this
+    /// one's caches: series indexes, manifests, query views, and the
+    /// segments written through either.
+    pub fn with_store(&self, store: Arc<dyn ObjectStore>) -> Self {
+        let mut s = Self::new(store);
+        s.index_cache = self.index_cache.clone();
+        s.manifests = self.manifests.clone();
+        s.views = self.views.clone();
+        s.view_max_age = self.view_max_age;
+        s
+    }
+
+    /// Lets queries reuse a tenant's manifest and segment listing for up to
+    /// `max_age` instead of probing the manifest and listing segments on
+    /// every read. Segments written through this storage (or one sharing its
+    /// caches) are visible at once; other writers' segments and other
+    /// compactors' commits within `max_age`. Must stay well below the
+    /// compactor's grace period, after which replaced objects are deleted.
+    pub fn with_view_max_age(mut self, max_age: Duration) -> Self {
+        self.view_max_age = max_age;
+        self
     }
 
     /// A storage on a fresh in-memory object store (unit tests, conformance runner).
@@ -151,7 +205,8 @@ impl Storage {
         series: &[Series],
     ) -> Result<WrittenSegment> {
         let (bytes, index) = segment::encode(series)?;
-        let key = paths::segment(tenant, next_segment_id());
+        let id = next_segment_id();
+        let key = paths::segment(tenant, id);
         let size = bytes.len();
         self.store
             .put(&key, bytes.into())
@@ -165,7 +220,11 @@ impl Storage {
         };
         debug!(key = %key, bytes = size, samples = written.samples, series = written.series, "segment written");
         // Cheap: the index shares the label sets of the batch.
-        self.cache_index(&key, Arc::new(index));
+        let index = Arc::new(index);
+        self.cache_index(&key, index.clone());
+        if !self.view_max_age.is_zero() {
+            self.remember_write(tenant, id, key, size as u64, index);
+        }
         Ok(written)
     }
 
@@ -186,32 +245,151 @@ impl Storage {
     }
 
     /// Raw-resolution blocks then segments overlapping `[start_ms, end_ms]`,
-    /// in the order in which later ones win duplicates.
+    /// in the order in which later ones win duplicates. Only the footers of
+    /// blocks overlapping the range are read (the manifest has their times).
     pub async fn sources(
         &self,
         tenant: &TenantId,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Source>> {
-        let snap = self.snapshot(tenant).await?;
-        let mut out: Vec<Source> = snap
-            .blocks
-            .into_iter()
-            .filter(|b| {
-                b.index.overlaps(start_ms, end_ms)
-                    && b.meta
-                        .location
-                        .as_ref()
-                        .contains(&format!("/blocks/{}/", block::RAW))
-            })
+        let view = self.view(tenant).await?;
+        let manifest = &view.manifest;
+        let entries: Vec<&manifest::BlockEntry> = manifest
+            .manifest
+            .blocks_overlapping(block::RAW, start_ms, end_ms)
             .collect();
+        // Futures built before the stream: a closure over borrowed entries
+        // inside it would make the returned future not `Send` for callers.
+        let reads: Vec<_> = entries
+            .into_iter()
+            .map(|b| self.block_source(tenant, manifest.version, b))
+            .collect();
+        let blocks: Vec<Result<Source>> = futures::stream::iter(reads)
+            .buffered(FOOTER_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+        let recent = self.recent_writes(tenant, &view);
+        let mut segments: Vec<&(Ulid, Source)> = view.segments.iter().chain(&recent).collect();
+        segments.sort_by_key(|(id, _)| *id);
         out.extend(
-            snap.segments
+            segments
                 .into_iter()
                 .map(|(_, s)| s)
-                .filter(|s| s.index.overlaps(start_ms, end_ms)),
+                .filter(|s| s.index.overlaps(start_ms, end_ms))
+                .cloned(),
         );
         Ok(out)
+    }
+
+    /// The tenant's query view: cached if younger than `view_max_age`.
+    async fn view(&self, tenant: &TenantId) -> Result<Arc<View>> {
+        if !self.view_max_age.is_zero()
+            && let Some(v) = self
+                .views
+                .lock()
+                .ok()
+                .and_then(|m| m.get(tenant).and_then(|t| t.view.clone()))
+            && v.taken.elapsed() < self.view_max_age
+        {
+            return Ok(v);
+        }
+        let taken = Instant::now();
+        let manifest = self.manifest(tenant).await?;
+        let segments = self.live_segments(tenant, &manifest).await?;
+        let view = Arc::new(View {
+            taken,
+            manifest,
+            segments,
+        });
+        if !self.view_max_age.is_zero()
+            && let Ok(mut m) = self.views.lock()
+        {
+            let t = m.entry(tenant.clone()).or_default();
+            if t.view.as_ref().is_none_or(|old| old.taken <= taken) {
+                t.view = Some(view.clone());
+                // Writes before the listing began are in it.
+                t.recent.retain(|(at, _, _)| *at >= taken);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Segments this process wrote that `view`'s listing may have missed.
+    fn recent_writes(&self, tenant: &TenantId, view: &View) -> Vec<(Ulid, Source)> {
+        let Ok(m) = self.views.lock() else {
+            return Vec::new();
+        };
+        let Some(t) = m.get(tenant) else {
+            return Vec::new();
+        };
+        t.recent
+            .iter()
+            .filter(|(at, id, _)| {
+                *at >= view.taken
+                    && view.manifest.manifest.segment(&id.to_string()).is_none()
+                    && view.segments.binary_search_by_key(id, |(i, _)| *i).is_err()
+            })
+            .map(|(_, id, src)| (*id, src.clone()))
+            .collect()
+    }
+
+    fn remember_write(
+        &self,
+        tenant: &TenantId,
+        id: Ulid,
+        key: Path,
+        size: u64,
+        index: Arc<SegmentIndex>,
+    ) {
+        let src = Source {
+            kind: SourceKind::Segment,
+            meta: ObjectMeta {
+                location: key,
+                last_modified: chrono::Utc::now(),
+                size,
+                e_tag: None,
+                version: None,
+            },
+            index,
+            done: None,
+        };
+        if let Ok(mut m) = self.views.lock() {
+            let t = m.entry(tenant.clone()).or_default();
+            // No view older than this is used again (a slow refresh aside,
+            // hence the margin), so older writes are in every future listing.
+            let keep = self.view_max_age + RECENT_WRITES_MARGIN;
+            t.recent.retain(|(at, _, _)| at.elapsed() < keep);
+            t.recent.push((Instant::now(), id, src));
+        }
+    }
+
+    /// A live block as a read source (its index from the cache or footer).
+    async fn block_source(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+        b: &manifest::BlockEntry,
+    ) -> Result<Source> {
+        let id = Ulid::from_string(&b.id).map_err(|e| StorageError::Corrupt {
+            key: paths::manifest(tenant, version).to_string(),
+            reason: format!("block id {:?}: {e}", b.id),
+        })?;
+        let meta = ObjectMeta {
+            location: paths::block(tenant, &b.resolution, id),
+            last_modified: chrono_epoch(),
+            size: b.bytes,
+            e_tag: None,
+            version: None,
+        };
+        let index = self.index(&meta, SourceKind::Block).await?;
+        Ok(Source {
+            kind: SourceKind::Block,
+            meta,
+            index,
+            done: None,
+        })
     }
 
     /// Reads `sources` (later ones win duplicates) for series matching
@@ -266,9 +444,11 @@ impl Storage {
         let id_filter =
             || col(COL_SERIES).in_list(id_list.iter().map(|&i| lit(i)).collect(), false);
 
-        // (labels) -> (timestamp, source position, row order, value)
-        let mut by_series: HashMap<&Labels, Vec<(i64, usize, usize, f64)>> = HashMap::new();
-        let mut row = 0usize;
+        // Samples gathered per series, in runs tagged with their source
+        // position and arrival order, merged once at the end.
+        let mut slots: HashMap<&Labels, usize> = HashMap::new();
+        let mut acc: Vec<(&Labels, Gathered)> = Vec::new();
+        let mut seq = 0usize;
         let labels_for = |pos: usize, id: SeriesId| labels_of.get(pos).and_then(|m| m.get(&id));
 
         if !block_files.is_empty() {
@@ -287,7 +467,7 @@ impl Storage {
                 .select_columns(&[COL_SERIES, COL_CHUNK, COL_CHECKSUM, COL_SEGMENT])?
                 .collect()
                 .await?;
-            let mut samples = Vec::new();
+            let mut decoded = Vec::new();
             for b in &batches {
                 let sid = column::<UInt64Array>(b, 0, COL_SERIES)?;
                 let chunks = column::<BinaryArray>(b, 1, COL_CHUNK)?;
@@ -304,15 +484,23 @@ impl Storage {
                         key: sources[pos].meta.location.to_string(),
                         reason,
                     };
-                    samples.clear();
+                    decoded.clear();
                     block::verify_chunk(chunks.value(i), sums.value(i)).map_err(corrupt)?;
-                    chunk::decode(chunks.value(i), &mut samples)
+                    chunk::decode(chunks.value(i), &mut decoded)
                         .map_err(|e| corrupt(e.to_string()))?;
-                    let entry = by_series.entry(labels).or_default();
-                    for x in samples.iter().filter(|x| start_ms <= x.t && x.t <= end_ms) {
-                        row += 1;
-                        entry.push((x.t, pos, row, x.v));
-                    }
+                    let slot = *slots.entry(labels).or_insert_with(|| {
+                        acc.push((labels, Gathered::default()));
+                        acc.len() - 1
+                    });
+                    seq += 1;
+                    acc[slot].1.push_run(
+                        pos,
+                        seq,
+                        decoded
+                            .iter()
+                            .filter(|x| start_ms <= x.t && x.t <= end_ms)
+                            .copied(),
+                    );
                 }
             }
         }
@@ -332,37 +520,43 @@ impl Storage {
                 let ts = column::<Int64Array>(b, 1, COL_TIMESTAMP)?;
                 let vs = column::<Float64Array>(b, 2, COL_VALUE)?;
                 let file = column::<UInt32Array>(b, 3, COL_SEGMENT)?;
+                // Rows of one series in one file are contiguous: look its
+                // slot up once per run, not once per sample.
+                let mut current: Option<(u32, SeriesId, Option<usize>)> = None;
                 for i in 0..b.num_rows() {
-                    row += 1;
-                    let Some(&pos) = seg_pos.get(file.value(i) as usize) else {
-                        continue;
+                    let (f, id) = (file.value(i), sid.value(i));
+                    let slot = match current {
+                        Some((cf, cid, slot)) if cf == f && cid == id => slot,
+                        _ => {
+                            let slot = seg_pos.get(f as usize).and_then(|&pos| {
+                                let labels = labels_for(pos, id)?;
+                                let slot = *slots.entry(labels).or_insert_with(|| {
+                                    acc.push((labels, Gathered::default()));
+                                    acc.len() - 1
+                                });
+                                seq += 1;
+                                acc[slot].1.start_run(pos, seq);
+                                Some(slot)
+                            });
+                            current = Some((f, id, slot));
+                            slot
+                        }
                     };
+                    let Some(slot) = slot else { continue };
                     let t = ts.value(i);
+                    let pos = acc[slot].1.current_pos();
                     if sources[pos].skips(t) {
                         continue; // a block holds it
                     }
-                    let Some(labels) = labels_for(pos, sid.value(i)) else {
-                        continue;
-                    };
-                    by_series
-                        .entry(labels)
-                        .or_default()
-                        .push((t, pos, row, vs.value(i)));
+                    acc[slot].1.push(Sample::new(t, vs.value(i)));
                 }
             }
         }
 
-        let mut out: Vec<Series> = by_series
+        let mut out: Vec<Series> = acc
             .into_iter()
-            .filter_map(|(labels, mut pts)| {
-                pts.sort_unstable_by_key(|&(t, pos, row, _)| (t, pos, row));
-                let mut samples: Vec<Sample> = Vec::with_capacity(pts.len());
-                for (t, _, _, v) in pts {
-                    match samples.last_mut() {
-                        Some(last) if last.t == t => last.v = v, // newer write wins
-                        _ => samples.push(Sample::new(t, v)),
-                    }
-                }
+            .filter_map(|(labels, g)| {
+                let samples = g.finish();
                 (!samples.is_empty()).then(|| Series {
                     labels: labels.clone(),
                     samples,
@@ -413,44 +607,57 @@ impl Storage {
 
     /// Records a manifest version this process read or committed.
     pub fn remember_manifest(&self, tenant: &TenantId, v: &Versioned) {
+        let mut newer = false;
         if let Ok(mut m) = self.manifests.lock() {
             let slot = m.entry(tenant.clone()).or_default();
             if v.version >= slot.version {
+                newer = v.version > slot.version;
                 *slot = v.clone();
             }
+        }
+        // A commit of this process (a compaction, an aggregation) is seen by
+        // the next query here rather than after `view_max_age`.
+        if newer
+            && let Ok(mut views) = self.views.lock()
+            && let Some(t) = views.get_mut(tenant)
+            && t.view
+                .as_ref()
+                .is_some_and(|view| view.manifest.version < v.version)
+        {
+            t.view = None;
         }
     }
 
     /// The tenant's live blocks and not fully replaced segments at the newest
-    /// manifest version.
+    /// manifest version (always fresh: compaction and aggregation plan on it).
     pub async fn snapshot(&self, tenant: &TenantId) -> Result<Snapshot> {
         let manifest = self.manifest(tenant).await?;
-        let blocks: Vec<Result<Source>> = futures::stream::iter(manifest.manifest.blocks.clone())
-            .map(|b| async move {
-                let id = Ulid::from_string(&b.id).map_err(|e| StorageError::Corrupt {
-                    key: paths::manifest(tenant, manifest.version).to_string(),
-                    reason: format!("block id {:?}: {e}", b.id),
-                })?;
-                let meta = ObjectMeta {
-                    location: paths::block(tenant, &b.resolution, id),
-                    last_modified: chrono_epoch(),
-                    size: b.bytes,
-                    e_tag: None,
-                    version: None,
-                };
-                let index = self.index(&meta, SourceKind::Block).await?;
-                Ok(Source {
-                    kind: SourceKind::Block,
-                    meta,
-                    index,
-                    done: None,
-                })
-            })
+        let reads: Vec<_> = manifest
+            .manifest
+            .blocks
+            .iter()
+            .map(|b| self.block_source(tenant, manifest.version, b))
+            .collect();
+        let blocks: Vec<Result<Source>> = futures::stream::iter(reads)
             .buffered(FOOTER_CONCURRENCY)
             .collect()
             .await;
         let blocks = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+        let segments = self.live_segments(tenant, &manifest).await?;
+        Ok(Snapshot {
+            manifest,
+            blocks,
+            segments,
+        })
+    }
 
+    /// Lists the tenant's segments and keeps those `manifest` does not mark
+    /// replaced, oldest first, with their indexes.
+    async fn live_segments(
+        &self,
+        tenant: &TenantId,
+        manifest: &Versioned,
+    ) -> Result<Vec<(Ulid, Source)>> {
         let prefix = paths::segments_prefix(tenant);
         let mut metas: Vec<(Ulid, ObjectMeta, Option<SegmentEntry>)> = self
             .store
@@ -481,12 +688,7 @@ impl Storage {
             .buffered(FOOTER_CONCURRENCY)
             .collect()
             .await;
-        let segments = segments.into_iter().collect::<Result<Vec<_>>>()?;
-        Ok(Snapshot {
-            manifest,
-            blocks,
-            segments,
-        })
+        segments.into_iter().collect()
     }
 
     /// Writes a block built by [`block::BlockWriter`] and caches its index.
@@ -560,6 +762,68 @@ impl Storage {
             }
             cache.insert(key.clone(), index);
         }
+    }
+}
+
+/// One series' samples as read, in runs (a block chunk, or a segment's rows of
+/// the series) tagged with their source position and arrival order.
+#[derive(Default)]
+struct Gathered {
+    samples: Vec<Sample>,
+    /// (source position, arrival order, first index into `samples`).
+    runs: Vec<(usize, usize, usize)>,
+}
+
+impl Gathered {
+    fn start_run(&mut self, pos: usize, seq: usize) {
+        self.runs.push((pos, seq, self.samples.len()));
+    }
+
+    fn current_pos(&self) -> usize {
+        self.runs.last().map_or(0, |r| r.0)
+    }
+
+    fn push(&mut self, s: Sample) {
+        self.samples.push(s);
+    }
+
+    fn push_run(&mut self, pos: usize, seq: usize, samples: impl Iterator<Item = Sample>) {
+        self.start_run(pos, seq);
+        self.samples.extend(samples);
+    }
+
+    /// Samples sorted by time, each timestamp once: where several runs hold
+    /// one timestamp, the run of the later source wins (then the later
+    /// arrival). Usually the runs are already in time order without
+    /// repeats, and nothing is moved.
+    fn finish(self) -> Vec<Sample> {
+        let Gathered { samples, runs } = self;
+        if samples.windows(2).all(|w| w[0].t < w[1].t) {
+            return samples;
+        }
+        let mut spans: Vec<(usize, usize, usize, usize)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, &(pos, seq, from))| {
+                let to = runs.get(i + 1).map_or(samples.len(), |n| n.2);
+                (pos, seq, from, to)
+            })
+            .collect();
+        spans.sort_unstable_by_key(|&(pos, seq, _, _)| (pos, seq));
+        let mut ordered = Vec::with_capacity(samples.len());
+        for (_, _, from, to) in spans {
+            ordered.extend_from_slice(&samples[from..to]);
+        }
+        // Stable: among equal timestamps the later run stays later.
+        ordered.sort_by_key(|x| x.t);
+        let mut out: Vec<Sample> = Vec::with_capacity(ordered.len());
+        for x in ordered {
+            match out.last_mut() {
+                Some(last) if last.t == x.t => *last = x, // newer write wins
+                _ => out.push(x),
+            }
+        }
+        out
     }
 }
 

@@ -42,6 +42,10 @@ pub const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
 const MIN_TIME: i64 = i64::MIN / 2;
 const MAX_TIME: i64 = i64::MAX / 2;
 
+/// Longest `query.view_max_age`: far below the compactor's shortest sensible
+/// grace period, so a reused listing never names a deleted object.
+const MAX_VIEW_AGE: Duration = Duration::from_secs(60);
+
 /// `[query]` section.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +67,11 @@ pub struct QueryConfig {
     pub inject_latency: LatencyConfig,
     /// `[query.sql]`: limits of `/api/v1/sql` and `strata sql`.
     pub sql: crate::sql::SqlConfig,
+    /// How long queries reuse a tenant's manifest and segment listing before
+    /// looking again (0: on every query). Writes of this process are seen at
+    /// once; other ingesters' writes and compactions within this time.
+    #[serde(with = "humantime_serde")]
+    pub view_max_age: Duration,
 }
 
 impl Default for QueryConfig {
@@ -75,6 +84,7 @@ impl Default for QueryConfig {
             cache: CacheConfig::default(),
             inject_latency: LatencyConfig::default(),
             sql: crate::sql::SqlConfig::default(),
+            view_max_age: Duration::from_secs(1),
         }
     }
 }
@@ -92,6 +102,12 @@ impl QueryConfig {
         }
         if self.max_points_per_series <= 0 {
             return Err("query.max_points_per_series: must be greater than 0".into());
+        }
+        if self.view_max_age > MAX_VIEW_AGE {
+            return Err(format!(
+                "query.view_max_age: at most {}s (replaced objects are deleted after the compactor's grace period)",
+                MAX_VIEW_AGE.as_secs()
+            ));
         }
         self.cache.validate()?;
         self.sql.validate()?;
