@@ -66,7 +66,7 @@ fn spawn_aggregate(args: &[String], envs: &[(String, String)], log: &Path) -> st
     let mut cmd = Command::new(strata_bin());
     cmd.arg("aggregate").args(args).stdout(out).stderr(err);
     for (k, _) in std::env::vars() {
-        if k.starts_with("STRATA_") && k != "STRATA_BIN" {
+        if k.starts_with("STRATA_") {
             cmd.env_remove(k);
         }
     }

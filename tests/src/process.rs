@@ -258,7 +258,7 @@ impl Strata {
             .args(&args);
         // Settings from the caller's environment must not leak into the test.
         for (k, _) in std::env::vars() {
-            if k.starts_with("STRATA_") && k != "STRATA_BIN" {
+            if k.starts_with("STRATA_") {
                 cmd.env_remove(k);
             }
         }

@@ -687,7 +687,7 @@ fn compact(bin: &Path, data_dir: &Path, logs: &Path) -> anyhow::Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log);
     for (k, _) in std::env::vars() {
-        if k.starts_with("STRATA_") && k != "STRATA_BIN" {
+        if k.starts_with("STRATA_") {
             cmd.env_remove(k);
         }
     }
