@@ -246,6 +246,11 @@ impl<'a> Wire<'a> {
 
     fn key(&mut self) -> Result<(u64, u8), IngestError> {
         let k = self.varint()?;
+        // Protobuf keys are 32-bit: field numbers 1..=2^29-1 (prost refuses
+        // the rest as an invalid key, and so must this decoder).
+        if k > u64::from(u32::MAX) {
+            return Err(Self::err("key does not fit 32 bits"));
+        }
         let field = k >> 3;
         if field == 0 {
             return Err(Self::err("field number 0"));
@@ -659,5 +664,31 @@ mod tests {
                 got.map(|v| v.series.len())
             );
         }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/remote_write/regression-key-over-32-bits`):
+    /// a key varint past 32 bits was read as a huge field number and skipped,
+    /// where prost (and the protobuf spec) refuse it.
+    #[test]
+    fn a_key_over_32_bits_is_malformed_as_prost_says() {
+        let raw = [
+            0xe2, 0xe2, 0xe2, 0xe2, 0xe2, 0x00, 0x0a, 0x2f, 0x0a, 0x0e, 0x0a, 0x08, 0x5f, 0xe2,
+            0xe2, 0xe2, 0xe2, 0x28, 0x5f,
+        ];
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("snappy");
+        assert!(decode(&body, 1 << 20).is_err(), "prost refuses it");
+        let got = decode_validated(
+            &body,
+            1 << 20,
+            &SeriesLimits::default(),
+            &SeriesCache::new(8),
+        );
+        assert!(
+            matches!(got, Err(IngestError::Protobuf(_))),
+            "{:?}",
+            got.map(|v| v.total)
+        );
     }
 }

@@ -243,7 +243,12 @@ impl Engine {
 }
 
 fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
-    promql_parser::parser::parse(query).map_err(EvalError::Parse)
+    // promql-parser 0.11 panics on some inputs (a number too large for a
+    // duration, `x[1e30]`, found by fuzzing); a query must fail, not the
+    // request's task.
+    std::panic::catch_unwind(|| promql_parser::parser::parse(query))
+        .unwrap_or_else(|_| Err("invalid query: the PromQL parser failed on it".to_string()))
+        .map_err(EvalError::Parse)
 }
 
 /// Parses a series selector such as `up{job="api"}` (the `match[]` parameter

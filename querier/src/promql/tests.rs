@@ -325,3 +325,21 @@ fn type_and_unit_labels_go_with_the_metric_name() {
         )]
     );
 }
+
+/// Found by fuzzing (`fuzz/corpus/promql/regression-huge-number-duration`):
+/// promql-parser panics converting a huge number of seconds to a duration;
+/// the engine answers a parse error (400) instead.
+#[tokio::test]
+async fn a_parser_panic_is_a_parse_error() {
+    let q = MemQueryable::default();
+    for query in [
+        "ins2ture[20333333333333333333333333333333333333:3333m3133m]",
+        "x[1e30]",
+    ] {
+        let err = Engine::default()
+            .instant_query(&q, query, 0)
+            .await
+            .expect_err(query);
+        assert!(matches!(err, EvalError::Parse(_)), "{query}: {err}");
+    }
+}
