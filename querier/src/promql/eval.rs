@@ -121,7 +121,7 @@ impl<'a> Evaluator<'a> {
         }
         let range = duration_ms(&sq.range);
         let mint = t.saturating_sub(range);
-        let mut first = mint.div_euclid(step) * step;
+        let mut first = mint.div_euclid(step).saturating_mul(step);
         if first <= mint {
             first = first.saturating_add(step);
         }

@@ -343,3 +343,30 @@ async fn a_parser_panic_is_a_parse_error() {
         assert!(matches!(err, EvalError::Parse(_)), "{query}: {err}");
     }
 }
+
+/// A subquery whose range is near `i64::MAX` milliseconds parses, and must be
+/// answered (empty here, or an error) without overflowing the step grid.
+#[tokio::test]
+async fn a_huge_subquery_range_does_not_overflow() {
+    let q = MemQueryable::default();
+    for query in [
+        "ins2tureO[00000003849717358454461782:33333133m]",
+        "rate(x[3849717358454461782s:1m])",
+        "x[1m:3849717358454461782s]",
+    ] {
+        // Refusals: too many subquery steps, or a range vector asked for
+        // as a range query's result.
+        let ok = |r: &Result<_, EvalError>| {
+            matches!(
+                r,
+                Ok(_) | Err(EvalError::TooManySamples) | Err(EvalError::Parse(_))
+            )
+        };
+        let r = Engine::default().instant_query(&q, query, 0).await;
+        assert!(ok(&r), "{query}: {:?}", r.err());
+        let r = Engine::default()
+            .range_query(&q, query, 0, 60_000, 15_000)
+            .await;
+        assert!(ok(&r), "{query}: {:?}", r.err());
+    }
+}
