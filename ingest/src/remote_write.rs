@@ -107,12 +107,24 @@ pub fn decode_validated(
     let mut w = Wire::new(&raw);
     while !w.done() {
         let (field, wire) = w.key()?;
-        if field == 1 && wire == WIRE_LEN {
-            let ts = w.bytes()?;
-            out.total += 1;
-            out.add(time_series(ts, limits, cache, &mut scratch)?);
-        } else {
-            w.skip(wire)?;
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                let ts = w.bytes()?;
+                out.total += 1;
+                out.add(time_series(ts, limits, cache, &mut scratch)?);
+            }
+            // Metadata is not stored, but a malformed request is refused
+            // as a whole, exactly as a full protobuf decode would refuse it.
+            (3, WIRE_LEN) => {
+                <proto::MetricMetadata as prost::Message>::decode(w.bytes()?)
+                    .map_err(|e| Wire::err(&format!("metadata: {e}")))?;
+            }
+            (1 | 3, other) => {
+                return Err(Wire::err(&format!(
+                    "field {field} has wire type {other}, expected length-delimited"
+                )));
+            }
+            _ => w.skip(wire)?,
         }
     }
     Ok(out)
@@ -690,5 +702,46 @@ mod tests {
             "{:?}",
             got.map(|v| v.total)
         );
+    }
+
+    #[test]
+    fn malformed_metadata_and_wrong_wire_types_are_malformed_as_prost_says() {
+        for raw in [
+            // field 3 (metadata) holding a truncated varint field
+            vec![0x1a, 0x01, 0x08],
+            // field 1 (a series) as a varint
+            vec![0x08, 0x01],
+            // field 3 as a fixed32
+            vec![0x1d, 0, 0, 0, 0],
+        ] {
+            let body = snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .expect("snappy");
+            assert!(decode(&body, 1 << 20).is_err(), "prost refuses {raw:?}");
+            let got = decode_validated(
+                &body,
+                1 << 20,
+                &SeriesLimits::default(),
+                &SeriesCache::new(8),
+            );
+            assert!(
+                matches!(got, Err(IngestError::Protobuf(_))),
+                "{raw:?}: {:?}",
+                got.map(|v| v.total)
+            );
+        }
+        // Well-formed metadata is accepted (and not stored).
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&[0x1a, 0x02, 0x08, 0x01])
+            .expect("snappy");
+        assert!(decode(&body, 1 << 20).is_ok());
+        let got = decode_validated(
+            &body,
+            1 << 20,
+            &SeriesLimits::default(),
+            &SeriesCache::new(8),
+        )
+        .expect("valid");
+        assert_eq!(got.total, 0);
     }
 }
