@@ -678,70 +678,52 @@ mod tests {
         }
     }
 
+    /// Both decoders on a snappy-compressed `raw` protobuf: prost's
+    /// reference decode and the one-pass path the handler runs.
+    fn decode_both(raw: &[u8]) -> (bool, Result<Validated, IngestError>) {
+        let body = snap::raw::Encoder::new().compress_vec(raw).expect("snappy");
+        let reference = decode(&body, 1 << 20).is_ok();
+        let one_pass = decode_validated(
+            &body,
+            1 << 20,
+            &SeriesLimits::default(),
+            &SeriesCache::new(8),
+        );
+        (reference, one_pass)
+    }
+
+    fn assert_malformed_for_both(raw: &[u8]) {
+        let (reference, got) = decode_both(raw);
+        assert!(!reference, "prost refuses {raw:?}");
+        assert!(
+            matches!(got, Err(IngestError::Protobuf(_))),
+            "{raw:?}: {:?}",
+            got.map(|v| v.total)
+        );
+    }
+
     /// Found by fuzzing (`fuzz/corpus/remote_write/regression-key-over-32-bits`):
     /// a key varint past 32 bits was read as a huge field number and skipped,
     /// where prost (and the protobuf spec) refuse it.
     #[test]
     fn a_key_over_32_bits_is_malformed_as_prost_says() {
-        let raw = [
+        assert_malformed_for_both(&[
             0xe2, 0xe2, 0xe2, 0xe2, 0xe2, 0x00, 0x0a, 0x2f, 0x0a, 0x0e, 0x0a, 0x08, 0x5f, 0xe2,
             0xe2, 0xe2, 0xe2, 0x28, 0x5f,
-        ];
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&raw)
-            .expect("snappy");
-        assert!(decode(&body, 1 << 20).is_err(), "prost refuses it");
-        let got = decode_validated(
-            &body,
-            1 << 20,
-            &SeriesLimits::default(),
-            &SeriesCache::new(8),
-        );
-        assert!(
-            matches!(got, Err(IngestError::Protobuf(_))),
-            "{:?}",
-            got.map(|v| v.total)
-        );
+        ]);
     }
 
+    /// Found by fuzzing (`fuzz/corpus/remote_write/regression-malformed-metadata`).
     #[test]
     fn malformed_metadata_and_wrong_wire_types_are_malformed_as_prost_says() {
-        for raw in [
-            // field 3 (metadata) holding a truncated varint field
-            vec![0x1a, 0x01, 0x08],
-            // field 1 (a series) as a varint
-            vec![0x08, 0x01],
-            // field 3 as a fixed32
-            vec![0x1d, 0, 0, 0, 0],
-        ] {
-            let body = snap::raw::Encoder::new()
-                .compress_vec(&raw)
-                .expect("snappy");
-            assert!(decode(&body, 1 << 20).is_err(), "prost refuses {raw:?}");
-            let got = decode_validated(
-                &body,
-                1 << 20,
-                &SeriesLimits::default(),
-                &SeriesCache::new(8),
-            );
-            assert!(
-                matches!(got, Err(IngestError::Protobuf(_))),
-                "{raw:?}: {:?}",
-                got.map(|v| v.total)
-            );
+        // field 3 (metadata) holding a truncated varint field; field 1 (a
+        // series) as a varint; field 3 as a fixed32
+        for raw in [&[0x1a, 0x01, 0x08][..], &[0x08, 0x01], &[0x1d, 0, 0, 0, 0]] {
+            assert_malformed_for_both(raw);
         }
         // Well-formed metadata is accepted (and not stored).
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&[0x1a, 0x02, 0x08, 0x01])
-            .expect("snappy");
-        assert!(decode(&body, 1 << 20).is_ok());
-        let got = decode_validated(
-            &body,
-            1 << 20,
-            &SeriesLimits::default(),
-            &SeriesCache::new(8),
-        )
-        .expect("valid");
-        assert_eq!(got.total, 0);
+        let (reference, got) = decode_both(&[0x1a, 0x02, 0x08, 0x01]);
+        assert!(reference);
+        assert_eq!(got.expect("valid").total, 0);
     }
 }
