@@ -522,7 +522,7 @@ impl Storage {
                 let file = column::<UInt32Array>(b, 3, COL_SEGMENT)?;
                 // Rows of one series in one file are contiguous: look its
                 // slot up once per run, not once per sample.
-                let mut current: Option<(u32, SeriesId, Option<usize>)> = None;
+                let mut current: Option<(u32, SeriesId, Option<(usize, usize)>)> = None;
                 for i in 0..b.num_rows() {
                     let (f, id) = (file.value(i), sid.value(i));
                     let slot = match current {
@@ -536,15 +536,14 @@ impl Storage {
                                 });
                                 seq += 1;
                                 acc[slot].1.start_run(pos, seq);
-                                Some(slot)
+                                Some((slot, pos))
                             });
                             current = Some((f, id, slot));
                             slot
                         }
                     };
-                    let Some(slot) = slot else { continue };
+                    let Some((slot, pos)) = slot else { continue };
                     let t = ts.value(i);
-                    let pos = acc[slot].1.current_pos();
                     if sources[pos].skips(t) {
                         continue; // a block holds it
                     }
@@ -777,10 +776,6 @@ struct Gathered {
 impl Gathered {
     fn start_run(&mut self, pos: usize, seq: usize) {
         self.runs.push((pos, seq, self.samples.len()));
-    }
-
-    fn current_pos(&self) -> usize {
-        self.runs.last().map_or(0, |r| r.0)
     }
 
     fn push(&mut self, s: Sample) {
