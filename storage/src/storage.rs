@@ -522,7 +522,7 @@ impl Storage {
                 let file = column::<UInt32Array>(b, 3, COL_SEGMENT)?;
                 // Rows of one series in one file are contiguous: look its
                 // slot up once per run, not once per sample.
-                let mut current: Option<(u32, SeriesId, Option<(usize, usize)>)> = None;
+                let mut current: Option<(u32, SeriesId, Option<SlotAt>)> = None;
                 for i in 0..b.num_rows() {
                     let (f, id) = (file.value(i), sid.value(i));
                     let slot = match current {
@@ -763,6 +763,9 @@ impl Storage {
         }
     }
 }
+
+/// A series' slot in the gathered output and the source position of its run.
+type SlotAt = (usize, usize);
 
 /// One series' samples as read, in runs (a block chunk, or a segment's rows of
 /// the series) tagged with their source position and arrival order.
