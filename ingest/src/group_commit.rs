@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use storage::sidecar::Sidecar;
 use storage::{Series, Storage, StorageError, TenantId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -59,12 +60,14 @@ type Ack = oneshot::Sender<Result<(), Arc<StorageError>>>;
 struct Request {
     tenant: TenantId,
     series: Vec<Series>,
+    sidecar: Sidecar,
     bytes: usize,
     ack: Ack,
 }
 
 struct Batch {
     series: Vec<Series>,
+    sidecar: Sidecar,
     bytes: usize,
     acks: Vec<Ack>,
     opened: Instant,
@@ -98,15 +101,29 @@ impl GroupCommitter {
     /// Stores `series` of `tenant`; returns once the segment holding them is on
     /// object storage.
     pub async fn commit(&self, tenant: TenantId, series: Vec<Series>) -> Result<(), IngestError> {
-        if series.is_empty() {
+        self.commit_with_sidecar(tenant, series, Sidecar::default())
+            .await
+    }
+
+    /// Stores `series` and `sidecar` (native histograms, exemplars, metadata)
+    /// of `tenant`; returns once every object holding them is on object
+    /// storage.
+    pub async fn commit_with_sidecar(
+        &self,
+        tenant: TenantId,
+        series: Vec<Series>,
+        sidecar: Sidecar,
+    ) -> Result<(), IngestError> {
+        if series.is_empty() && sidecar.is_empty() {
             return Ok(());
         }
-        let bytes = series.iter().map(estimate_bytes).sum();
+        let bytes = series.iter().map(estimate_bytes).sum::<usize>() + sidecar.estimate_bytes();
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Request {
                 tenant,
                 series,
+                sidecar,
                 bytes,
                 ack,
             })
@@ -154,9 +171,10 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                     pending_bytes += req.bytes;
                     let tenant = req.tenant.clone();
                     let batch = open.entry(req.tenant).or_insert_with(|| Batch {
-                        series: Vec::new(), bytes: 0, acks: Vec::new(), opened: Instant::now(),
+                        series: Vec::new(), sidecar: Sidecar::default(), bytes: 0, acks: Vec::new(), opened: Instant::now(),
                     });
                     batch.series.extend(req.series);
+                    batch.sidecar.extend(req.sidecar);
                     batch.bytes += req.bytes;
                     batch.acks.push(req.ack);
                     let has_slot = inflight.get(&tenant).copied().unwrap_or(0) < cfg.puts_per_tenant;
@@ -228,21 +246,43 @@ fn seal(
     puts.spawn(
         async move {
             let started = Instant::now();
-            let result = ctx.storage.write_segment(&tenant, &batch.series).await;
+            // Both objects of the batch are written at once; a request is
+            // acknowledged only when every one holding its data is stored.
+            let segment = async {
+                if batch.series.is_empty() {
+                    return Ok(None);
+                }
+                ctx.storage.write_segment(&tenant, &batch.series).await.map(Some)
+            };
+            let sidecar = async {
+                if batch.sidecar.is_empty() {
+                    return Ok(None);
+                }
+                ctx.storage.write_sidecar(&tenant, &batch.sidecar).await.map(Some)
+            };
+            let (segment, sidecar) = tokio::join!(segment, sidecar);
             let m = &ctx.metrics;
             m.segment_put_seconds
                 .observe(started.elapsed().as_secs_f64());
             m.batch_requests.observe(batch.acks.len() as f64);
-            let result = match result {
-                Ok(written) => {
-                    m.segments_written.inc();
-                    m.segment_bytes.inc_by(written.bytes as u64);
-                    m.samples_received.inc_by(written.samples);
+            let result = match (segment, sidecar) {
+                (Ok(segment), Ok(sidecar)) => {
+                    if let Some(written) = segment {
+                        m.segments_written.inc();
+                        m.segment_bytes.inc_by(written.bytes as u64);
+                        m.samples_received.inc_by(written.samples);
+                    }
+                    if let Some(written) = sidecar {
+                        m.sidecars_written.inc();
+                        m.sidecar_bytes.inc_by(written.bytes as u64);
+                        m.histograms_received.inc_by(written.histograms as u64);
+                        m.exemplars_received.inc_by(written.exemplars as u64);
+                    }
                     Ok(())
                 }
-                Err(e) => {
+                (Err(e), _) | (_, Err(e)) => {
                     m.segment_put_failures.inc();
-                    warn!(error = %e, "segment put failed; failing every request of the batch");
+                    warn!(error = %e, "segment or sidecar put failed; failing every request of the batch");
                     Err(Arc::new(e))
                 }
             };

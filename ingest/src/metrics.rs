@@ -11,6 +11,10 @@ pub struct IngestMetrics {
     pub series_rejected: Counter,
     pub segments_written: Counter,
     pub segment_bytes: Counter,
+    pub sidecars_written: Counter,
+    pub sidecar_bytes: Counter,
+    pub histograms_received: Counter,
+    pub exemplars_received: Counter,
     pub segment_put_failures: Counter,
     pub segment_put_seconds: Histogram,
     pub batch_requests: Histogram,
@@ -26,6 +30,10 @@ impl Default for IngestMetrics {
             series_rejected: Counter::default(),
             segments_written: Counter::default(),
             segment_bytes: Counter::default(),
+            sidecars_written: Counter::default(),
+            sidecar_bytes: Counter::default(),
+            histograms_received: Counter::default(),
+            exemplars_received: Counter::default(),
             segment_put_failures: Counter::default(),
             segment_put_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -62,8 +70,28 @@ impl IngestMetrics {
             m.segment_bytes.clone(),
         );
         r.register(
+            "sidecars_written",
+            "Sidecars (histograms, exemplars, metadata) written to object storage",
+            m.sidecars_written.clone(),
+        );
+        r.register(
+            "sidecar_written_bytes",
+            "Bytes of sidecars written to object storage",
+            m.sidecar_bytes.clone(),
+        );
+        r.register(
+            "histograms_received",
+            "Native histogram samples accepted for storage",
+            m.histograms_received.clone(),
+        );
+        r.register(
+            "exemplars_received",
+            "Exemplars accepted for storage",
+            m.exemplars_received.clone(),
+        );
+        r.register(
             "segment_put_failures",
-            "Segment puts that failed (their requests got 5xx)",
+            "Segment or sidecar puts that failed (their requests got 5xx)",
             m.segment_put_failures.clone(),
         );
         r.register(

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! tenants/<tenant>/segments/<YYYYMMDDHH>/<ulid>.parquet   segments written by ingesters (L0)
+//! tenants/<tenant>/sidecars/<YYYYMMDDHH>/<ulid>.sidecar   histograms, exemplars, metadata (sidecars)
 //! tenants/<tenant>/blocks/<resolution>/<ulid>.parquet     blocks written by the compactor
 //! tenants/<tenant>/manifest/<version, 20 digits>.json     manifest versions (create-if-absent)
 //! _system/leases/<job>/<tenant>/<shard>/<generation>.json job leases (create-if-absent)
@@ -40,6 +41,32 @@ pub fn segment(tenant: &TenantId, ulid: Ulid) -> Path {
 pub fn parse_segment(path: &Path) -> Option<Ulid> {
     let name = path.filename()?;
     let id = name.strip_suffix(".parquet")?;
+    Ulid::from_string(id).ok()
+}
+
+/// Prefix of all sidecars of a tenant.
+pub fn sidecars_prefix(tenant: &TenantId) -> Path {
+    Path::from_iter(["tenants", tenant.as_str(), "sidecars"])
+}
+
+/// Key of the sidecar with id `ulid` of `tenant` (hour of its write time, as
+/// for segments).
+pub fn sidecar(tenant: &TenantId, ulid: Ulid) -> Path {
+    let hour = hour_bucket(ulid.timestamp_ms());
+    let name = format!("{ulid}.sidecar");
+    Path::from_iter([
+        "tenants",
+        tenant.as_str(),
+        "sidecars",
+        hour.as_str(),
+        name.as_str(),
+    ])
+}
+
+/// The sidecar id in a sidecar key, if `path` is one.
+pub fn parse_sidecar(path: &Path) -> Option<Ulid> {
+    let name = path.filename()?;
+    let id = name.strip_suffix(".sidecar")?;
     Ulid::from_string(id).ok()
 }
 

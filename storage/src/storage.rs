@@ -841,5 +841,8 @@ fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
 }
 
+mod sidecar;
+pub use sidecar::WrittenSidecar;
+
 #[cfg(test)]
 mod tests;
