@@ -227,3 +227,55 @@ async fn puts_per_tenant_bounds_concurrent_segments_of_a_tenant() {
     assert_eq!(faults.puts_completed(), 3);
     assert_eq!(stored(&storage).await, 4);
 }
+
+fn metadata(name: &str) -> Sidecar {
+    Sidecar {
+        metadata: vec![storage::sidecar::MetricMetadata {
+            metric_family_name: name.into(),
+            metric_type: storage::sidecar::MetricType::Gauge,
+            help: "h".into(),
+            unit: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_sidecar_is_written_with_its_batch_and_a_failed_one_fails_the_batch() {
+    let (gc, storage, faults) = setup(slow_age());
+    // Floats and metadata together: two objects, one acknowledgement.
+    gc.commit_with_sidecar(tenant(), one("a", 1), metadata("a"))
+        .await
+        .expect("commit");
+    assert_eq!(faults.puts_completed(), 2);
+    assert_eq!(stored(&storage).await, 1);
+    assert_eq!(
+        storage.metadata(&tenant()).await.expect("metadata").len(),
+        1
+    );
+    // Metadata alone writes no segment.
+    gc.commit_with_sidecar(tenant(), Vec::new(), metadata("b"))
+        .await
+        .expect("commit");
+    assert_eq!(faults.puts_completed(), 3);
+    assert_eq!(
+        storage.metadata(&tenant()).await.expect("metadata").len(),
+        2
+    );
+
+    // The segment is stored but the sidecar put fails: the request is not
+    // acknowledged (the client retries; reads dedupe the retry).
+    faults.fail_puts_matching(Some("/sidecars/"));
+    let err = gc
+        .commit_with_sidecar(tenant(), one("c", 1), metadata("c"))
+        .await
+        .expect_err("sidecar put failed");
+    assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !storage
+            .metadata(&tenant())
+            .await
+            .expect("metadata")
+            .contains_key("c")
+    );
+}
