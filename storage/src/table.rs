@@ -124,8 +124,12 @@ impl TableProvider for SegmentTable {
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
         for (i, f) in self.files.iter().enumerate() {
             let pos = u32::try_from(i).unwrap_or(u32::MAX);
+            // Strata knows its file schema: handing it over keeps the reader
+            // from decoding the file's embedded `ARROW:schema`, whose decoder
+            // panics on corrupt bytes (fuzz finding, arrow-ipc 59).
             let file = PartitionedFile::new(f.key.clone(), f.size)
-                .with_partition_values(vec![ScalarValue::UInt32(Some(pos))]);
+                .with_partition_values(vec![ScalarValue::UInt32(Some(pos))])
+                .with_arrow_schema(self.file_schema.clone());
             groups[i % partitions].push(file);
         }
         for group in groups.into_iter().filter(|g| !g.is_empty()) {
