@@ -3,8 +3,10 @@
 //! Grafana, promtool and other clients work unchanged.
 
 mod error;
+mod exemplars;
 mod json;
 pub mod limits;
+mod metadata;
 mod params;
 mod remote_read;
 mod sql;
@@ -177,6 +179,14 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/labels", get(label_names).post(label_names))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route(
+            "/api/v1/metadata",
+            get(metadata::metadata).post(metadata::metadata),
+        )
+        .route(
+            "/api/v1/query_exemplars",
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
+        )
         .route("/api/v1/read", axum::routing::post(remote_read::read))
         .route("/api/v1/sql", axum::routing::post(sql::query))
         .with_state(state)

@@ -1,6 +1,9 @@
 //! `POST /api/v1/read`: Prometheus remote read over the request's tenant.
 //! The protocol work is in [`crate::remote_read`]; this is the HTTP side:
-//! tenant, limits, timeouts and the two kinds of response body.
+//! tenant, limits, timeouts and the two kinds of response body. Native
+//! histograms are read first: a streamed request that selects some is
+//! answered with `SAMPLES` when the client accepts it (see the module docs of
+//! [`crate::remote_read`]).
 
 use std::time::Duration;
 
@@ -9,14 +12,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
+use storage::sidecar::HistogramSeries;
 use storage::{Series, Storage, TenantId};
 use tracing::{debug, error};
 
 use super::{ApiError, ErrorType, QueryState};
 use crate::remote_read::proto::ResponseType;
 use crate::remote_read::{
-    self, MAX_BYTES_IN_FRAME, RemoteReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE,
-    SampleBudget, Selection,
+    self, MAX_BYTES_IN_FRAME, QueryData, RemoteReadError, SAMPLES_CONTENT_TYPE,
+    STREAMED_CONTENT_TYPE, SampleBudget, Selection,
 };
 
 fn timed_out() -> ApiError {
@@ -45,6 +49,25 @@ async fn select(
     Ok(found)
 }
 
+/// One query's native histogram series, under the query timeout.
+async fn select_histograms(
+    storage: &Storage,
+    tenant: &TenantId,
+    sel: &Selection,
+    limit: Duration,
+    budget: &mut SampleBudget,
+) -> Result<Vec<HistogramSeries>, ApiError> {
+    let found = tokio::time::timeout(
+        limit,
+        storage.select_histograms(tenant, &sel.matchers, sel.start_ms, sel.end_ms),
+    )
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(RemoteReadError::from)?;
+    budget.take_histograms(&found)?;
+    Ok(found)
+}
+
 pub(super) async fn read(
     State(state): State<QueryState>,
     headers: HeaderMap,
@@ -67,11 +90,27 @@ pub(super) async fn read(
     let limit = tenant_limits.max_query_time;
     let slot = state.limits.wait_for_slot(&tenant, limit).await?;
     let mut budget = SampleBudget::new(tenant_limits.max_samples);
+    let mut histograms = Vec::with_capacity(selections.len());
+    for sel in &selections {
+        histograms.push(select_histograms(&state.storage, &tenant, sel, limit, &mut budget).await?);
+    }
+    let kind = match (kind, histograms.iter().flatten().next()) {
+        (ResponseType::StreamedXorChunks, Some(first)) => {
+            let samples = ResponseType::Samples as i32;
+            if !req.accepted_response_types.contains(&samples) {
+                return Err(remote_read::histograms_need_samples(&first.labels).into());
+            }
+            debug!(%tenant, "remote read answered with SAMPLES: native histograms selected");
+            ResponseType::Samples
+        }
+        (kind, _) => kind,
+    };
     match kind {
         ResponseType::Samples => {
             let mut results = Vec::with_capacity(selections.len());
-            for sel in &selections {
-                results.push(select(&state.storage, &tenant, sel, limit, &mut budget).await?);
+            for (sel, histograms) in selections.iter().zip(histograms) {
+                let floats = select(&state.storage, &tenant, sel, limit, &mut budget).await?;
+                results.push(QueryData { floats, histograms });
             }
             let body = remote_read::samples_response(&results)?;
             Ok((

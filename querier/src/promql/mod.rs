@@ -259,3 +259,43 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, EvalError> {
         _ => Err(EvalError::Parse(format!("{s:?} is not a series selector"))),
     }
 }
+
+/// The matchers of every vector selector in `query`, in the order they
+/// appear (plain, inside range selectors, subqueries, function arguments and
+/// aggregation parameters), as Prometheus' `parser.ExtractSelectors` gives
+/// them to the exemplar API. Literals give none.
+pub fn selector_matchers(query: &str) -> Result<Vec<Vec<Matcher>>, EvalError> {
+    fn walk(e: &promql_parser::parser::Expr, out: &mut Vec<Vec<Matcher>>) -> Result<(), EvalError> {
+        use promql_parser::parser::Expr;
+        match e {
+            Expr::VectorSelector(vs) => out.push(selectors::to_storage_matchers(vs)?),
+            Expr::MatrixSelector(ms) => out.push(selectors::to_storage_matchers(&ms.vs)?),
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out)?;
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, out)?,
+            Expr::Subquery(sq) => walk(&sq.expr, out)?,
+            Expr::Call(c) => {
+                for arg in &c.args.args {
+                    walk(arg, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+            Expr::Extension(_) => {
+                return Err(EvalError::Unsupported("extension expressions".into()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&parse(query)?, &mut out)?;
+    Ok(out)
+}

@@ -1,8 +1,17 @@
 //! Prometheus remote read (`POST /api/v1/read`): decoding the snappy
 //! protobuf `ReadRequest`, choosing the response type as Prometheus does,
-//! and building the two answers: `SAMPLES` (one snappy `ReadResponse`) and
-//! `STREAMED_XOR_CHUNKS` (framed `ChunkedReadResponse` messages holding XOR
-//! chunks, one series per frame). The HTTP handler is `api::remote_read`.
+//! and building the two answers: `SAMPLES` (one snappy `ReadResponse`, float
+//! samples and native histograms) and `STREAMED_XOR_CHUNKS` (framed
+//! `ChunkedReadResponse` messages holding XOR chunks, one series per frame).
+//! The HTTP handler is `api::remote_read`.
+//!
+//! Decision: native histograms go out only in `SAMPLES` answers. Strata has
+//! no encoder for Prometheus' `HISTOGRAM`/`FLOAT_HISTOGRAM` chunks, and those
+//! chunks keep a counter-reset hint per chunk, not per sample, so they could
+//! not carry every stored field anyway. When a streamed request selects
+//! histograms, the handler answers `SAMPLES` if the client accepts it (the
+//! content type says which answer it got) and refuses the request otherwise
+//! ([`histograms_need_samples`]).
 
 pub mod frame;
 pub mod proto;
@@ -10,6 +19,9 @@ pub mod xor;
 
 use bytes::Bytes;
 use prost::Message;
+use std::collections::BTreeMap;
+
+use storage::sidecar::HistogramSeries;
 use storage::{Labels, MatchOp, Matcher, Series};
 
 use proto::{
@@ -162,7 +174,15 @@ impl SampleBudget {
     }
 
     pub fn take(&mut self, series: &[Series]) -> Result<(), RemoteReadError> {
-        let n: usize = series.iter().map(|s| s.samples.len()).sum();
+        self.spend(series.iter().map(|s| s.samples.len()).sum())
+    }
+
+    /// Native histogram samples count like float samples.
+    pub fn take_histograms(&mut self, series: &[HistogramSeries]) -> Result<(), RemoteReadError> {
+        self.spend(series.iter().map(|s| s.histograms.len()).sum())
+    }
+
+    fn spend(&mut self, n: usize) -> Result<(), RemoteReadError> {
         self.left = self
             .left
             .checked_sub(n)
@@ -181,26 +201,61 @@ fn proto_labels(labels: &Labels) -> Vec<Label> {
         .collect()
 }
 
+/// What one query of a remote read found: float series and native
+/// histogram series, each sorted by labels; a series may be in both.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryData {
+    pub floats: Vec<Series>,
+    pub histograms: Vec<HistogramSeries>,
+}
+
+/// The error for a request that selected native histograms but accepts only
+/// `STREAMED_XOR_CHUNKS`, naming the first such series.
+pub fn histograms_need_samples(labels: &Labels) -> RemoteReadError {
+    let name = labels.metric_name().unwrap_or_default();
+    bad(format!(
+        "series {name:?} holds native histograms, which Strata returns only in SAMPLES \
+         responses: accept SAMPLES (response type 0) to read it"
+    ))
+}
+
+/// One query's series as `TimeSeries`, sorted by labels, a series' float
+/// samples and histograms in one message.
+fn time_series(data: &QueryData) -> Vec<TimeSeries> {
+    let mut by_labels: BTreeMap<&Labels, TimeSeries> = BTreeMap::new();
+    for s in &data.floats {
+        by_labels
+            .entry(&s.labels)
+            .or_insert_with(|| TimeSeries {
+                labels: proto_labels(&s.labels),
+                ..Default::default()
+            })
+            .samples
+            .extend(s.samples.iter().map(|p| Sample {
+                value: p.v,
+                timestamp: p.t,
+            }));
+    }
+    for s in &data.histograms {
+        by_labels
+            .entry(&s.labels)
+            .or_insert_with(|| TimeSeries {
+                labels: proto_labels(&s.labels),
+                ..Default::default()
+            })
+            .histograms
+            .extend(s.histograms.iter().cloned());
+    }
+    by_labels.into_values().collect()
+}
+
 /// A `SAMPLES` answer: the protobuf `ReadResponse`, snappy-compressed.
-pub fn samples_response(results: &[Vec<Series>]) -> Result<Vec<u8>, RemoteReadError> {
+pub fn samples_response(results: &[QueryData]) -> Result<Vec<u8>, RemoteReadError> {
     let resp = ReadResponse {
         results: results
             .iter()
-            .map(|series| QueryResult {
-                timeseries: series
-                    .iter()
-                    .map(|s| TimeSeries {
-                        labels: proto_labels(&s.labels),
-                        samples: s
-                            .samples
-                            .iter()
-                            .map(|p| Sample {
-                                value: p.v,
-                                timestamp: p.t,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+            .map(|data| QueryResult {
+                timeseries: time_series(data),
             })
             .collect(),
     };
@@ -250,4 +305,4 @@ pub fn chunked_frames(query_index: usize, series: &[Series], max_frame_bytes: us
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -92,13 +92,18 @@ pub struct QueryResult {
     pub timeseries: Vec<TimeSeries>,
 }
 
-/// `prometheus.TimeSeries` (float samples only).
+/// `prometheus.TimeSeries`: float samples and native histograms (a series
+/// may carry both); exemplars (field 3) are not part of remote read answers.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TimeSeries {
     #[prost(message, repeated, tag = "1")]
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// `prometheus.Histogram`: storage keeps exactly this message, so it is
+    /// returned as stored, bit for bit.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<storage::histogram::Histogram>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -1,4 +1,5 @@
 use storage::Sample as StoredSample;
+use storage::histogram::{BucketSpan, CUSTOM_BUCKETS_SCHEMA, Count, Histogram, ZeroCount};
 
 use super::*;
 
@@ -127,7 +128,13 @@ fn sample_budget_counts_across_queries() {
 
 #[test]
 fn samples_response_round_trips() {
-    let results = vec![vec![series("a", 3), series("b", 2)], vec![]];
+    let results = vec![
+        QueryData {
+            floats: vec![series("a", 3), series("b", 2)],
+            histograms: Vec::new(),
+        },
+        QueryData::default(),
+    ];
     let body = samples_response(&results).expect("encode");
     let raw = snap::raw::Decoder::new()
         .decompress_vec(&body)
@@ -209,4 +216,135 @@ fn streamed_frames_hold_one_series_and_split_long_ones() {
     assert!(frames.iter().all(|f| f.1 == frames[0].1));
     let joined: Vec<StoredSample> = frames.into_iter().flat_map(|f| f.2).collect();
     assert_eq!(joined, a.samples);
+}
+
+/// Native histograms that exercise every field a lossy path could change:
+/// a NaN sum with a payload (the stale marker), float counts, custom bucket
+/// bounds (schema -53), negative spans and offsets, every reset hint, a
+/// histogram without a zero bucket and one with an infinite sum, timestamps
+/// `t0`, `t0 + 1000`, ...
+pub(crate) fn tricky_histograms(t0: i64) -> Vec<Histogram> {
+    let span = |offset, length| BucketSpan { offset, length };
+    vec![
+        Histogram {
+            count: Some(Count::Int(9)),
+            sum: f64::from_bits(storage::STALE_NAN_BITS),
+            schema: 3,
+            zero_threshold: 1e-128,
+            zero_count: Some(ZeroCount::Int(2)),
+            negative_spans: vec![span(-2, 2), span(1, 1)],
+            negative_deltas: vec![1, 0, 1],
+            positive_spans: vec![span(0, 1)],
+            positive_deltas: vec![3],
+            reset_hint: 1,
+            timestamp: t0,
+            ..Default::default()
+        },
+        Histogram {
+            count: Some(Count::Float(7.25)),
+            sum: -0.0,
+            schema: -1,
+            zero_threshold: 0.001,
+            zero_count: Some(ZeroCount::Float(0.5)),
+            negative_spans: vec![span(-5, 1)],
+            negative_counts: vec![1.75],
+            positive_spans: vec![span(3, 2), span(4, 1)],
+            positive_counts: vec![0.1, 2.9, 2.0],
+            reset_hint: 3,
+            timestamp: t0 + 1000,
+            ..Default::default()
+        },
+        Histogram {
+            count: Some(Count::Int(6)),
+            sum: 12.345,
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            positive_spans: vec![span(0, 2), span(1, 2)],
+            positive_deltas: vec![1, 1, -1, 2],
+            custom_values: vec![0.1, 0.5, 1.0, 5.0, 10.0],
+            reset_hint: 2,
+            timestamp: t0 + 2000,
+            ..Default::default()
+        },
+        Histogram {
+            count: Some(Count::Int(0)),
+            sum: f64::INFINITY,
+            schema: -4,
+            timestamp: t0 + 3000,
+            ..Default::default()
+        },
+    ]
+}
+
+/// The stored encoding of each histogram: equal encodings mean equal bits
+/// in every field (`PartialEq` would call two NaN sums different).
+pub(crate) fn encodings(hs: &[Histogram]) -> Vec<Vec<u8>> {
+    hs.iter().map(Histogram::to_bytes).collect()
+}
+
+#[test]
+fn samples_response_carries_histograms_bit_for_bit() {
+    let hs = tricky_histograms(100_000);
+    for h in &hs {
+        h.validate().expect("test histograms are valid");
+    }
+    let mixed = series("mixed", 3);
+    let only = Labels::from_pairs([("__name__", "a_hist"), ("job", "api")]).expect("labels");
+    let results = vec![QueryData {
+        floats: vec![mixed.clone(), series("z_floats", 1)],
+        histograms: vec![
+            HistogramSeries {
+                labels: only.clone(),
+                histograms: hs[2..].to_vec(),
+            },
+            HistogramSeries {
+                labels: mixed.labels.clone(),
+                histograms: hs[..2].to_vec(),
+            },
+        ],
+    }];
+    let body = samples_response(&results).expect("encode");
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .expect("snappy");
+    let resp = ReadResponse::decode(raw.as_slice()).expect("protobuf");
+    let ts = &resp.results[0].timeseries;
+    let names: Vec<&str> = ts.iter().map(|t| t.labels[0].value.as_str()).collect();
+    // Sorted by labels; the series with both kinds is one message.
+    assert_eq!(names, ["a_hist", "mixed", "z_floats"]);
+    assert!(ts[0].samples.is_empty());
+    assert_eq!(encodings(&ts[0].histograms), encodings(&hs[2..]));
+    assert_eq!(ts[1].samples.len(), 3);
+    assert_eq!(encodings(&ts[1].histograms), encodings(&hs[..2]));
+    assert_eq!(
+        ts[1].histograms[0].sum.to_bits(),
+        storage::STALE_NAN_BITS,
+        "the NaN payload survives"
+    );
+    assert!(ts[2].histograms.is_empty());
+}
+
+#[test]
+fn sample_budget_counts_histograms() {
+    let mut b = SampleBudget::new(5);
+    let hs = HistogramSeries {
+        labels: Labels::from_pairs([("__name__", "h")]).expect("labels"),
+        histograms: tricky_histograms(0),
+    };
+    b.take_histograms(std::slice::from_ref(&hs))
+        .expect("4 of 5");
+    b.take(&[series("a", 1)]).expect("5 of 5");
+    assert!(matches!(
+        b.take_histograms(std::slice::from_ref(&hs)),
+        Err(RemoteReadError::TooManySamples { limit: 5 })
+    ));
+}
+
+#[test]
+fn refusing_a_streamed_histogram_read_names_the_series() {
+    let labels = Labels::from_pairs([("__name__", "rpc_seconds"), ("job", "a")]).expect("labels");
+    let msg = histograms_need_samples(&labels).to_string();
+    assert!(
+        msg.contains("\"rpc_seconds\"") && msg.contains("accept SAMPLES"),
+        "{msg}"
+    );
 }

@@ -160,3 +160,182 @@ async fn bad_requests_and_limits_are_400() {
     let (status, _, _) = post(&app, None, body("up", 0, 50_000, vec![])).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Tenant "a": `mixed` with float samples and native histograms, `hist_only`
+/// with histograms (written in two sidecars, the second rewriting one
+/// timestamp), `floats` with float samples only.
+async fn histogram_app(config: QueryConfig) -> (Router, Vec<storage::histogram::Histogram>) {
+    use storage::sidecar::{HistogramSeries, Sidecar};
+    let storage = Storage::in_memory();
+    let tenant = TenantId::new("a").expect("t");
+    let labels = |name: &str| Labels::from_pairs([("__name__", name), ("job", "api")]).expect("l");
+    let floats = |name: &str| Series {
+        labels: labels(name),
+        samples: (0..4).map(|i| Sample::new(i * 1000, i as f64)).collect(),
+    };
+    storage
+        .write_segment(&tenant, &[floats("mixed"), floats("floats")])
+        .await
+        .expect("write");
+    let hs = crate::remote_read::tests::tricky_histograms(0);
+    let mut stale = hs[3].clone();
+    stale.sum = 1.0; // replaced by the second sidecar's write of t=3000
+    storage
+        .write_sidecar(
+            &tenant,
+            &Sidecar {
+                histograms: vec![
+                    HistogramSeries {
+                        labels: labels("mixed"),
+                        histograms: hs[..2].to_vec(),
+                    },
+                    HistogramSeries {
+                        labels: labels("hist_only"),
+                        histograms: vec![hs[2].clone(), stale],
+                    },
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("sidecar");
+    storage
+        .write_sidecar(
+            &tenant,
+            &Sidecar {
+                histograms: vec![HistogramSeries {
+                    labels: labels("hist_only"),
+                    histograms: vec![hs[3].clone()],
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("sidecar");
+    let app = router(QueryState::new(storage, config, tenant));
+    (app, hs)
+}
+
+fn regex_body(pattern: &str, start: i64, end: i64, accepted: Vec<i32>) -> Vec<u8> {
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: start,
+            end_timestamp_ms: end,
+            matchers: vec![LabelMatcher {
+                r#type: MatcherType::Re as i32,
+                name: "__name__".into(),
+                value: pattern.into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: accepted,
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+/// Per series: metric name, float samples, histogram encodings.
+type Decoded = Vec<(String, Vec<(i64, f64)>, Vec<Vec<u8>>)>;
+
+fn decode_all(bytes: &[u8]) -> Decoded {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(bytes)
+        .expect("snappy");
+    let resp = ReadResponse::decode(raw.as_slice()).expect("protobuf");
+    resp.results[0]
+        .timeseries
+        .iter()
+        .map(|ts| {
+            (
+                ts.labels[0].value.clone(),
+                ts.samples.iter().map(|s| (s.timestamp, s.value)).collect(),
+                crate::remote_read::tests::encodings(&ts.histograms),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn samples_return_histograms_as_written() {
+    let (app, hs) = histogram_app(QueryConfig::default()).await;
+    let enc = crate::remote_read::tests::encodings(&hs);
+    let (status, ctype, bytes) = post(&app, None, regex_body(".+", 0, 10_000, vec![0])).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(ctype, "application/x-protobuf");
+    let floats: Vec<(i64, f64)> = (0..4).map(|i| (i * 1000, i as f64)).collect();
+    assert_eq!(
+        decode_all(&bytes),
+        vec![
+            ("floats".to_string(), floats.clone(), vec![]),
+            ("hist_only".to_string(), vec![], enc[2..].to_vec()),
+            ("mixed".to_string(), floats, enc[..2].to_vec()),
+        ]
+    );
+    // The time range applies to histograms too.
+    let (_, _, bytes) = post(&app, None, regex_body("hist.*|mixed", 1000, 2000, vec![])).await;
+    assert_eq!(
+        decode_all(&bytes),
+        vec![
+            ("hist_only".to_string(), vec![], vec![enc[2].clone()]),
+            (
+                "mixed".to_string(),
+                vec![(1000, 1.0), (2000, 2.0)],
+                vec![enc[1].clone()]
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn streamed_requests_with_histograms_get_samples_or_a_400() {
+    let (app, hs) = histogram_app(QueryConfig::default()).await;
+    let enc = crate::remote_read::tests::encodings(&hs);
+    // Streamed preferred, SAMPLES accepted: SAMPLES, with the histograms.
+    let (status, ctype, bytes) = post(&app, None, body("hist_only", 0, 10_000, vec![1, 0])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ctype, "application/x-protobuf");
+    assert_eq!(
+        decode_all(&bytes),
+        vec![("hist_only".to_string(), vec![], enc[2..].to_vec())]
+    );
+    // Only streamed accepted: refused, naming the series, rather than
+    // answered without the histograms.
+    let (status, _, bytes) = post(&app, None, body("mixed", 0, 10_000, vec![1])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let err: serde_json::Value = serde_json::from_slice(&bytes).expect("json error");
+    assert_eq!(err["errorType"], "bad_data");
+    let msg = err["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"mixed\"") && msg.contains("SAMPLES"),
+        "{msg}"
+    );
+    // Float-only selections still stream.
+    let (status, ctype, bytes) = post(&app, None, body("floats", 0, 10_000, vec![1])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ctype,
+        "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
+    );
+    assert_eq!(frame::unframe(&bytes, 1 << 20).expect("frames").len(), 1);
+}
+
+#[tokio::test]
+async fn histograms_count_against_the_sample_limit() {
+    // `mixed`: 4 float samples and 2 histograms.
+    let (app, _) = histogram_app(QueryConfig {
+        max_samples: 5,
+        ..QueryConfig::default()
+    })
+    .await;
+    let (status, _, bytes) = post(&app, None, body("mixed", 0, 10_000, vec![])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bytes).contains("exceeded sample limit (5)"));
+    let (status, _, _) = post(&app, None, body("mixed", 0, 2000, vec![])).await;
+    assert_eq!(status, StatusCode::OK, "3 floats and 2 histograms fit");
+}
