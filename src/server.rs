@@ -85,6 +85,7 @@ pub fn app(
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
+    storage::storage::register_metrics(&mut registry);
     let raw = store;
     let raw_store = raw.clone();
     let store: Arc<dyn ObjectStore> =

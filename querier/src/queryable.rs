@@ -1,18 +1,46 @@
 //! What the engine reads from: one tenant of a [`Storage`] (production and
 //! the conformance runner), or a plain in-memory map (unit tests, debugging).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use storage::matcher::matches_all;
+use storage::storage::Skipped;
 use storage::{Labels, Matcher, Sample, Series, Storage, TenantId};
 
 use crate::promql::{EvalError, Queryable};
+
+/// Warnings the reads of one request produced (corrupt objects read
+/// around), shared by its queryables and added to the response.
+#[derive(Clone, Debug, Default)]
+pub struct ReadWarnings(Arc<Mutex<BTreeSet<String>>>);
+
+impl ReadWarnings {
+    pub fn add(&self, skipped: Vec<Skipped>) {
+        if skipped.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.0.lock() {
+            w.extend(skipped.iter().map(ToString::to_string));
+        }
+    }
+
+    /// The warnings so far, sorted, each once.
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w).into_iter().collect())
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Clone)]
 pub struct TenantQueryable {
     pub storage: Storage,
     pub tenant: TenantId,
+    /// Where corrupt objects that reads skipped are reported.
+    pub warnings: ReadWarnings,
 }
 
 #[async_trait]
@@ -23,10 +51,13 @@ impl Queryable for TenantQueryable {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, EvalError> {
-        self.storage
-            .select(&self.tenant, matchers, start_ms, end_ms)
+        let (series, skipped) = self
+            .storage
+            .select_reporting(&self.tenant, matchers, start_ms, end_ms)
             .await
-            .map_err(|e| EvalError::Storage(e.to_string()))
+            .map_err(|e| EvalError::Storage(e.to_string()))?;
+        self.warnings.add(skipped);
+        Ok(series)
     }
 }
 

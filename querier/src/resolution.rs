@@ -41,7 +41,7 @@ use storage::{Labels, Matcher, Sample, Series, Storage, StorageError, TenantId};
 use tracing::debug;
 
 use crate::promql::{EvalError, Queryable};
-use crate::queryable::TenantQueryable;
+use crate::queryable::{ReadWarnings, TenantQueryable};
 
 /// Request parameter forcing a resolution: `raw`, `auto`, a resolution
 /// (`1m`) or a storage policy (`1m:40d`).
@@ -325,6 +325,8 @@ pub fn choose(
 /// A query's namespaces, chosen and ready to read.
 pub struct Resolved {
     pub queryable: Arc<dyn Queryable>,
+    /// Corrupt objects the queryable's reads skipped (response warnings).
+    pub warnings: ReadWarnings,
     /// Aggregated resolution read (0: raw): the step and the lookback are
     /// raised to it.
     pub resolution_ms: i64,
@@ -395,11 +397,14 @@ pub async fn resolve(
     if policies.is_empty() || *requested == Requested::Raw {
         // A forced resolution the tenant does not have is refused here.
         let plan = choose(raw, Vec::new(), lo, now, requested).map_err(ResolveError::Invalid)?;
+        let warnings = ReadWarnings::default();
         return Ok(Resolved {
             queryable: Arc::new(TenantQueryable {
                 storage: storage.clone(),
                 tenant: tenant.clone(),
+                warnings: warnings.clone(),
             }),
+            warnings,
             resolution_ms: 0,
             headers: plan.headers(),
         });
@@ -427,10 +432,17 @@ pub async fn resolve(
         .collect();
     let plan = choose(raw, aggregated, lo, now, requested).map_err(ResolveError::Invalid)?;
     debug!(tenant = %tenant, plan = ?plan, "namespaces chosen");
+    let warnings = ReadWarnings::default();
     Ok(Resolved {
         resolution_ms: plan.resolution_ms(),
         headers: plan.headers(),
-        queryable: Arc::new(StitchedQueryable::new(storage.clone(), snapshot, plan)),
+        queryable: Arc::new(StitchedQueryable::new(
+            storage.clone(),
+            snapshot,
+            plan,
+            warnings.clone(),
+        )),
+        warnings,
     })
 }
 
@@ -441,10 +453,11 @@ pub struct StitchedQueryable {
     /// Sources per resolution (0: raw blocks, then segments), in the order
     /// in which later ones win duplicates.
     sources: HashMap<i64, Vec<Source>>,
+    warnings: ReadWarnings,
 }
 
 impl StitchedQueryable {
-    pub fn new(storage: Storage, snapshot: Snapshot, plan: Plan) -> Self {
+    pub fn new(storage: Storage, snapshot: Snapshot, plan: Plan, warnings: ReadWarnings) -> Self {
         let wanted: HashSet<i64> = plan.order.iter().map(|n| n.resolution_ms).collect();
         let mut sources: HashMap<i64, Vec<Source>> = HashMap::new();
         for (entry, src) in snapshot
@@ -473,6 +486,7 @@ impl StitchedQueryable {
             storage,
             plan,
             sources,
+            warnings,
         }
     }
 
@@ -516,7 +530,12 @@ impl StitchedQueryable {
                 })
             })
             .collect();
-        self.storage.read(&narrowed, &[], lo, hi, None).await
+        let (series, skipped) = self
+            .storage
+            .read_reporting(&narrowed, &[], lo, hi, None)
+            .await?;
+        self.warnings.add(skipped);
+        Ok(series)
     }
 }
 

@@ -23,7 +23,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-use tracing::debug;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tracing::{debug, warn};
 use ulid::Ulid;
 
 use crate::block::{self, COL_CHECKSUM, COL_CHUNK, COL_MAX_TIME, COL_MIN_TIME};
@@ -84,6 +86,8 @@ struct View {
     manifest: Versioned,
     /// Live segments, oldest first.
     segments: Vec<(Ulid, Source)>,
+    /// Segments whose index did not decode (left out of `segments`).
+    corrupt: Vec<Skipped>,
 }
 
 /// Segment ids of this process, strictly increasing even within one
@@ -110,6 +114,77 @@ pub struct WrittenSegment {
     pub bytes: usize,
     pub samples: u64,
     pub series: usize,
+}
+
+/// A corrupt object a query read around (reported as a warning, logged and
+/// counted in `strata_storage_corrupt_objects_skipped_total`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skipped corrupt object {}: {} (its data is missing from this result)",
+            self.key, self.reason
+        )
+    }
+}
+
+static CORRUPT_SKIPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// Registers the storage layer's process-wide metrics under `strata_storage_*`.
+pub fn register_metrics(registry: &mut Registry) {
+    registry
+        .sub_registry_with_prefix("strata_storage")
+        .register(
+            "corrupt_objects_skipped",
+            "Corrupt objects (failed checksum or structure) that queries read around",
+            CORRUPT_SKIPPED.clone(),
+        );
+}
+
+/// Turns a corrupt-object error into a [`Skipped`]; any other error (the
+/// store failing, a bug) is returned: only corruption is read around.
+fn skip_if_corrupt(e: StorageError, key: &str) -> Result<Skipped> {
+    if !is_corruption(&e) {
+        return Err(e);
+    }
+    let (key, reason) = match e {
+        StorageError::Corrupt { key, reason } => (key, reason),
+        other => (key.to_string(), other.to_string()),
+    };
+    warn!(key = %key, reason = %reason, "corrupt object skipped by a query");
+    CORRUPT_SKIPPED.inc();
+    Ok(Skipped { key, reason })
+}
+
+/// Whether `e` says an object's bytes are bad (as opposed to the store
+/// failing to deliver them, which must fail the query so it is retried).
+fn is_corruption(e: &StorageError) -> bool {
+    match e {
+        StorageError::Corrupt { .. } => true,
+        StorageError::DataFusion(df) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(df);
+            while let Some(err) = cur {
+                if err.is::<object_store::Error>()
+                    || matches!(
+                        err.downcast_ref::<datafusion::error::DataFusionError>(),
+                        Some(datafusion::error::DataFusionError::ObjectStore(_))
+                            | Some(datafusion::error::DataFusionError::ResourcesExhausted(_))
+                    )
+                {
+                    return false;
+                }
+                cur = err.source();
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether an object holds sample rows (segment) or chunk rows (block).
@@ -247,12 +322,29 @@ impl Storage {
     /// Raw-resolution blocks then segments overlapping `[start_ms, end_ms]`,
     /// in the order in which later ones win duplicates. Only the footers of
     /// blocks overlapping the range are read (the manifest has their times).
+    /// A corrupt object fails the call (see [`Storage::sources_reporting`]).
     pub async fn sources(
         &self,
         tenant: &TenantId,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Source>> {
+        let (sources, skipped) = self.sources_reporting(tenant, start_ms, end_ms).await?;
+        match skipped.into_iter().next() {
+            Some(Skipped { key, reason }) => Err(StorageError::Corrupt { key, reason }),
+            None => Ok(sources),
+        }
+    }
+
+    /// [`Storage::sources`], leaving out objects whose index does not decode
+    /// and reporting them. (A corrupt segment cannot say which time range it
+    /// covers, so it is reported for every range.)
+    pub async fn sources_reporting(
+        &self,
+        tenant: &TenantId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<Source>, Vec<Skipped>)> {
         let view = self.view(tenant).await?;
         let manifest = &view.manifest;
         let entries: Vec<&manifest::BlockEntry> = manifest
@@ -269,7 +361,20 @@ impl Storage {
             .buffered(FOOTER_CONCURRENCY)
             .collect()
             .await;
-        let mut out = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(blocks.len() + view.segments.len());
+        let mut skipped = view.corrupt.clone();
+        for b in blocks {
+            match b {
+                Ok(b) => out.push(b),
+                Err(e) => {
+                    let key = match &e {
+                        StorageError::Corrupt { key, .. } => key.clone(),
+                        _ => String::new(),
+                    };
+                    skipped.push(skip_if_corrupt(e, &key)?);
+                }
+            }
+        }
         let recent = self.recent_writes(tenant, &view);
         let mut segments: Vec<&(Ulid, Source)> = view.segments.iter().chain(&recent).collect();
         segments.sort_by_key(|(id, _)| *id);
@@ -280,7 +385,57 @@ impl Storage {
                 .filter(|s| s.index.overlaps(start_ms, end_ms))
                 .cloned(),
         );
-        Ok(out)
+        Ok((out, skipped))
+    }
+
+    /// [`Storage::select`] that reads around corrupt objects: the series of
+    /// every readable object, and what was skipped (for the query's warnings).
+    pub async fn select_reporting(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<Series>, Vec<Skipped>)> {
+        let (sources, mut skipped) = self.sources_reporting(tenant, start_ms, end_ms).await?;
+        let (series, more) = self
+            .read_reporting(&sources, matchers, start_ms, end_ms, None)
+            .await?;
+        skipped.extend(more);
+        Ok((series, skipped))
+    }
+
+    /// [`Storage::read`] that reads around corrupt objects. The fast path is
+    /// one read; only when it fails with corruption is each source read
+    /// alone to find the bad ones, and the read repeated without them.
+    pub async fn read_reporting(
+        &self,
+        sources: &[Source],
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        ids: Option<(SeriesId, SeriesId)>,
+    ) -> Result<(Vec<Series>, Vec<Skipped>)> {
+        let first = match self.read(sources, matchers, start_ms, end_ms, ids).await {
+            Ok(series) => return Ok((series, Vec::new())),
+            Err(e) if is_corruption(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let mut good = Vec::with_capacity(sources.len());
+        let mut skipped = Vec::new();
+        for src in sources {
+            let alone = std::slice::from_ref(src);
+            match self.read(alone, matchers, start_ms, end_ms, ids).await {
+                Ok(_) => good.push(src.clone()),
+                Err(e) => skipped.push(skip_if_corrupt(e, src.meta.location.as_ref())?),
+            }
+        }
+        if skipped.is_empty() {
+            // Not attributable to one object: report what happened.
+            return Err(first);
+        }
+        let series = self.read(&good, matchers, start_ms, end_ms, ids).await?;
+        Ok((series, skipped))
     }
 
     /// The tenant's query view: cached if younger than `view_max_age`.
@@ -297,11 +452,12 @@ impl Storage {
         }
         let taken = Instant::now();
         let manifest = self.manifest(tenant).await?;
-        let segments = self.live_segments(tenant, &manifest).await?;
+        let (segments, corrupt) = self.live_segments(tenant, &manifest, true).await?;
         let view = Arc::new(View {
             taken,
             manifest,
             segments,
+            corrupt,
         });
         if !self.view_max_age.is_zero()
             && let Ok(mut m) = self.views.lock()
@@ -642,7 +798,7 @@ impl Storage {
             .collect()
             .await;
         let blocks = blocks.into_iter().collect::<Result<Vec<_>>>()?;
-        let segments = self.live_segments(tenant, &manifest).await?;
+        let (segments, _) = self.live_segments(tenant, &manifest, false).await?;
         Ok(Snapshot {
             manifest,
             blocks,
@@ -651,12 +807,15 @@ impl Storage {
     }
 
     /// Lists the tenant's segments and keeps those `manifest` does not mark
-    /// replaced, oldest first, with their indexes.
+    /// replaced, oldest first, with their indexes. With `skip_corrupt`, a
+    /// segment whose index does not decode is left out and reported instead
+    /// of failing the listing (queries); without, it fails (compaction).
     async fn live_segments(
         &self,
         tenant: &TenantId,
         manifest: &Versioned,
-    ) -> Result<Vec<(Ulid, Source)>> {
+        skip_corrupt: bool,
+    ) -> Result<(Vec<(Ulid, Source)>, Vec<Skipped>)> {
         let prefix = paths::segments_prefix(tenant);
         let mut metas: Vec<(Ulid, ObjectMeta, Option<SegmentEntry>)> = self
             .store
@@ -671,23 +830,34 @@ impl Storage {
             .await?;
         metas.retain(|(_, _, e)| e.as_ref().is_none_or(|e| e.replaced_at.is_none()));
         metas.sort_by_key(|(id, _, _)| *id);
-        let segments: Vec<Result<(Ulid, Source)>> = futures::stream::iter(metas)
+        let results: Vec<(Path, Result<(Ulid, Source)>)> = futures::stream::iter(metas)
             .map(|(id, meta, done)| async move {
-                let index = self.index(&meta, SourceKind::Segment).await?;
-                Ok((
-                    id,
-                    Source {
-                        kind: SourceKind::Segment,
-                        meta,
-                        index,
-                        done,
-                    },
-                ))
+                let key = meta.location.clone();
+                let source = self.index(&meta, SourceKind::Segment).await.map(|index| {
+                    (
+                        id,
+                        Source {
+                            kind: SourceKind::Segment,
+                            meta,
+                            index,
+                            done,
+                        },
+                    )
+                });
+                (key, source)
             })
             .buffered(FOOTER_CONCURRENCY)
             .collect()
             .await;
-        segments.into_iter().collect()
+        let (mut segments, mut skipped) = (Vec::with_capacity(results.len()), Vec::new());
+        for (key, r) in results {
+            match r {
+                Ok(s) => segments.push(s),
+                Err(e) if skip_corrupt => skipped.push(skip_if_corrupt(e, key.as_ref())?),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((segments, skipped))
     }
 
     /// Writes a block built by [`block::BlockWriter`] and caches its index.

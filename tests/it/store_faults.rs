@@ -197,6 +197,7 @@ async fn a_lost_put_response_and_the_retry_show_no_duplicates() {
     let q = TenantQueryable {
         storage: Storage::new(ing.inner.clone()),
         tenant: tenant(),
+        warnings: Default::default(),
     };
     let Value::Vector(v) = Engine::default()
         .instant_query(&q, "sum(count_over_time(m[1h]))", 20 * 15_000)
@@ -246,6 +247,7 @@ async fn queries_under_read_faults_fail_or_answer_right() {
             let q = TenantQueryable {
                 storage: Storage::new(store),
                 tenant: tenant(),
+                warnings: Default::default(),
             };
             engine.instant_query(&q, promql, 60 * 15_000).await
         }

@@ -281,7 +281,8 @@ async fn evaluate(
     match tokio::time::timeout(left, task).await {
         Ok(Ok(Ok(value))) => {
             state.limits.check_result(&tenant, &value)?;
-            let mut response = success(json::query_data(&value));
+            let mut response =
+                success_with_warnings(json::query_data(&value), resolved.warnings.take());
             response.headers_mut().extend(resolved.headers);
             Ok(response)
         }

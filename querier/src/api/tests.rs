@@ -217,3 +217,39 @@ async fn buildinfo_looks_like_prometheus() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["data"]["version"], PROMETHEUS_COMPAT_VERSION);
 }
+
+#[tokio::test]
+async fn a_corrupt_object_is_read_around_with_a_warning() {
+    use object_store::ObjectStoreExt;
+    let storage = Storage::in_memory();
+    let tenant = TenantId::new("default").expect("tenant");
+    storage
+        .write_segment(
+            &tenant,
+            &[Series {
+                labels: labels(&[("__name__", "up")]),
+                samples: vec![Sample::new(0, 1.0)],
+            }],
+        )
+        .await
+        .expect("write");
+    let bad = storage::paths::segments_prefix(&tenant)
+        .child("2016073017")
+        .child("01ARZ3NDEKTSV4RRFFQ69G5FAV.parquet");
+    storage
+        .object_store()
+        .put(&bad, object_store::PutPayload::from(&b"garbage"[..]))
+        .await
+        .expect("put");
+    let app = router(QueryState::new(storage, QueryConfig::default(), tenant));
+    let (s, body) = get(&app, "/api/v1/query?query=up&time=10").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["result"][0]["value"], json!([10, "1"]));
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    let w = warnings[0].as_str().expect("string");
+    assert!(
+        w.contains("skipped corrupt object") && w.contains(bad.as_ref()),
+        "{w}"
+    );
+}

@@ -80,6 +80,7 @@ impl Db {
             DataPath::Storage => Db::Storage(TenantQueryable {
                 storage: Storage::in_memory(),
                 tenant: tenant.clone(),
+                warnings: Default::default(),
             }),
             DataPath::Memory => Db::Mem(MemQueryable::default()),
         }

@@ -289,3 +289,78 @@ async fn a_query_view_sees_own_writes_at_once_and_others_after_a_refresh() {
     // Without a max age every read lists.
     assert_eq!(count(&Storage::new(store.clone()), &t).await, 4);
 }
+
+/// A valid segment whose data pages are overwritten with zeros: the footer
+/// and index decode, the scan fails.
+async fn put_segment_with_zeroed_pages(
+    store: &Arc<dyn ObjectStore>,
+    t: &TenantId,
+    s: Series,
+) -> String {
+    let (bytes, _) = segment::encode(&[s]).expect("encode");
+    let mut b = bytes.to_vec();
+    let n = b.len();
+    let footer_len = u32::from_le_bytes(b[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    let data_end = n - 8 - footer_len;
+    b[4..data_end].fill(0);
+    let key = paths::segment(t, next_segment_id());
+    store.put(&key, PutPayload::from(b)).await.expect("put");
+    key.to_string()
+}
+
+#[tokio::test]
+async fn queries_read_around_corrupt_objects_and_report_them() {
+    let (failing, faults) =
+        crate::failing_store::FailingStore::new(Arc::new(object_store::memory::InMemory::new()));
+    let store: Arc<dyn ObjectStore> = Arc::new(failing);
+    let t = tenant("a");
+    let writer = Storage::new(store.clone());
+    let up = |t: i64, v: f64| series(&[("__name__", "up")], &[(t, v)]);
+    writer
+        .write_segment(&t, &[up(1000, 1.0)])
+        .await
+        .expect("write");
+    let bad_pages =
+        put_segment_with_zeroed_pages(&store, &t, series(&[("__name__", "down")], &[(1500, 5.0)]))
+            .await;
+    let bad_footer = paths::segment(&t, next_segment_id());
+    store
+        .put(&bad_footer, PutPayload::from(&b"not a segment"[..]))
+        .await
+        .expect("put");
+    writer
+        .write_segment(&t, &[up(2000, 2.0)])
+        .await
+        .expect("write");
+
+    let s = Storage::new(store.clone());
+    let all = [re("__name__", ".+")];
+    let (got, skipped) = s
+        .select_reporting(&t, &all, 0, 10_000)
+        .await
+        .expect("the readable objects are read");
+    assert_eq!(got.len(), 1, "only `up` is readable: {got:?}");
+    assert_eq!(
+        got[0].samples,
+        vec![Sample::new(1000, 1.0), Sample::new(2000, 2.0)]
+    );
+    let mut keys: Vec<&str> = skipped.iter().map(|k| k.key.as_str()).collect();
+    keys.sort();
+    let mut want = vec![bad_pages.as_str(), bad_footer.as_ref()];
+    want.sort();
+    assert_eq!(keys, want, "{skipped:?}");
+    assert!(skipped[0].to_string().contains("skipped corrupt object"));
+
+    // The strict read (compaction, SQL) still fails on them.
+    assert!(s.select(&t, &all, 0, 10_000).await.is_err());
+
+    // A store that fails to deliver is not corruption: the query fails (so
+    // it is retried) instead of silently missing data.
+    let fresh = Storage::new(store.clone());
+    faults.fail_reads(Some((crate::failing_store::Fault::Unavailable, 1)));
+    let err = fresh
+        .select_reporting(&t, &all, 0, 10_000)
+        .await
+        .expect_err("the store is down");
+    assert!(matches!(err, StorageError::ObjectStore { .. }), "{err}");
+}
