@@ -16,7 +16,7 @@ pub enum IngestError {
     #[error("reading request body: {0}")]
     Body(String),
     #[error(
-        "unsupported {header}: {value:?} (remote write 1.0 needs snappy-compressed application/x-protobuf)"
+        "unsupported {header}: {value:?} (remote write accepts snappy-compressed application/x-protobuf, with proto=prometheus.WriteRequest (the default) or proto=io.prometheus.write.v2.Request)"
     )]
     UnsupportedMediaType { header: &'static str, value: String },
     #[error("unsupported Content-Encoding: {value:?} (accepted: gzip, identity)")]
@@ -29,6 +29,9 @@ pub enum IngestError {
     DecodedTooLarge { size: usize, limit: usize },
     #[error("protobuf decoding of WriteRequest failed: {0}")]
     Protobuf(String),
+    /// A remote write 2.0 request that is malformed as a whole.
+    #[error("remote write 2.0: {0}")]
+    RemoteWriteV2(String),
     #[error(transparent)]
     Tenant(#[from] TenantError),
     /// Some series were invalid; the valid ones (if any) were stored.
@@ -107,6 +110,7 @@ impl IngestError {
             | Snappy(_)
             | Gzip(_)
             | Protobuf(_)
+            | RemoteWriteV2(_)
             | Tenant(_)
             | InvalidSeries { .. }
             | InvalidLines { .. }

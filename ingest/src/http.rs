@@ -1,22 +1,22 @@
-//! HTTP routes of the ingest tier: remote write at Prometheus' and M3's
-//! paths, InfluxDB line protocol and M3's JSON write (handlers in
-//! `protocols`), all with HA-pair deduplication (`ha`).
+//! HTTP routes of the ingest tier: remote write 1.0 and 2.0 at Prometheus'
+//! and M3's paths (handler in `remote_write::handler`), InfluxDB line
+//! protocol and M3's JSON write (handlers in `protocols`), all with HA-pair
+//! deduplication (`ha`).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::FromRef;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use storage::TenantId;
-use storage::tenant::{self, TENANT_HEADER};
 use tracing::{debug, warn};
 
 use crate::clock::{Clock, SystemClock};
-use crate::drop_rules::{self, DropRules};
+use crate::drop_rules::DropRules;
 use crate::error::IngestError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::ha::{HaTracker, HaTrackerConfig};
@@ -167,8 +167,11 @@ fn routes(
     drop_rules: Option<DropRules>,
 ) -> Router {
     Router::new()
-        .route("/api/v1/write", post(remote_write_handler))
-        .route("/api/v1/prom/remote/write", post(remote_write_handler))
+        .route("/api/v1/write", post(remote_write::handler::remote_write))
+        .route(
+            "/api/v1/prom/remote/write",
+            post(remote_write::handler::remote_write),
+        )
         .route("/api/v1/influxdb/write", post(protocols::influx_write))
         .route("/write", post(protocols::influx_write))
         .route("/api/v1/json/write", post(protocols::json_write))
@@ -194,41 +197,6 @@ impl IntoResponse for IngestError {
             format!("{self}\n"),
         )
             .into_response()
-    }
-}
-
-async fn remote_write_handler(
-    State(state): State<IngestState>,
-    State(ha): State<Arc<HaTracker>>,
-    State(drop_rules): State<Option<DropRules>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, IngestError> {
-    let cfg = &state.config;
-    check_media_type(&headers)?;
-    let tenant = tenant::resolve(
-        headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
-        &state.default_tenant,
-    )?;
-    let body = read_body(cfg, &headers, body).await?;
-    let (label_limits, cache) = state
-        .limits
-        .decoding(&tenant, &cfg.limits, &state.series_cache);
-    let validated =
-        remote_write::decode_validated(&body, cfg.max_decoded_bytes, label_limits, cache)?;
-    debug!(tenant = %tenant, series = validated.series.len(), samples = validated.samples, "remote write");
-    let rejected = validated.error();
-    state
-        .metrics
-        .series_rejected
-        .inc_by(validated.rejected as u64);
-    let series = ha.dedupe(&tenant, validated.series).await?;
-    let series = drop_rules::apply(drop_rules.as_ref(), &tenant, series).await;
-    state.limits.admit(&tenant, validated.total, &series)?;
-    state.committer.commit(tenant, series).await?;
-    match rejected {
-        Some(e) => Err(e),
-        None => Ok(StatusCode::NO_CONTENT),
     }
 }
 
@@ -261,37 +229,6 @@ pub(crate) async fn read_body(
                 IngestError::Body(e.to_string())
             }
         })
-}
-
-/// Remote write 1.0 is snappy-compressed protobuf; other media types are 415.
-/// A missing header is accepted, as older senders omit it.
-fn check_media_type(headers: &HeaderMap) -> Result<(), IngestError> {
-    if let Some(v) = headers.get(header::CONTENT_ENCODING) {
-        let v = v.to_str().unwrap_or("");
-        if !v.eq_ignore_ascii_case("snappy") {
-            return Err(IngestError::UnsupportedMediaType {
-                header: "Content-Encoding",
-                value: v.into(),
-            });
-        }
-    }
-    if let Some(v) = headers.get(header::CONTENT_TYPE) {
-        let v = v.to_str().unwrap_or("");
-        let mut parts = v.split(';').map(str::trim);
-        let mime = parts.next().unwrap_or("");
-        let proto = parts
-            .find_map(|p| p.strip_prefix("proto="))
-            .unwrap_or("prometheus.WriteRequest");
-        if !mime.eq_ignore_ascii_case("application/x-protobuf")
-            || proto != "prometheus.WriteRequest"
-        {
-            return Err(IngestError::UnsupportedMediaType {
-                header: "Content-Type",
-                value: v.into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,13 +1,27 @@
-//! Prometheus remote write 1.0: decoding (snappy block format, protobuf
-//! `WriteRequest`) and validation of the series in it. Pure functions: the
-//! HTTP handler and the group commit live elsewhere.
+//! Prometheus remote write: decoding (snappy block format, protobuf) and
+//! validation of the series in a request. 1.0 (`prometheus.WriteRequest`)
+//! is decoded here by a one-pass walk of the protobuf wire format (with
+//! prost's decode + [`validate`] as its reference); 2.0
+//! (`io.prometheus.write.v2.Request`) in [`v2`]; native histograms, exemplars
+//! and metadata are checked alike for both ([`extras`]); the HTTP handler
+//! (content negotiation, response headers, commit) is [`handler`].
+
+mod extras;
+pub(crate) mod handler;
+pub mod v2;
+
+use std::collections::HashSet;
 
 use prost::Message;
+use storage::histogram::Histogram;
+use storage::sidecar::{Exemplar, ExemplarSeries, HistogramSeries, MetricMetadata, Sidecar};
 use storage::{Label, Labels, Sample, Series};
 
 use crate::error::IngestError;
 use crate::proto;
 use crate::series_cache::SeriesCache;
+
+pub use extras::MAX_EXEMPLAR_LABEL_CHARS;
 
 /// Per-series limits checked at ingest (Mimir's defaults).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
@@ -28,16 +42,18 @@ impl Default for SeriesLimits {
     }
 }
 
-/// Decompresses and decodes a remote-write 1.0 body. `max_decoded` bounds the
+/// Decompresses and decodes a remote-write 1.0 body with prost (the
+/// reference for [`decode_validated`]). `max_decoded` bounds the
 /// decompressed size, read from the snappy header before allocating.
-pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::WriteRequest, IngestError> {
+pub fn decode(body: &[u8], max_decoded: usize) -> Result<proto::FullWriteRequest, IngestError> {
     let raw = decompress(body, max_decoded)?;
-    proto::WriteRequest::decode(raw.as_slice()).map_err(|e| IngestError::Protobuf(e.to_string()))
+    proto::FullWriteRequest::decode(raw.as_slice())
+        .map_err(|e| IngestError::Protobuf(e.to_string()))
 }
 
 /// Snappy block decompression, refusing before allocating when the header
 /// announces more than `max_decoded` bytes.
-fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, IngestError> {
+pub(crate) fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, IngestError> {
     let size = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
     if size > max_decoded {
         return Err(IngestError::DecodedTooLarge {
@@ -62,22 +78,75 @@ pub struct Validated {
     pub samples: usize,
     pub rejected: usize,
     pub first_error: Option<(String, String)>,
+    /// Native histograms, exemplars and metadata of the valid series.
+    pub sidecar: Sidecar,
+    /// Labels of the first valid series in request order (HA pairs are
+    /// decided on it), whether it carried floats or not.
+    pub first_labels: Option<Labels>,
+    /// Metadata already in `sidecar` (senders repeat it per series).
+    seen_metadata: HashSet<MetricMetadata>,
+}
+
+/// One series of a request that passed validation.
+pub(crate) struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub histograms: Vec<Histogram>,
+    pub exemplars: Vec<Exemplar>,
 }
 
 impl Validated {
-    /// Takes one series' outcome: stored if it has samples, counted if invalid.
-    fn add(&mut self, series: Result<Series, (String, String)>) {
+    /// Takes one series' outcome: stored if it carries anything, counted if
+    /// invalid.
+    pub(crate) fn add(&mut self, series: Result<SeriesData, (String, String)>) {
         match series {
-            Ok(s) if s.samples.is_empty() => {}
-            Ok(s) => {
-                self.samples += s.samples.len();
-                self.series.push(s);
+            Ok(d) => {
+                if self.first_labels.is_none() {
+                    self.first_labels = Some(d.labels.clone());
+                }
+                if !d.histograms.is_empty() {
+                    self.sidecar.histograms.push(HistogramSeries {
+                        labels: d.labels.clone(),
+                        histograms: d.histograms,
+                    });
+                }
+                if !d.exemplars.is_empty() {
+                    self.sidecar.exemplars.push(ExemplarSeries {
+                        labels: d.labels.clone(),
+                        exemplars: d.exemplars,
+                    });
+                }
+                if !d.samples.is_empty() {
+                    self.samples += d.samples.len();
+                    self.series.push(Series {
+                        labels: d.labels,
+                        samples: d.samples,
+                    });
+                }
             }
             Err(e) => {
                 self.rejected += 1;
                 self.first_error.get_or_insert(e);
             }
         }
+    }
+
+    /// Adds metadata once per request.
+    pub(crate) fn add_metadata(&mut self, m: Option<MetricMetadata>) {
+        if let Some(m) = m
+            && !self.seen_metadata.contains(&m)
+        {
+            self.seen_metadata.insert(m.clone());
+            self.sidecar.metadata.push(m);
+        }
+    }
+
+    pub fn histograms(&self) -> usize {
+        self.sidecar.histogram_count()
+    }
+
+    pub fn exemplars(&self) -> usize {
+        self.sidecar.exemplar_count()
     }
 
     pub fn error(&self) -> Option<IngestError> {
@@ -89,6 +158,39 @@ impl Validated {
             reason,
         })
     }
+}
+
+/// The histograms and exemplars of a series whose labels passed: checked,
+/// then joined with the samples (the error is the series' rejection reason).
+fn series_data(
+    labels: Labels,
+    samples: Vec<Sample>,
+    histograms: Vec<Histogram>,
+    exemplars: Vec<proto::Exemplar>,
+) -> Result<SeriesData, String> {
+    extras::check_histograms(&histograms)?;
+    let mut out = Vec::with_capacity(exemplars.len());
+    for e in exemplars {
+        let l = extras::exemplar_labels(e.labels.into_iter().map(|l| (l.name, l.value)))?;
+        out.push(extras::exemplar(
+            l,
+            e.value,
+            e.timestamp,
+            &samples,
+            &histograms,
+        )?);
+    }
+    Ok(SeriesData {
+        labels,
+        samples,
+        histograms,
+        exemplars: out,
+    })
+}
+
+/// 1.0 metadata as stored.
+fn metadata_of(m: &proto::MetricMetadata) -> Option<MetricMetadata> {
+    extras::metadata(&m.metric_family_name, m.r#type, &m.help, &m.unit)
 }
 
 /// Decompresses, decodes and validates a remote-write 1.0 body in one pass,
@@ -113,11 +215,12 @@ pub fn decode_validated(
                 out.total += 1;
                 out.add(time_series(ts, limits, cache, &mut scratch)?);
             }
-            // Metadata is not stored, but a malformed request is refused
-            // as a whole, exactly as a full protobuf decode would refuse it.
+            // Metadata is rare (Prometheus sends it once a minute, apart
+            // from samples): prost decodes it, refusing what prost refuses.
             (3, WIRE_LEN) => {
-                <proto::MetricMetadata as prost::Message>::decode(w.bytes()?)
+                let m = <proto::MetricMetadata as prost::Message>::decode(w.bytes()?)
                     .map_err(|e| Wire::err(&format!("metadata: {e}")))?;
+                out.add_metadata(metadata_of(&m));
             }
             (1 | 3, other) => {
                 return Err(Wire::err(&format!(
@@ -131,16 +234,20 @@ pub fn decode_validated(
 }
 
 /// One `TimeSeries` message: the outer error is a malformed message (the
-/// whole request is bad), the inner one an invalid series.
+/// whole request is bad), the inner one an invalid series. Floats take the
+/// fast path; exemplars and histograms (rare) are decoded by prost once the
+/// series' labels are known.
 fn time_series(
     ts: &[u8],
     limits: &SeriesLimits,
     cache: &SeriesCache,
     scratch: &mut Vec<u8>,
-) -> Result<Result<Series, (String, String)>, IngestError> {
+) -> Result<Result<SeriesData, (String, String)>, IngestError> {
     // Byte ranges of the label fields (key, length and payload).
     let mut label_fields: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut samples = Vec::new();
+    let mut exemplars: Vec<&[u8]> = Vec::new();
+    let mut histograms: Vec<&[u8]> = Vec::new();
     let mut w = Wire::new(ts);
     while !w.done() {
         let start = w.pos;
@@ -151,6 +258,13 @@ fn time_series(
                 label_fields.push((start, w.pos));
             }
             (2, WIRE_LEN) => samples.push(sample(w.bytes()?)?),
+            (3, WIRE_LEN) => exemplars.push(w.bytes()?),
+            (4, WIRE_LEN) => histograms.push(w.bytes()?),
+            (1..=4, other) => {
+                return Err(Wire::err(&format!(
+                    "TimeSeries field {field} has wire type {other}, expected length-delimited"
+                )));
+            }
             _ => w.skip(wire)?,
         }
     }
@@ -167,18 +281,39 @@ fn time_series(
             scratch
         }
     };
-    if let Some(labels) = cache.get(raw) {
-        return Ok(Ok(Series { labels, samples }));
-    }
-    let mut labels = Vec::with_capacity(label_fields.len());
-    for &(a, b) in &label_fields {
-        let mut w = Wire::new(&ts[a..b]);
-        w.key()?;
-        labels.push(label(w.bytes()?)?);
-    }
-    Ok(labels_of(labels, limits).map(|labels| {
-        cache.insert(raw, labels.clone());
-        Series { labels, samples }
+    let labels = match cache.get(raw) {
+        Some(labels) => Ok(labels),
+        None => {
+            let mut pairs = Vec::with_capacity(label_fields.len());
+            for &(a, b) in &label_fields {
+                let mut w = Wire::new(&ts[a..b]);
+                w.key()?;
+                pairs.push(label(w.bytes()?)?);
+            }
+            labels_of(pairs, limits).inspect(|labels| cache.insert(raw, labels.clone()))
+        }
+    };
+    // Malformed exemplars or histograms make the whole request malformed (as
+    // a full decode would), even in an invalid series: decode them first.
+    let exemplars = exemplars
+        .into_iter()
+        .map(|b| proto::Exemplar::decode(b).map_err(|e| Wire::err(&format!("exemplar: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let histograms = histograms
+        .into_iter()
+        .map(|b| Histogram::decode(b).map_err(|e| Wire::err(&format!("histogram: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(labels.and_then(|labels| {
+        if exemplars.is_empty() && histograms.is_empty() {
+            return Ok(SeriesData {
+                labels,
+                samples,
+                histograms: Vec::new(),
+                exemplars: Vec::new(),
+            });
+        }
+        let describe = describe(labels.iter().map(|l| (&*l.name, &*l.value)));
+        series_data(labels, samples, histograms, exemplars).map_err(|reason| (describe, reason))
     }))
 }
 
@@ -190,6 +325,11 @@ fn label(msg: &[u8]) -> Result<proto::Label, IngestError> {
         match (field, wire) {
             (1, WIRE_LEN) => l.name = utf8(w.bytes()?)?,
             (2, WIRE_LEN) => l.value = utf8(w.bytes()?)?,
+            (1 | 2, other) => {
+                return Err(Wire::err(&format!(
+                    "Label field {field} has wire type {other}"
+                )));
+            }
             _ => w.skip(wire)?,
         }
     }
@@ -210,6 +350,11 @@ fn sample(msg: &[u8]) -> Result<Sample, IngestError> {
         match (field, wire) {
             (1, WIRE_FIXED64) => s.v = f64::from_bits(w.fixed64()?),
             (2, WIRE_VARINT) => s.t = w.varint()? as i64, // int64: two's complement
+            (1 | 2, other) => {
+                return Err(Wire::err(&format!(
+                    "Sample field {field} has wire type {other}"
+                )));
+            }
             _ => w.skip(wire)?,
         }
     }
@@ -304,8 +449,10 @@ impl<'a> Wire<'a> {
     }
 }
 
-/// Converts and validates every series of a request.
-pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
+/// Converts and validates every series of a request (the reference for
+/// [`decode_validated`]).
+pub fn validate(req: impl Into<proto::FullWriteRequest>, limits: &SeriesLimits) -> Validated {
+    let req: proto::FullWriteRequest = req.into();
     let mut out = Validated {
         total: req.timeseries.len(),
         ..Default::default()
@@ -313,17 +460,24 @@ pub fn validate(req: proto::WriteRequest, limits: &SeriesLimits) -> Validated {
     for ts in req.timeseries {
         out.add(to_series(ts, limits));
     }
+    for m in &req.metadata {
+        out.add_metadata(metadata_of(m));
+    }
     out
 }
 
-fn to_series(ts: proto::TimeSeries, limits: &SeriesLimits) -> Result<Series, (String, String)> {
+fn to_series(
+    ts: proto::FullTimeSeries,
+    limits: &SeriesLimits,
+) -> Result<SeriesData, (String, String)> {
     let labels = labels_of(ts.labels, limits)?;
     let samples = ts
         .samples
         .iter()
         .map(|s| Sample::new(s.timestamp, s.value))
         .collect();
-    Ok(Series { labels, samples })
+    let describe = describe(labels.iter().map(|l| (&*l.name, &*l.value)));
+    series_data(labels, samples, ts.histograms, ts.exemplars).map_err(|reason| (describe, reason))
 }
 
 /// Checks a series' labels (limits, names, order, metric name) and builds its
@@ -515,8 +669,10 @@ mod tests {
 
     /// Both paths must agree: same series (labels and samples bit for bit),
     /// same counts, same first error.
-    fn assert_same(req: &proto::WriteRequest, cache: &SeriesCache) {
-        let body = encode(req);
+    fn assert_same(req: &impl Message, cache: &SeriesCache) {
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy");
         let limits = SeriesLimits {
             max_label_value_length: 8,
             ..Default::default()
@@ -528,6 +684,9 @@ mod tests {
             (want.total, want.samples, want.rejected)
         );
         assert_eq!(got.first_error, want.first_error);
+        assert_eq!(got.first_labels, want.first_labels);
+        // Debug text: compares NaN sums as equal, which `PartialEq` cannot.
+        assert_eq!(format!("{:?}", got.sidecar), format!("{:?}", want.sidecar));
         assert_eq!(got.series.len(), want.series.len());
         for (g, w) in got.series.iter().zip(&want.series) {
             assert_eq!(g.labels, w.labels);
@@ -606,6 +765,118 @@ mod tests {
                 .get(&raw(vec![label("job", "a"), label("__name__", "unsorted")]))
                 .is_none()
         );
+    }
+
+    /// 1.0's histograms (field 4), exemplars and metadata: kept by both
+    /// decoders alike, invalid ones rejecting their series.
+    #[test]
+    fn histograms_exemplars_and_metadata_match_the_reference_decoder() {
+        use storage::histogram::{BucketSpan, Count};
+        let h = |t: i64, schema: i32| Histogram {
+            count: Some(Count::Int(2)),
+            sum: f64::NAN,
+            schema,
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            positive_deltas: vec![2],
+            timestamp: t,
+            ..Default::default()
+        };
+        let ex = |labels: Vec<proto::Label>, t: i64| proto::Exemplar {
+            labels,
+            value: 0.5,
+            timestamp: t,
+        };
+        let full = |labels, samples: &[(i64, f64)], histograms, exemplars| {
+            let s = ts(labels, samples);
+            proto::FullTimeSeries {
+                labels: s.labels,
+                samples: s.samples,
+                exemplars,
+                histograms,
+            }
+        };
+        let meta = |name: &str, t: i32, help: &str| proto::MetricMetadata {
+            r#type: t,
+            metric_family_name: name.into(),
+            help: help.into(),
+            unit: String::new(),
+        };
+        let req = proto::FullWriteRequest {
+            timeseries: vec![
+                full(
+                    vec![label("__name__", "h")],
+                    &[],
+                    vec![h(5, 0), h(3, 1)],
+                    vec![],
+                ),
+                full(
+                    vec![label("__name__", "f"), label("job", "a")],
+                    &[(10, 1.0), (20, 2.0)],
+                    vec![],
+                    // Unsorted exemplar labels are sorted; no time: the
+                    // newest sample's.
+                    vec![
+                        ex(vec![label("z", "1"), label("a", "2")], 0),
+                        ex(vec![], 15),
+                    ],
+                ),
+                full(
+                    vec![label("__name__", "bad_h")],
+                    &[],
+                    vec![h(1, 11)],
+                    vec![],
+                ),
+                full(
+                    vec![label("__name__", "bad_e")],
+                    &[(1, 1.0)],
+                    vec![],
+                    vec![ex(vec![label("bad-name", "x")], 1)],
+                ),
+                full(
+                    vec![label("__name__", "lonely")],
+                    &[],
+                    vec![],
+                    vec![ex(vec![], 0)],
+                ),
+            ],
+            metadata: vec![
+                meta("f", 1, "F."),
+                meta("f", 1, "F."),
+                meta("", 2, "no name"),
+                meta("nothing", 0, ""),
+                meta("g", 99, "unknown type number"),
+            ],
+        };
+        let cache = SeriesCache::new(100);
+        assert_same(&req, &cache);
+        assert_same(&req, &cache);
+        let got = decode_validated(
+            &snap::raw::Encoder::new()
+                .compress_vec(&req.encode_to_vec())
+                .expect("snappy"),
+            1 << 20,
+            &SeriesLimits::default(),
+            &cache,
+        )
+        .expect("decode");
+        assert_eq!((got.total, got.rejected), (5, 3));
+        assert_eq!(got.histograms(), 2);
+        assert_eq!(got.exemplars(), 2);
+        let e = &got.sidecar.exemplars[0].exemplars;
+        assert_eq!(e[0].labels.to_string(), r#"{a="2", z="1"}"#);
+        assert_eq!((e[0].timestamp, e[1].timestamp), (20, 15));
+        let names: Vec<_> = got
+            .sidecar
+            .metadata
+            .iter()
+            .map(|m| (m.metric_family_name.as_str(), m.metric_type.as_str()))
+            .collect();
+        assert_eq!(names, vec![("f", "counter"), ("g", "unknown")]);
+        let err = got.error().expect("rejections").to_string();
+        assert!(err.contains("histogram 0: histogram schema 11"), "{err}");
     }
 
     #[test]

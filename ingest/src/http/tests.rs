@@ -1,9 +1,10 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use prost::Message;
 use storage::failing_store::FailingStore;
+use storage::tenant::TENANT_HEADER;
 use storage::{Matcher, Storage};
 use tower::ServiceExt;
 
@@ -237,7 +238,7 @@ async fn unknown_media_types_are_415() {
     let req = Request::post("/api/v1/write")
         .header(
             "Content-Type",
-            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "application/x-protobuf;proto=io.prometheus.write.v3.Request",
         )
         .header("Content-Encoding", "snappy")
         .body(Body::from(body(&[(&[("__name__", "up")], 1, 1.0)])))
