@@ -53,6 +53,22 @@ pub enum IngestError {
     },
     #[error("invalid JSON write request: {0}")]
     Json(String),
+    #[error(
+        "unsupported Content-Type for OTLP: {value:?} (accepted: application/x-protobuf, application/json)"
+    )]
+    UnsupportedOtlpContentType { value: String },
+    #[error("invalid OTLP {format} request body: {reason}")]
+    OtlpDecode {
+        format: &'static str,
+        reason: String,
+    },
+    /// Every data point of an OTLP request was rejected; nothing was stored.
+    #[error("{rejected} of {total} data points rejected, nothing stored; first: {reason}")]
+    OtlpRejected {
+        rejected: usize,
+        total: usize,
+        reason: String,
+    },
     #[error("invalid query parameter {name}: {reason}")]
     InvalidParam { name: &'static str, reason: String },
     /// The request came from an HA replica that is not the elected one of
@@ -103,9 +119,9 @@ impl IngestError {
         use IngestError::*;
         match self {
             BodyTooLarge { .. } | DecodedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType { .. } | UnsupportedEncoding { .. } => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            UnsupportedMediaType { .. }
+            | UnsupportedEncoding { .. }
+            | UnsupportedOtlpContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Body(_)
             | Snappy(_)
             | Gzip(_)
@@ -115,6 +131,8 @@ impl IngestError {
             | InvalidSeries { .. }
             | InvalidLines { .. }
             | Json(_)
+            | OtlpDecode { .. }
+            | OtlpRejected { .. }
             | InvalidParam { .. }
             | TooManyHaClusters { .. }
             | TooManySeries { .. } => StatusCode::BAD_REQUEST,

@@ -1,7 +1,7 @@
 //! HTTP routes of the ingest tier: remote write 1.0 and 2.0 at Prometheus'
 //! and M3's paths (handler in `remote_write::handler`), InfluxDB line
-//! protocol and M3's JSON write (handlers in `protocols`), all with HA-pair
-//! deduplication (`ha`).
+//! protocol and M3's JSON write (handlers in `protocols`), OTLP metrics
+//! (`otlp`), all with HA-pair deduplication (`ha`).
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::ha::{HaTracker, HaTrackerConfig};
 use crate::limits::IngestLimits;
 use crate::metrics::IngestMetrics;
+use crate::otlp;
 use crate::protocols;
 use crate::remote_write::{self, SeriesLimits};
 use crate::series_cache::SeriesCache;
@@ -175,6 +176,8 @@ fn routes(
         .route("/api/v1/influxdb/write", post(protocols::influx_write))
         .route("/write", post(protocols::influx_write))
         .route("/api/v1/json/write", post(protocols::json_write))
+        .route("/api/v1/otlp/v1/metrics", post(otlp::otlp_metrics))
+        .route("/otlp/v1/metrics", post(otlp::otlp_metrics))
         .with_state(AppState {
             ingest: state,
             ha,

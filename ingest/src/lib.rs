@@ -11,6 +11,7 @@ pub mod influx;
 pub mod json_write;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 pub mod proto;
 mod protocols;
 pub mod remote_write;

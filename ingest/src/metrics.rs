@@ -19,6 +19,7 @@ pub struct IngestMetrics {
     pub segment_put_seconds: Histogram,
     pub batch_requests: Histogram,
     pub lines_rejected: Counter,
+    pub otlp_points_rejected: Counter,
     pub ha_deduplicated_samples: Counter,
     pub ha_elected_replica_changes: Counter,
 }
@@ -38,6 +39,7 @@ impl Default for IngestMetrics {
             segment_put_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             lines_rejected: Counter::default(),
+            otlp_points_rejected: Counter::default(),
             ha_deduplicated_samples: Counter::default(),
             ha_elected_replica_changes: Counter::default(),
         }
@@ -108,6 +110,11 @@ impl IngestMetrics {
             "lines_rejected",
             "InfluxDB line-protocol lines rejected as invalid",
             m.lines_rejected.clone(),
+        );
+        r.register(
+            "otlp_points_rejected",
+            "OTLP data points rejected (delta temporality, invalid names or values, limits)",
+            m.otlp_points_rejected.clone(),
         );
         r.register(
             "ha_deduplicated_samples",

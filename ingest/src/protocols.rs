@@ -132,7 +132,7 @@ pub(crate) async fn json_write(
 
 /// The body after `Content-Encoding`: none (or `identity`) or `gzip`, the
 /// latter bounded by `max_decoded` bytes.
-fn decode_content(
+pub(crate) fn decode_content(
     headers: &HeaderMap,
     raw: Bytes,
     max_decoded: usize,

@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod isolation;
 mod lambda;
 mod limits;
+mod otlp;
 mod protocols;
 mod remote_read;
 mod sql;

@@ -14,6 +14,11 @@
 //! reports samples/s; measurement `bench` and fields `metric_N` give the
 //! same metric names (`bench_metric_N`) as the remote-write workload.
 //!
+//! `--protocol otlp` sends the same samples as OTLP metrics (protobuf, to
+//! `/api/v1/otlp/v1/metrics`) to Strata only: one metric per series, its
+//! labels as data-point attributes, counters as cumulative monotonic sums
+//! (stored as `bench_metric_N_total`), gauges as gauges.
+//!
 //! Run through `scripts/bench-ingest.sh`.
 
 use std::path::PathBuf;
@@ -50,7 +55,7 @@ struct Args {
     #[arg(long, value_parser = ["both", "strata", "prometheus"], default_value = "both")]
     target: String,
     /// Write protocol: Prometheus remote write 1.0 (Strata and Prometheus),
-    /// or InfluxDB line protocol (Strata only).
+    /// InfluxDB line protocol or OTLP metrics (Strata only).
     #[arg(long, value_enum, default_value_t = Protocol::RemoteWrite)]
     protocol: Protocol,
     /// Skip the count check after sending.
@@ -67,6 +72,7 @@ struct Args {
 enum Protocol {
     RemoteWrite,
     Influx,
+    Otlp,
 }
 
 /// Pre-encoded requests, one list per sender.
@@ -126,6 +132,7 @@ fn build(args: &Args) -> Workload {
             let n = steps.min(points - p);
             let mut ts = Vec::with_capacity(ids.len());
             let mut lines = String::new();
+            let mut metrics = Vec::new();
             for (k, l) in labels.iter().enumerate() {
                 let pts: Vec<(i64, f64)> = (p..p + n)
                     .map(|j| {
@@ -145,12 +152,14 @@ fn build(args: &Args) -> Workload {
                         ts.push(series(&lref, &pts));
                     }
                     Protocol::Influx => push_lines(&mut lines, l, &pts),
+                    Protocol::Otlp => metrics.push(otlp_metric(l, &pts, k % 2 == 0)),
                 }
                 samples += n;
             }
             let body = match args.protocol {
                 Protocol::RemoteWrite => encode(&request(ts)),
                 Protocol::Influx => lines.into_bytes(),
+                Protocol::Otlp => otlp_request(metrics),
             };
             bytes += body.len();
             requests += 1;
@@ -187,21 +196,92 @@ fn push_lines(out: &mut String, labels: &[(String, String)], pts: &[(i64, f64)])
     }
 }
 
+/// One OTLP metric for one series: the metric name as its name, the other
+/// labels as attributes; a cumulative monotonic sum or a gauge.
+fn otlp_metric(labels: &[(String, String)], pts: &[(i64, f64)], counter: bool) -> otlp::Metric {
+    let mut name = String::new();
+    let mut attributes = Vec::new();
+    for (n, v) in labels {
+        if n == "__name__" {
+            name.clone_from(v);
+        } else {
+            attributes.push(otlp::KeyValue {
+                key: n.clone(),
+                value: Some(otlp::AnyValue {
+                    value: Some(otlp::any_value::Value::StringValue(v.clone())),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    let data_points = pts
+        .iter()
+        .map(|&(t, v)| otlp::NumberDataPoint {
+            attributes: attributes.clone(),
+            time_unix_nano: t as u64 * 1_000_000,
+            value: Some(otlp::number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        })
+        .collect();
+    let data = if counter {
+        otlp::Data::Sum(otlp::Sum {
+            data_points,
+            aggregation_temporality: otlp::AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })
+    } else {
+        otlp::Data::Gauge(otlp::Gauge { data_points })
+    };
+    otlp::Metric {
+        name,
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// An OTLP request of `metrics` under one resource without attributes (so
+/// no `target_info` series joins the workload's series).
+fn otlp_request(metrics: Vec<otlp::Metric>) -> Vec<u8> {
+    use prost::Message;
+    otlp::ExportMetricsServiceRequest {
+        resource_metrics: vec![otlp::ResourceMetrics {
+            scope_metrics: vec![otlp::ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The OTLP messages the benchmark builds.
+mod otlp {
+    pub use ingest::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    pub use ingest::otlp::proto::common::v1::{AnyValue, KeyValue, any_value};
+    pub use ingest::otlp::proto::metrics::v1::{
+        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric::Data, number_data_point,
+    };
+}
+
 struct RunResult {
     elapsed: Duration,
     failures: usize,
     first_failure: Option<String>,
 }
 
-/// POSTs one line-protocol body; returns the status and response body.
-async fn send_lines(
+/// POSTs one line-protocol or OTLP body; returns the status and response
+/// body.
+async fn send_body(
     client: &reqwest::Client,
     url: &str,
+    content_type: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<(u16, String)> {
     let resp = client
         .post(url)
-        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Content-Type", content_type)
         .body(body)
         .send()
         .await?;
@@ -226,7 +306,12 @@ async fn send_all(write_url: &str, w: &Arc<Workload>, protocol: Protocol) -> Run
                     Protocol::RemoteWrite => {
                         remote_write::send(&client, &url, body.clone(), None).await
                     }
-                    Protocol::Influx => send_lines(&client, &url, body.clone()).await,
+                    Protocol::Influx => {
+                        send_body(&client, &url, "text/plain; charset=utf-8", body.clone()).await
+                    }
+                    Protocol::Otlp => {
+                        send_body(&client, &url, "application/x-protobuf", body.clone()).await
+                    }
                 };
                 match sent {
                     Ok((status, _)) if (200..300).contains(&status) => {}
@@ -333,8 +418,8 @@ async fn main() {
         .expect("temp dir");
     let logs = work.path().to_path_buf();
 
-    if args.protocol == Protocol::Influx && args.target == "prometheus" {
-        eprintln!("--protocol influx benchmarks Strata only (use --target strata or both)");
+    if args.protocol != Protocol::RemoteWrite && args.target == "prometheus" {
+        eprintln!("--protocol influx|otlp benchmarks Strata only (use --target strata or both)");
         std::process::exit(2);
     }
     let t = Instant::now();
@@ -342,6 +427,7 @@ async fn main() {
     let encoding = match args.protocol {
         Protocol::RemoteWrite => "snappy protobuf",
         Protocol::Influx => "line protocol",
+        Protocol::Otlp => "OTLP protobuf",
     };
     println!(
         "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB {encoding}; encoded in {:.1} s",
@@ -385,6 +471,7 @@ async fn main() {
         let protocol = match args.protocol {
             Protocol::RemoteWrite => "remote write",
             Protocol::Influx => "line protocol",
+            Protocol::Otlp => "OTLP",
         };
         println!(
             "strata median ({protocol}): {s:.0} samples/s over {} rounds",
@@ -428,6 +515,10 @@ async fn bench_strata(
         Protocol::Influx => (
             format!("{}/write?precision=ms", strata.url),
             "strata (line protocol)",
+        ),
+        Protocol::Otlp => (
+            format!("{}/api/v1/otlp/v1/metrics", strata.url),
+            "strata (OTLP)",
         ),
     };
     let r = send_all(&url, w, args.protocol).await;
