@@ -60,6 +60,8 @@ pub struct PassStats {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub objects_deleted: usize,
+    /// Sidecars merged into larger ones.
+    pub sidecars_merged: usize,
     /// Targets left alone because another compactor holds their lease.
     pub lease_skips: usize,
     /// Targets abandoned because the manifest changed under them.
@@ -70,7 +72,12 @@ pub struct PassStats {
 impl PassStats {
     /// Whether the pass changed anything (a one-shot run loops until not).
     pub fn did_work(&self) -> bool {
-        self.blocks_written + self.blocks_replaced + self.segments_read + self.objects_deleted > 0
+        self.blocks_written
+            + self.blocks_replaced
+            + self.segments_read
+            + self.objects_deleted
+            + self.sidecars_merged
+            > 0
     }
 
     fn add(&mut self, o: &PassStats) {
@@ -82,6 +89,7 @@ impl PassStats {
         self.bytes_read += o.bytes_read;
         self.bytes_written += o.bytes_written;
         self.objects_deleted += o.objects_deleted;
+        self.sidecars_merged += o.sidecars_merged;
         self.lease_skips += o.lease_skips;
         self.conflicts += o.conflicts;
         self.requests += o.requests;
@@ -253,6 +261,21 @@ impl Compactor {
         }
         self.collect_garbage(tenant, &snap, now, cutoff, &mut stats)
             .await?;
+        // Sidecars (histograms, exemplars, metadata) merge by write time
+        // over the same window lengths.
+        let sidecars = self
+            .storage
+            .compact_sidecars(
+                tenant,
+                now,
+                self.config.settle.as_millis() as i64,
+                &levels,
+                cutoff,
+            )
+            .await?;
+        stats.sidecars_merged += sidecars.merged;
+        stats.objects_deleted += sidecars.deleted;
+        stats.bytes_written += sidecars.bytes_written;
         Ok(stats)
     }
 

@@ -1012,7 +1012,7 @@ fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
 }
 
 mod sidecar;
-pub use sidecar::WrittenSidecar;
+pub use sidecar::{SidecarCompaction, WrittenSidecar};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,18 @@ use crate::tenant::TenantId;
 /// Sidecar objects fetched at once by a read.
 const SIDECAR_CONCURRENCY: usize = 16;
 
+/// What [`Storage::compact_sidecars`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SidecarCompaction {
+    /// Sidecars merged into others (and deleted).
+    pub merged: usize,
+    /// Merged sidecars written.
+    pub written: usize,
+    pub bytes_written: u64,
+    /// Sidecars deleted (merged inputs and those past retention).
+    pub deleted: usize,
+}
+
 /// What [`Storage::write_sidecar`] stored.
 #[derive(Clone, Debug)]
 pub struct WrittenSidecar {
@@ -54,13 +66,26 @@ impl Storage {
     }
 
     /// Every sidecar of `tenant` (oldest first) whose time range overlaps
-    /// `[start_ms, end_ms]`.
+    /// `[start_ms, end_ms]`. An object listed but gone when fetched was
+    /// merged (see [`Storage::compact_sidecars`]) after the listing: the
+    /// merged copy was written before the delete, so one fresh listing
+    /// finds it.
     pub async fn sidecars(
         &self,
         tenant: &TenantId,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<(Ulid, Sidecar)>> {
+        match self.sidecars_once(tenant, start_ms, end_ms).await {
+            Err(StorageError::ObjectStore {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => self.sidecars_once(tenant, start_ms, end_ms).await,
+            other => other,
+        }
+    }
+
+    async fn list_sidecars(&self, tenant: &TenantId) -> Result<Vec<(Ulid, Path)>> {
         let prefix = paths::sidecars_prefix(tenant);
         let mut keys: Vec<(Ulid, Path)> = self
             .store
@@ -72,16 +97,30 @@ impl Storage {
             .try_collect()
             .await?;
         keys.sort();
+        Ok(keys)
+    }
+
+    async fn get_sidecar(&self, key: &Path) -> Result<(sidecar::Header, Sidecar)> {
+        let bytes = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| StorageError::store("get", key.as_ref(), e))?
+            .bytes()
+            .await
+            .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
+        sidecar::decode(key.as_ref(), &bytes)
+    }
+
+    async fn sidecars_once(
+        &self,
+        tenant: &TenantId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(Ulid, Sidecar)>> {
+        let keys = self.list_sidecars(tenant).await?;
         let reads = keys.into_iter().map(|(id, key)| async move {
-            let bytes = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| StorageError::store("get", key.as_ref(), e))?
-                .bytes()
-                .await
-                .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
-            let (header, s) = sidecar::decode(key.as_ref(), &bytes)?;
+            let (header, s) = self.get_sidecar(&key).await?;
             Ok::<_, StorageError>(header.overlaps(start_ms, end_ms).then_some((id, s)))
         });
         let found: Vec<Option<(Ulid, Sidecar)>> = futures::stream::iter(reads)
@@ -89,6 +128,102 @@ impl Storage {
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Merges the tenant's sidecars written in the same closed window of
+    /// write time (for each length of `windows_ms`, shortest first, e.g. an
+    /// hour then a day) into one, and deletes what `retention_cutoff` has
+    /// passed. Without it every commit's sidecar would be listed and read
+    /// by every query forever.
+    ///
+    /// Safe without a lease or a manifest: reads dedupe (see the module
+    /// doc), the merged object is written before its inputs are deleted,
+    /// and readers re-list when an input vanished under them. The merged
+    /// object's id is the newest input's id plus one, so it keeps the
+    /// inputs' place in the newest-wins order and two compactors merging
+    /// the same window write the same bytes to the same key.
+    pub async fn compact_sidecars(
+        &self,
+        tenant: &TenantId,
+        now_ms: i64,
+        settle_ms: i64,
+        windows_ms: &[i64],
+        retention_cutoff: Option<i64>,
+    ) -> Result<SidecarCompaction> {
+        let mut stats = SidecarCompaction::default();
+        for &len in windows_ms.iter().filter(|l| **l > 0) {
+            let keys = self.list_sidecars(tenant).await?;
+            let mut groups: BTreeMap<i64, Vec<(Ulid, Path)>> = BTreeMap::new();
+            for (id, key) in keys {
+                let written = id.timestamp_ms() as i64;
+                let window = written.div_euclid(len) * len;
+                if window + len + settle_ms <= now_ms {
+                    groups.entry(window).or_default().push((id, key));
+                }
+            }
+            for (_, group) in groups.into_iter().filter(|(_, g)| g.len() > 1) {
+                self.merge_sidecars(tenant, &group, retention_cutoff, &mut stats)
+                    .await?;
+            }
+        }
+        if let Some(cutoff) = retention_cutoff {
+            for (_, key) in self.list_sidecars(tenant).await? {
+                let head = self
+                    .store
+                    .get_range(&key, 0..sidecar::HEADER_LEN as u64)
+                    .await
+                    .map_err(|e| StorageError::store("get_range", key.as_ref(), e))?;
+                if sidecar::decode_header(key.as_ref(), &head)?.max_time < cutoff {
+                    self.delete_sidecar(&key, &mut stats).await?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn merge_sidecars(
+        &self,
+        tenant: &TenantId,
+        group: &[(Ulid, Path)],
+        retention_cutoff: Option<i64>,
+        stats: &mut SidecarCompaction,
+    ) -> Result<()> {
+        let mut inputs = Vec::with_capacity(group.len());
+        for (id, key) in group {
+            let (_, s) = self.get_sidecar(key).await?;
+            inputs.push((*id, s));
+        }
+        let merged = merge(inputs, retention_cutoff.unwrap_or(i64::MIN));
+        let newest = group.iter().map(|(id, _)| *id).max().unwrap_or_default();
+        let Some(id) = newest.increment() else {
+            return Ok(()); // the id space of that millisecond is used up
+        };
+        if !merged.is_empty() {
+            let bytes = sidecar::encode(&merged, id.timestamp_ms() as i64)?;
+            let key = paths::sidecar(tenant, id);
+            stats.bytes_written += bytes.len() as u64;
+            self.store
+                .put(&key, bytes.into())
+                .await
+                .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
+            stats.written += 1;
+        }
+        stats.merged += group.len();
+        for (_, key) in group {
+            self.delete_sidecar(key, stats).await?;
+        }
+        debug!(tenant = %tenant, inputs = group.len(), "sidecars merged");
+        Ok(())
+    }
+
+    async fn delete_sidecar(&self, key: &Path, stats: &mut SidecarCompaction) -> Result<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                stats.deleted += 1;
+                Ok(())
+            }
+            Err(e) => Err(StorageError::store("delete", key.as_ref(), e)),
+        }
     }
 
     /// Native histogram series matching `matchers` with samples in
@@ -101,30 +236,10 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<HistogramSeries>> {
-        let mut by_series: BTreeMap<Labels, BTreeMap<i64, crate::histogram::Histogram>> =
-            BTreeMap::new();
-        for (_, s) in self.sidecars(tenant, start_ms, end_ms).await? {
-            for hs in s.histograms {
-                if !matches_all(matchers, &hs.labels) {
-                    continue;
-                }
-                let samples = by_series.entry(hs.labels).or_default();
-                for h in hs.histograms {
-                    if (start_ms..=end_ms).contains(&h.timestamp) {
-                        // Later sidecars come later: the newest write wins.
-                        samples.insert(h.timestamp, h);
-                    }
-                }
-            }
-        }
-        Ok(by_series
-            .into_iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, s)| HistogramSeries {
-                labels,
-                histograms: s.into_values().collect(),
-            })
-            .collect())
+        Ok(self
+            .selected(tenant, matchers, start_ms, end_ms)
+            .await?
+            .histograms)
     }
 
     /// Exemplars of series matching `matchers` in `[start_ms, end_ms]`, sorted
@@ -136,23 +251,92 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<ExemplarSeries>> {
-        // Keyed by (time, value bits, labels) so identical ones collapse.
-        type Key = (i64, u64, Labels);
-        let mut by_series: BTreeMap<Labels, BTreeSet<Key>> = BTreeMap::new();
-        for (_, s) in self.sidecars(tenant, start_ms, end_ms).await? {
-            for es in s.exemplars {
-                if !matches_all(matchers, &es.labels) {
-                    continue;
-                }
-                let set = by_series.entry(es.labels).or_default();
-                for e in es.exemplars {
-                    if (start_ms..=end_ms).contains(&e.timestamp) {
-                        set.insert((e.timestamp, e.value.to_bits(), e.labels));
-                    }
-                }
+        Ok(self
+            .selected(tenant, matchers, start_ms, end_ms)
+            .await?
+            .exemplars)
+    }
+
+    /// Metadata of every metric family `tenant` sent, distinct entries per
+    /// family in the order first written.
+    pub async fn metadata(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>> {
+        let mut out: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
+        for m in self
+            .selected(tenant, &[], i64::MIN, i64::MAX)
+            .await?
+            .metadata
+        {
+            out.entry(m.metric_family_name.clone()).or_default().push(m);
+        }
+        Ok(out)
+    }
+
+    /// The tenant's sidecars overlapping the range, cut to series matching
+    /// `matchers` and to samples in the range, merged as reads dedupe.
+    async fn selected(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Sidecar> {
+        let in_range = |t: i64| (start_ms..=end_ms).contains(&t);
+        let mut inputs = self.sidecars(tenant, start_ms, end_ms).await?;
+        for (_, s) in &mut inputs {
+            s.histograms.retain(|h| matches_all(matchers, &h.labels));
+            for h in &mut s.histograms {
+                h.histograms.retain(|x| in_range(x.timestamp));
+            }
+            s.exemplars.retain(|e| matches_all(matchers, &e.labels));
+            for e in &mut s.exemplars {
+                e.exemplars.retain(|x| in_range(x.timestamp));
             }
         }
-        Ok(by_series
+        Ok(merge(inputs, i64::MIN))
+    }
+}
+
+/// One sidecar holding what `inputs` (oldest first) hold, deduplicated as
+/// reads dedupe, without histograms and exemplars older than `cutoff`.
+fn merge(inputs: Vec<(Ulid, Sidecar)>, cutoff: i64) -> Sidecar {
+    type ExemplarKey = (i64, u64, Labels);
+    let mut histograms: BTreeMap<Labels, BTreeMap<i64, crate::histogram::Histogram>> =
+        BTreeMap::new();
+    let mut exemplars: BTreeMap<Labels, BTreeSet<ExemplarKey>> = BTreeMap::new();
+    let mut metadata: Vec<MetricMetadata> = Vec::new();
+    let mut seen: HashSet<MetricMetadata> = HashSet::new();
+    for (_, s) in inputs {
+        for hs in s.histograms {
+            let m = histograms.entry(hs.labels).or_default();
+            for h in hs.histograms.into_iter().filter(|h| h.timestamp >= cutoff) {
+                m.insert(h.timestamp, h);
+            }
+        }
+        for es in s.exemplars {
+            let set = exemplars.entry(es.labels).or_default();
+            for e in es.exemplars.into_iter().filter(|e| e.timestamp >= cutoff) {
+                set.insert((e.timestamp, e.value.to_bits(), e.labels));
+            }
+        }
+        for m in s.metadata {
+            if seen.insert(m.clone()) {
+                metadata.push(m);
+            }
+        }
+    }
+    Sidecar {
+        histograms: histograms
+            .into_iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(labels, m)| HistogramSeries {
+                labels,
+                histograms: m.into_values().collect(),
+            })
+            .collect(),
+        exemplars: exemplars
             .into_iter()
             .filter(|(_, s)| !s.is_empty())
             .map(|(labels, set)| ExemplarSeries {
@@ -166,24 +350,7 @@ impl Storage {
                     })
                     .collect(),
             })
-            .collect())
-    }
-
-    /// Metadata of every metric family `tenant` sent, distinct entries per
-    /// family in the order first written.
-    pub async fn metadata(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>> {
-        let mut out: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
-        let mut seen: HashSet<MetricMetadata> = HashSet::new();
-        for (_, s) in self.sidecars(tenant, i64::MIN, i64::MAX).await? {
-            for m in s.metadata {
-                if seen.insert(m.clone()) {
-                    out.entry(m.metric_family_name.clone()).or_default().push(m);
-                }
-            }
-        }
-        Ok(out)
+            .collect(),
+        metadata,
     }
 }
