@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::auth::AuthConfig;
 use crate::limits::LimitsConfig;
 use crate::tls::TlsConfig;
-use aggregator::AggregateConfig;
+use aggregator::{AggregateConfig, RulesBackend, RulesConfig};
 use compactor::CompactorConfig;
 use ingest::IngestConfig;
 use querier::api::QueryConfig;
@@ -33,6 +33,8 @@ pub struct StrataConfig {
     pub query: QueryConfig,
     pub compact: CompactorConfig,
     pub aggregate: AggregateConfig,
+    /// `[rules]`: where rule sets live (object store or etcd).
+    pub rules: RulesConfig,
     pub auth: AuthConfig,
     /// `[limits]`: per-tenant limits (`src/limits.rs`).
     pub limits: LimitsConfig,
@@ -51,6 +53,7 @@ impl Default for StrataConfig {
             query: QueryConfig::default(),
             compact: CompactorConfig::default(),
             aggregate: AggregateConfig::default(),
+            rules: RulesConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
@@ -112,6 +115,15 @@ pub struct Overrides {
     /// PEM private key of the certificate (tls.key_file) [env: STRATA_TLS_KEY_FILE]
     #[arg(long, value_name = "FILE")]
     pub tls_key_file: Option<PathBuf>,
+    /// Where rule sets live: object_store or etcd (rules.backend) [default: object_store] [env: STRATA_RULES_BACKEND]
+    #[arg(long, value_name = "BACKEND")]
+    pub rules_backend: Option<RulesBackend>,
+    /// etcd endpoints, comma-separated, e.g. http://127.0.0.1:2379 (rules.etcd_endpoints) [env: STRATA_RULES_ETCD_ENDPOINTS]
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub rules_etcd_endpoints: Option<Vec<String>>,
+    /// Prefix of the rule keys in etcd (rules.etcd_prefix) [default: /strata/rules] [env: STRATA_RULES_ETCD_PREFIX]
+    #[arg(long, value_name = "PREFIX")]
+    pub rules_etcd_prefix: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +233,26 @@ impl StrataConfig {
                 }
                 "STRATA_TLS_CERT_FILE" => self.tls.cert_file = Some(PathBuf::from(v)),
                 "STRATA_TLS_KEY_FILE" => self.tls.key_file = Some(PathBuf::from(v)),
+                "STRATA_RULES_BACKEND" => {
+                    self.rules.backend = v.parse().map_err(|e| invalid(key, e))?
+                }
+                "STRATA_RULES_ETCD_ENDPOINTS" => {
+                    self.rules.etcd_endpoints = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                "STRATA_RULES_ETCD_PREFIX" => self.rules.etcd_prefix = v.clone(),
+                "STRATA_RULES_ETCD_CONNECT_TIMEOUT" => {
+                    self.rules.etcd_connect_timeout =
+                        humantime::parse_duration(v).map_err(|e| invalid(key, e))?
+                }
+                "STRATA_RULES_ETCD_REQUEST_TIMEOUT" => {
+                    self.rules.etcd_request_timeout =
+                        humantime::parse_duration(v).map_err(|e| invalid(key, e))?
+                }
                 "STRATA_CONFIG" => {}
                 other if other.starts_with("STRATA_") => {
                     return Err(invalid(other, "unknown environment variable (typo?)"));
@@ -275,6 +307,15 @@ impl StrataConfig {
         if let Some(v) = &f.tls_key_file {
             self.tls.key_file = Some(v.clone());
         }
+        if let Some(v) = f.rules_backend {
+            self.rules.backend = v;
+        }
+        if let Some(v) = &f.rules_etcd_endpoints {
+            self.rules.etcd_endpoints = v.clone();
+        }
+        if let Some(v) = &f.rules_etcd_prefix {
+            self.rules.etcd_prefix = v.clone();
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -289,6 +330,7 @@ impl StrataConfig {
         self.aggregate
             .validate()
             .map_err(|e| invalid("aggregate", e))?;
+        self.rules.validate().map_err(|e| invalid("rules", e))?;
         self.auth.validate().map_err(|e| invalid("auth", e))?;
         self.limits.validate().map_err(|e| invalid("limits", e))?;
         self.tls.validate().map_err(|e| invalid("tls", e))?;
@@ -400,6 +442,59 @@ lookback_delta = "1m"
         .unwrap_err()
         .to_string();
         assert!(err.contains("tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn rules_backend_from_file_env_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "[rules]\nbackend = \"etcd\"\netcd_endpoints = [\"http://file:2379\"]\netcd_request_timeout = \"1s\"\n",
+        )
+        .expect("write");
+        let flags = Overrides {
+            config: Some(path),
+            rules_etcd_prefix: Some("/flag".into()),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(
+            &flags,
+            &env(&[
+                (
+                    "STRATA_RULES_ETCD_ENDPOINTS",
+                    "http://a:2379, http://b:2379",
+                ),
+                ("STRATA_RULES_ETCD_PREFIX", "/env"),
+                ("STRATA_RULES_ETCD_CONNECT_TIMEOUT", "300ms"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.rules.backend, RulesBackend::Etcd);
+        assert_eq!(c.rules.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(c.rules.etcd_prefix, "/flag", "flag wins over env");
+        assert_eq!(c.rules.etcd_connect_timeout.as_millis(), 300);
+        assert_eq!(c.rules.etcd_request_timeout.as_secs(), 1);
+        let flags = Overrides {
+            rules_backend: Some(RulesBackend::Etcd),
+            rules_etcd_endpoints: Some(vec!["http://c:2379".into()]),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(&flags, &env(&[("STRATA_RULES_BACKEND", "object_store")]))
+            .expect("load");
+        assert_eq!(c.rules.backend, RulesBackend::Etcd, "flag wins over env");
+        assert_eq!(c.rules.etcd_endpoints, ["http://c:2379"]);
+        let err = |e: &[(&str, &str)]| {
+            StrataConfig::load(&Overrides::default(), &env(e))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&[("STRATA_RULES_BACKEND", "etcd")]);
+        assert!(e.contains("rules.etcd_endpoints"), "{e}");
+        let e = err(&[("STRATA_RULES_BACKEND", "zk")]);
+        assert!(e.contains("STRATA_RULES_BACKEND"), "{e}");
+        let e = err(&[("STRATA_RULES_ETCD_ENDPOINTS", "127.0.0.1:2379")]);
+        assert!(e.contains("rules.etcd_endpoints[0]"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
-use aggregator::{Aggregator, ObjectRuleStore, RuleStore};
+use aggregator::Aggregator;
 use anyhow::Context as _;
 use axum::Router;
 use axum::response::Response;
@@ -153,11 +153,15 @@ pub struct HttpContext {
 }
 
 impl HttpContext {
-    pub fn new(config: &StrataConfig, role: HttpRole, store: Arc<dyn ObjectStore>) -> Self {
+    pub fn new(
+        config: &StrataConfig,
+        role: HttpRole,
+        store: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Self> {
         // Compaction never runs inside an HTTP function: it is its own
         // scheduled function, so `app` gets no compact role.
-        let (router, _) = server::app(config, role.roles(), store);
-        Self { router }
+        let (router, _) = server::app(config, role.roles(), store)?;
+        Ok(Self { router })
     }
 }
 
@@ -189,7 +193,7 @@ pub async fn run_http(mut config: StrataConfig, role: HttpRole) -> anyhow::Resul
         .storage
         .build()
         .context("building the object store")?;
-    let ctx = Arc::new(HttpContext::new(&config, role, store));
+    let ctx = Arc::new(HttpContext::new(&config, role, store)?);
     let cache = &config.query.cache;
     info!(?role, bucket = %config.storage.s3.bucket, cache_memory_bytes = cache.memory_bytes,
         cache_disk_bytes = cache.disk_bytes, "Strata Lambda HTTP function ready");
@@ -220,18 +224,22 @@ pub enum JobContext {
 }
 
 impl JobContext {
-    pub fn new(config: &StrataConfig, job: Job, store: Arc<dyn ObjectStore>) -> Self {
-        match job {
+    pub fn new(
+        config: &StrataConfig,
+        job: Job,
+        store: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Self> {
+        Ok(match job {
             Job::Compact => JobContext::Compact(Compactor::new(
                 store,
                 config.compact.clone(),
                 CompactorMetrics::default(),
             )),
             Job::Aggregate => {
-                let rules: Arc<dyn RuleStore> = Arc::new(ObjectRuleStore::new(store.clone()));
+                let rules = server::rule_store(config, store.clone())?;
                 JobContext::Aggregate(Aggregator::new(store, rules, config.aggregate.clone()))
             }
-        }
+        })
     }
 }
 
@@ -291,7 +299,7 @@ pub async fn run_job(config: StrataConfig, job: Job) -> anyhow::Result<()> {
         .storage
         .build()
         .context("building the object store")?;
-    let ctx = Arc::new(JobContext::new(&config, job, store));
+    let ctx = Arc::new(JobContext::new(&config, job, store)?);
     info!(?job, bucket = %config.storage.s3.bucket, "Strata Lambda job function ready");
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<ScheduledEvent>| {

@@ -192,7 +192,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `strata rules ...`: against the configured object store's rule store.
+/// `strata rules ...`: against the configured rule store (`[rules]`).
 async fn rules_command(config: StrataConfig, args: RulesArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     if let RulesCommand::Validate { file } = &args.command {
@@ -208,6 +208,7 @@ async fn rules_command(config: StrataConfig, args: RulesArgs) -> anyhow::Result<
         .storage
         .build()
         .context("building the object store")?;
+    let store = server::rule_store(&config, store)?;
     match &args.command {
         RulesCommand::Apply { file } => {
             let v = aggregator::cli::apply(store, &tenant, file)

@@ -81,7 +81,7 @@ pub fn app(
     config: &StrataConfig,
     roles: Roles,
     store: Arc<dyn ObjectStore>,
-) -> (Router, Option<Arc<Compactor>>) {
+) -> anyhow::Result<(Router, Option<Arc<Compactor>>)> {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
@@ -104,12 +104,12 @@ pub fn app(
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
+    // The rule store (`[rules]`): one client for the request paths and the API.
+    let rule_store = rule_store(config, raw_store)?;
     // Rule sets as the request paths read them: ingest's drop rules and the
     // querier's storage policies, re-read every `aggregate.rules_poll`.
-    let polled_rules = aggregator::PolledRules::new(
-        Arc::new(aggregator::ObjectRuleStore::new(raw_store.clone())),
-        config.aggregate.rules_poll,
-    );
+    let polled_rules =
+        aggregator::PolledRules::new(rule_store.clone(), config.aggregate.rules_poll);
     if roles.ingest {
         let metrics = IngestMetrics::register(&mut registry);
         let committer = GroupCommitter::start(
@@ -151,10 +151,8 @@ pub fn app(
     }
     if roles.query {
         // The rules API (`/api/v1/rules/...`) rides with the query role.
-        let rules: Arc<dyn aggregator::RuleStore> =
-            Arc::new(aggregator::ObjectRuleStore::new(raw_store.clone()));
         app = app.merge(aggregator::api::router(aggregator::api::RulesState {
-            store: rules,
+            store: rule_store,
             default_tenant: config.default_tenant(),
         }));
     }
@@ -167,7 +165,18 @@ pub fn app(
             crate::auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(http_metrics, trace_request));
-    (router, compactor)
+    Ok((router, compactor))
+}
+
+/// The configured rule store (`[rules]`: the object store `store`, or etcd).
+pub fn rule_store(
+    config: &StrataConfig,
+    store: Arc<dyn ObjectStore>,
+) -> anyhow::Result<Arc<dyn aggregator::RuleStore>> {
+    config
+        .rules
+        .build(store)
+        .context("building the rule store ([rules])")
 }
 
 /// The query role's storage: reads go through the page cache (`[query.cache]`)
@@ -288,7 +297,8 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .build()
         .context("building the object store")?;
     let store_for_jobs = store.clone();
-    let (app, compactor) = app(&config, roles, store);
+    let rules = rule_store(&config, store.clone())?;
+    let (app, compactor) = app(&config, roles, store)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = compactor.map(|c| {
         let every = config.compact.every;
@@ -303,8 +313,6 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
     });
     let aggregation = (roles.compact && !config.aggregate.every.is_zero()).then(|| {
         let store = store_for_jobs.clone();
-        let rules: Arc<dyn aggregator::RuleStore> =
-            Arc::new(aggregator::ObjectRuleStore::new(store.clone()));
         let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
         let every = config.aggregate.every;
         let mut stop = stop_rx.clone();
@@ -376,8 +384,7 @@ pub async fn aggregate(
         .storage
         .build()
         .context("building the object store")?;
-    let rules: Arc<dyn aggregator::RuleStore> =
-        Arc::new(aggregator::ObjectRuleStore::new(store.clone()));
+    let rules = rule_store(&config, store.clone())?;
     let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
     match every {
         Some(every) => job.run_every(every, shutdown_signal()).await,

@@ -27,7 +27,7 @@ use storage::tenant::{TENANT_HEADER, resolve};
 use tracing::error;
 
 use crate::job::now_ms;
-use crate::rule_store::{self, RuleStore, RuleStoreError};
+use crate::rule_store::{self, EtcdError, RuleStore, RuleStoreError};
 use crate::rules::{MappingRuleSpec, RollupRuleSpec, RuleSet, RuleSetSpec};
 
 #[derive(Clone)]
@@ -58,6 +58,8 @@ pub enum ApiError {
     BadRequest(String),
     NotFound(String),
     Conflict(String),
+    /// The rule store cannot be reached (etcd down): retry later.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -67,6 +69,10 @@ impl From<RuleStoreError> for ApiError {
             RuleStoreError::Invalid(e) => Self::BadRequest(e.to_string()),
             e @ RuleStoreError::Conflict { .. } => Self::Conflict(e.to_string()),
             RuleStoreError::Storage(e) => Self::Internal(e.to_string()),
+            RuleStoreError::Etcd(e @ EtcdError::Unavailable { .. }) => {
+                Self::Unavailable(e.to_string())
+            }
+            RuleStoreError::Etcd(e) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -77,6 +83,14 @@ impl IntoResponse for ApiError {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_data", m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            Self::Unavailable(m) => {
+                error!(error = %m, "rules API: rule store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the rule store is unavailable; retry later".to_string(),
+                )
+            }
             Self::Internal(m) => {
                 error!(error = %m, "rules API failed");
                 (

@@ -1,15 +1,13 @@
 //! `strata rules apply|get|validate`: rule files (TOML, or JSON when the
-//! file name ends in `.json`) against the rule store of the configured
-//! object store.
+//! file name ends in `.json`) against the configured rule store (`[rules]`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use storage::TenantId;
 
 use crate::job::now_ms;
-use crate::rule_store::{self, ObjectRuleStore, RuleStore};
+use crate::rule_store::{self, RuleStore};
 use crate::rules::{RuleSet, RuleSetSpec};
 
 /// Reads and validates a rule file.
@@ -24,13 +22,12 @@ pub fn read_file(path: &Path) -> Result<RuleSetSpec, String> {
 
 /// Commits the rule file as the tenant's next version; returns it.
 pub async fn apply(
-    store: Arc<dyn ObjectStore>,
+    rules: Arc<dyn RuleStore>,
     tenant: &TenantId,
     path: &Path,
 ) -> Result<u64, String> {
     let spec = read_file(path)?;
-    let rules = ObjectRuleStore::new(store);
-    let stored = rule_store::update(&rules, tenant, now_ms(), |_| Ok(spec.clone()))
+    let stored = rule_store::update(rules.as_ref(), tenant, now_ms(), |_| Ok(spec.clone()))
         .await
         .map_err(|e| e.to_string())?;
     Ok(stored.version)
@@ -38,11 +35,10 @@ pub async fn apply(
 
 /// The tenant's newest rule set (or `version`) as pretty JSON.
 pub async fn get(
-    store: Arc<dyn ObjectStore>,
+    rules: Arc<dyn RuleStore>,
     tenant: &TenantId,
     version: Option<u64>,
 ) -> Result<String, String> {
-    let rules = ObjectRuleStore::new(store);
     let stored = match version {
         Some(v) => rules.get(tenant, v).await,
         None => rules.latest(tenant).await,

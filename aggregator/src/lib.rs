@@ -4,7 +4,7 @@
 //! time windows of raw data and write blocks of the target resolutions.
 //!
 //! - [`rules`]. The rule model: storage policies, mapping and roll-up rules.
-//! - [`rule_store`]. Versioned rule sets per tenant (object store backend).
+//! - [`rule_store`]. Versioned rule sets per tenant (object store or etcd), the `[rules]` config.
 //! - [`polled`]. Rule sets as request paths read them, refreshed on demand.
 //! - [`compute`]. What a window's raw series become under the rules (pure).
 //! - [`checkpoint`]. Which windows are aggregated, from which inputs.
@@ -26,5 +26,5 @@ pub mod rules;
 pub use config::AggregateConfig;
 pub use job::{Aggregator, AggregatorError, PassStats};
 pub use polled::PolledRules;
-pub use rule_store::{ObjectRuleStore, RuleStore, RuleWatcher};
+pub use rule_store::{ObjectRuleStore, RuleStore, RuleWatcher, RulesBackend, RulesConfig};
 pub use rules::{RuleSet, RuleSetSpec};

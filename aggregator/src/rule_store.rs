@@ -1,10 +1,18 @@
-//! Versioned rule sets per tenant behind one trait, [`RuleStore`], and the
-//! object-store backend: `_system/rules/<tenant>/<version>.json`, each
-//! version created with create-if-absent (the manifest's chain of versions).
+//! Versioned rule sets per tenant behind one trait, [`RuleStore`], and its
+//! backends, chosen by `[rules] backend` ([`config`]):
+//!
+//! - the object store (default, [`ObjectRuleStore`]):
+//!   `_system/rules/<tenant>/<version>.json`, each version created with
+//!   create-if-absent (the manifest's chain of versions);
+//! - etcd ([`etcd::EtcdRuleStore`]), over etcd's JSON gateway
+//!   ([`etcd_gateway`]): a head key per tenant and a key per version,
+//!   committed by compare-and-swap in one transaction.
+//!
 //! Every version is kept as history; deleting a rule set commits an empty
-//! one. Readers ([`RuleWatcher`]) poll the newest version (one GET of
-//! `version + 1` per tenant and poll), so a new version takes effect within
-//! the poll interval, without a restart.
+//! one. Readers ([`RuleWatcher`], [`crate::PolledRules`]) poll the newest
+//! version (one small read per tenant and poll), so a new version takes
+//! effect within the poll interval, without a restart. Both backends pass
+//! the same suite ([`conformance`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,6 +26,15 @@ use tracing::{debug, info, warn};
 
 use crate::chain;
 use crate::rules::{RuleError, RuleSet, RuleSetSpec};
+
+pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod etcd;
+pub mod etcd_gateway;
+
+pub use config::{RulesBackend, RulesConfig};
+pub use etcd_gateway::EtcdError;
 
 /// The format of stored rule set versions.
 pub const FORMAT_VERSION: u32 = 1;
@@ -44,9 +61,12 @@ pub enum RuleStoreError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
 }
 
-/// Where rule sets live. Implementations: [`ObjectRuleStore`].
+/// Where rule sets live. Implementations: [`ObjectRuleStore`],
+/// [`etcd::EtcdRuleStore`].
 #[async_trait]
 pub trait RuleStore: Send + Sync {
     /// The newest version, `None` if the tenant never had rules.

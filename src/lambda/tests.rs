@@ -203,10 +203,10 @@ fn sum_of(body: &str) -> f64 {
 async fn write_compact_and_query_through_the_handlers() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let config = StrataConfig::default();
-    let ingest = HttpContext::new(&config, HttpRole::Ingest, store.clone());
-    let query = HttpContext::new(&config, HttpRole::Query, store.clone());
-    let jobs = JobContext::new(&config, Job::Compact, store.clone());
-    let aggregate = JobContext::new(&config, Job::Aggregate, store.clone());
+    let ingest = HttpContext::new(&config, HttpRole::Ingest, store.clone()).expect("context");
+    let query = HttpContext::new(&config, HttpRole::Query, store.clone()).expect("context");
+    let jobs = JobContext::new(&config, Job::Compact, store.clone()).expect("context");
+    let aggregate = JobContext::new(&config, Job::Aggregate, store.clone()).expect("context");
 
     let start = (compactor::job::now_ms() - 2 * 24 * H) / H * H;
     let (status, text) = call(&ingest, &write_event(&remote_write_body(start, 3))).await;

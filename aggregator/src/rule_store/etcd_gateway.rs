@@ -1,0 +1,349 @@
+//! A small client of etcd's v3 JSON gateway (`POST /v3/kv/range`,
+//! `/v3/kv/txn`): JSON over HTTP/1.1 with base64 keys and values, through
+//! the `reqwest` client the object store already builds, so etcd needs no
+//! gRPC stack and no `protoc`. Only what the etcd backends use: ranges
+//! (a key or a prefix) and compare-and-swap transactions.
+//!
+//! Endpoints are tried in turn, starting with the last one that answered;
+//! an endpoint that cannot be reached, times out or answers 503 (etcd's
+//! "unavailable", e.g. a member without a leader) passes the request on to
+//! the next.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::{Instrument, debug, debug_span, warn};
+
+/// Errors talking to etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd unavailable: {op} failed on every endpoint: {reason}")]
+    Unavailable { op: &'static str, reason: String },
+    #[error("etcd at {endpoint} refused {op}: HTTP {status}: {message}")]
+    Refused {
+        endpoint: String,
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("etcd at {endpoint}: unexpected answer to {op}: {reason}")]
+    Protocol {
+        endpoint: String,
+        op: &'static str,
+        reason: String,
+    },
+    #[error("etcd key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("building the etcd client: {0}")]
+    Client(String),
+}
+
+/// One key-value pair of a range answer, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    /// Empty for a `keys_only` range.
+    pub value: Vec<u8>,
+}
+
+/// A compare of a transaction.
+#[derive(Clone, Debug)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(Vec<u8>),
+    /// The key exists and holds exactly this value.
+    ValueIs(Vec<u8>, Vec<u8>),
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawKv {
+    key: String,
+    value: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawRange {
+    kvs: Vec<RawKv>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawResponseOp {
+    response_range: Option<RawRange>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawTxn {
+    succeeded: bool,
+    responses: Vec<RawResponseOp>,
+}
+
+/// The answer of a transaction: whether the compares held, and the ranges
+/// of the branch that ran (in order).
+#[derive(Debug)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    pub ranges: Vec<Vec<Kv>>,
+}
+
+/// An etcd cluster behind its JSON gateway.
+pub struct Gateway {
+    http: reqwest::Client,
+    /// Base URLs without a trailing slash.
+    endpoints: Vec<String>,
+    /// The endpoint that answered last: tried first.
+    preferred: AtomicUsize,
+}
+
+impl Gateway {
+    pub fn new(
+        endpoints: &[String],
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, EtcdError> {
+        if endpoints.is_empty() {
+            return Err(EtcdError::Client("no endpoints".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .build()
+            .map_err(|e| EtcdError::Client(e.to_string()))?;
+        Ok(Self {
+            http,
+            endpoints: endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect(),
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// The pairs with key `key` (`prefix` false) or starting with `key`
+    /// (`prefix` true), ascending by key.
+    pub async fn range(
+        &self,
+        key: &[u8],
+        prefix: bool,
+        keys_only: bool,
+    ) -> Result<Vec<Kv>, EtcdError> {
+        let mut body = json!({"key": B64.encode(key)});
+        if prefix {
+            body["range_end"] = json!(B64.encode(prefix_end(key)));
+        }
+        if keys_only {
+            body["keys_only"] = json!(true);
+        }
+        let (endpoint, raw): (String, RawRange) = self.call("range", "/v3/kv/range", &body).await?;
+        decode_kvs(&endpoint, "range", raw)
+    }
+
+    /// If every compare holds, the puts run; otherwise the keys of
+    /// `on_failure` are read (one range each, in order).
+    pub async fn txn(
+        &self,
+        compares: &[Compare],
+        puts: &[(Vec<u8>, Vec<u8>)],
+        on_failure: &[Vec<u8>],
+    ) -> Result<TxnResult, EtcdError> {
+        let compare: Vec<Value> = compares
+            .iter()
+            .map(|c| match c {
+                Compare::Absent(k) => json!({
+                    "target": "CREATE", "key": B64.encode(k),
+                    "create_revision": "0", "result": "EQUAL",
+                }),
+                Compare::ValueIs(k, v) => json!({
+                    "target": "VALUE", "key": B64.encode(k),
+                    "value": B64.encode(v), "result": "EQUAL",
+                }),
+            })
+            .collect();
+        let success: Vec<Value> = puts
+            .iter()
+            .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
+            .collect();
+        let failure: Vec<Value> = on_failure
+            .iter()
+            .map(|k| json!({"request_range": {"key": B64.encode(k)}}))
+            .collect();
+        let body = json!({"compare": compare, "success": success, "failure": failure});
+        let (endpoint, raw): (String, RawTxn) = self.call("txn", "/v3/kv/txn", &body).await?;
+        let mut ranges = Vec::new();
+        for op in raw.responses {
+            if let Some(r) = op.response_range {
+                ranges.push(decode_kvs(&endpoint, "txn", r)?);
+            }
+        }
+        Ok(TxnResult {
+            succeeded: raw.succeeded,
+            ranges,
+        })
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers; returns
+    /// that endpoint and the decoded answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(String, T), EtcdError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| EtcdError::Client(e.to_string()))?;
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let endpoint = &self.endpoints[idx];
+            let span = debug_span!("etcd", op, endpoint = %endpoint);
+            let answer = async {
+                let resp = self
+                    .http
+                    .post(format!("{endpoint}{path}"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(bytes.clone())
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let body = resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            }
+            .instrument(span)
+            .await;
+            let (status, body) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(op, endpoint = %endpoint, error = %e, "etcd request failed; trying the next endpoint");
+                    failures.push(format!("{endpoint}: {e}"));
+                    continue;
+                }
+            };
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                let message = error_message(&body);
+                warn!(op, endpoint = %endpoint, %message, "etcd unavailable; trying the next endpoint");
+                failures.push(format!("{endpoint}: {message}"));
+                continue;
+            }
+            self.preferred.store(idx, Ordering::Relaxed);
+            if !status.is_success() {
+                return Err(EtcdError::Refused {
+                    endpoint: endpoint.clone(),
+                    op,
+                    status: status.as_u16(),
+                    message: error_message(&body),
+                });
+            }
+            debug!(op, endpoint = %endpoint, bytes = body.len(), "etcd answered");
+            return serde_json::from_slice(&body)
+                .map(|v| (endpoint.clone(), v))
+                .map_err(|e| EtcdError::Protocol {
+                    endpoint: endpoint.clone(),
+                    op,
+                    reason: e.to_string(),
+                });
+        }
+        Err(EtcdError::Unavailable {
+            op,
+            reason: failures.join("; "),
+        })
+    }
+}
+
+fn decode_kvs(endpoint: &str, op: &'static str, raw: RawRange) -> Result<Vec<Kv>, EtcdError> {
+    let bad = |what: &str, e: base64::DecodeError| EtcdError::Protocol {
+        endpoint: endpoint.to_string(),
+        op,
+        reason: format!("{what} is not base64: {e}"),
+    };
+    raw.kvs
+        .into_iter()
+        .map(|kv| {
+            Ok(Kv {
+                key: B64.decode(kv.key).map_err(|e| bad("a key", e))?,
+                value: B64.decode(kv.value).map_err(|e| bad("a value", e))?,
+            })
+        })
+        .collect()
+}
+
+/// The gateway's error text (`{"error": ..., "code": ...}`), or the start
+/// of the body.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct E {
+        error: String,
+    }
+    match serde_json::from_slice::<E>(body) {
+        Ok(e) => e.error,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's convention:
+/// the prefix with its last byte below 0xff incremented; `\0`, meaning "to
+/// the end", when there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            if let Some(b) = end.last_mut() {
+                *b = last + 1;
+            }
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+
+    #[test]
+    fn decodes_gateway_answers() {
+        // As etcd 3.4's gateway writes them: int64 as strings, empty fields left out.
+        let raw: RawTxn = serde_json::from_str(
+            r#"{"header":{"revision":"2"},"responses":[{"response_range":{"header":{"revision":"2"},
+            "kvs":[{"key":"L2EvaGVhZA==","create_revision":"2","mod_revision":"2","version":"1","value":"MQ=="}],"count":"1"}}]}"#,
+        )
+        .expect("txn");
+        assert!(!raw.succeeded);
+        let r = raw
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|o| o.response_range);
+        let kvs = decode_kvs("e", "txn", r.expect("range")).expect("kvs");
+        assert_eq!(
+            kvs,
+            [Kv {
+                key: b"/a/head".to_vec(),
+                value: b"1".to_vec()
+            }]
+        );
+        let empty: RawRange =
+            serde_json::from_str(r#"{"header":{"revision":"1"}}"#).expect("range");
+        assert!(decode_kvs("e", "range", empty).expect("kvs").is_empty());
+        assert_eq!(
+            error_message(br#"{"error":"etcdserver: request is too large","code":3}"#),
+            "etcdserver: request is too large"
+        );
+    }
+}
