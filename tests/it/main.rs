@@ -22,7 +22,6 @@ mod otlp;
 mod protocols;
 mod remote_read;
 mod sql;
-mod remote_write_v2;
 mod rules_etcd;
 mod store_faults;
 mod tls;
