@@ -21,8 +21,8 @@ mod limits;
 mod otlp;
 mod protocols;
 mod remote_read;
-mod sql;
 mod rules_etcd;
+mod sql;
 mod store_faults;
 mod tls;
 
