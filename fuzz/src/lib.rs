@@ -61,9 +61,19 @@ fn flat(series: &[Series]) -> Vec<Flat> {
         .collect()
 }
 
-/// What the remote-write handler acts on: stored series, counts and the
-/// first rejection; or that the request as a whole was refused.
-type RwOutcome = Option<(usize, usize, usize, Option<(String, String)>, Vec<Flat>)>;
+/// What the remote-write handler acts on: stored series, counts, the first
+/// rejection, the sidecar (histograms, exemplars, metadata; as Debug text,
+/// which compares NaNs as equal) and the series HA pairs decide on; or that
+/// the request as a whole was refused.
+type RwOutcome = Option<(
+    usize,
+    usize,
+    usize,
+    Option<(String, String)>,
+    Vec<Flat>,
+    String,
+    Option<String>,
+)>;
 
 fn rw_outcome(r: &Result<Validated, ingest::IngestError>) -> RwOutcome {
     r.as_ref().ok().map(|v| {
@@ -73,8 +83,37 @@ fn rw_outcome(r: &Result<Validated, ingest::IngestError>) -> RwOutcome {
             v.rejected,
             v.first_error.clone(),
             flat(&v.series),
+            format!("{:?}", v.sidecar),
+            v.first_labels.as_ref().map(|l| l.to_string()),
         )
     })
+}
+
+/// Invariants of any accepted request: what would be stored is valid.
+fn assert_storable(v: &Validated) {
+    for s in &v.series {
+        assert!(
+            s.labels.validate().is_ok(),
+            "stored labels {} invalid",
+            s.labels
+        );
+        assert!(!s.samples.is_empty(), "a stored series without samples");
+    }
+    for h in &v.sidecar.histograms {
+        assert!(
+            h.labels.validate().is_ok(),
+            "histogram labels {} invalid",
+            h.labels
+        );
+        for x in &h.histograms {
+            assert!(x.validate().is_ok(), "stored histogram invalid: {x:?}");
+        }
+    }
+    assert_eq!(
+        v.samples,
+        v.series.iter().map(|s| s.samples.len()).sum::<usize>()
+    );
+    assert!(v.rejected <= v.total && v.first_error.is_some() == (v.rejected > 0));
 }
 
 /// Remote write 1.0 as the HTTP handler runs it: snappy, protobuf,
@@ -101,12 +140,51 @@ pub fn remote_write(data: &[u8]) {
     let warm = remote_write::decode_validated(&body, MAX_DECODED, &limits, &cache);
     let reference =
         remote_write::decode(&body, MAX_DECODED).map(|req| remote_write::validate(req, &limits));
+    if let Ok(v) = &cold {
+        assert_storable(v);
+    }
     let cold = rw_outcome(&cold);
     assert_eq!(cold, rw_outcome(&warm), "cold and warm series cache differ");
     assert_eq!(
         cold,
         rw_outcome(&reference),
         "one-pass decoder and prost reference differ"
+    );
+}
+
+/// Remote write 2.0 as the handler runs it (snappy, prost, symbol
+/// resolution, validation). First byte as for `remote_write`. Oracles: what
+/// would be stored is valid; a request that decodes re-encodes to one that
+/// gives the same outcome.
+pub fn remote_write_v2(data: &[u8]) {
+    use prost::Message;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let body = if mode & 1 == 0 {
+        match snap::raw::Encoder::new().compress_vec(rest) {
+            Ok(b) => b,
+            Err(_) => return,
+        }
+    } else {
+        rest.to_vec()
+    };
+    let limits = SeriesLimits::default();
+    let Ok(req) = remote_write::v2::decode(&body, MAX_DECODED) else {
+        return;
+    };
+    let first = remote_write::v2::validate(req.clone(), &limits);
+    if let Ok(v) = &first {
+        assert_storable(v);
+    }
+    let again = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy of an encoded request");
+    let second = remote_write::v2::decode_validated(&again, MAX_DECODED, &limits);
+    assert_eq!(
+        rw_outcome(&first),
+        rw_outcome(&second),
+        "a re-encoded request gives another outcome"
     );
 }
 
@@ -431,8 +509,9 @@ pub fn chunk(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every fuzz target.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("remote_write", remote_write),
+    ("remote_write_v2", remote_write_v2),
     ("influx", influx),
     ("promql", promql),
     ("segment", segment),
@@ -516,6 +595,20 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 .unwrap_or_default(),
         );
         out.push(("remote_write", format!("{name}-snappy"), body));
+    }
+    for (name, raw) in [
+        ("extras", rw1_extras_seed()),
+        ("v2-valid", rw2_seed(false)),
+        ("v2-invalid-series", rw2_seed(true)),
+    ] {
+        let target = if name.starts_with("v2") {
+            "remote_write_v2"
+        } else {
+            "remote_write"
+        };
+        let mut plain = vec![0u8];
+        plain.extend_from_slice(&raw);
+        out.push((target, format!("{name}-proto"), plain));
     }
 
     let lines: [(&str, u8, &str); 4] = [
@@ -624,4 +717,130 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("chunk", name.to_string(), bytes));
     }
     out
+}
+
+/// A native histogram for the remote-write seeds.
+fn seed_histogram(t: i64) -> storage::histogram::Histogram {
+    use storage::histogram::{BucketSpan, Count, Histogram, ZeroCount};
+    Histogram {
+        count: Some(Count::Int(5)),
+        sum: 7.5,
+        schema: 1,
+        zero_threshold: 1e-128,
+        zero_count: Some(ZeroCount::Int(1)),
+        negative_spans: vec![BucketSpan {
+            offset: -2,
+            length: 1,
+        }],
+        negative_deltas: vec![1],
+        positive_spans: vec![
+            BucketSpan {
+                offset: 0,
+                length: 2,
+            },
+            BucketSpan {
+                offset: 1,
+                length: 1,
+            },
+        ],
+        positive_deltas: vec![1, 0, 0],
+        timestamp: t,
+        ..Default::default()
+    }
+}
+
+/// A 1.0 request with a native histogram, exemplars and metadata.
+fn rw1_extras_seed() -> Vec<u8> {
+    use ingest::proto;
+    use prost::Message;
+    let label = |n: &str, v: &str| proto::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    proto::FullWriteRequest {
+        timeseries: vec![
+            proto::FullTimeSeries {
+                labels: vec![label("__name__", "rpc_seconds"), label("job", "api")],
+                histograms: vec![seed_histogram(1000), seed_histogram(2000)],
+                exemplars: vec![proto::Exemplar {
+                    labels: vec![label("trace_id", "abc")],
+                    value: 0.25,
+                    timestamp: 1500,
+                }],
+                ..Default::default()
+            },
+            proto::FullTimeSeries {
+                labels: vec![label("__name__", "up"), label("job", "api")],
+                samples: vec![proto::Sample {
+                    value: 1.0,
+                    timestamp: 1000,
+                }],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![proto::MetricMetadata {
+            r#type: 3,
+            metric_family_name: "rpc_seconds".into(),
+            help: "RPC latency.".into(),
+            unit: "seconds".into(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A 2.0 request with every field; `broken`: series with the faults the
+/// validator rejects (bad references, odd refs, samples out of order,
+/// samples and histograms together).
+fn rw2_seed(broken: bool) -> Vec<u8> {
+    use ingest::proto::{self, v2};
+    use prost::Message;
+    let mut sy = v2::SymbolTable::default();
+    let sample = |timestamp: i64, value: f64| proto::Sample { value, timestamp };
+    let mut timeseries = vec![
+        v2::TimeSeries {
+            labels_refs: sy.label_refs(&[("__name__", "reqs_total"), ("job", "api")]),
+            samples: vec![sample(1000, 1.0), sample(2000, 2.0)],
+            exemplars: vec![v2::Exemplar {
+                labels_refs: sy.label_refs(&[("trace_id", "abc")]),
+                value: 1.0,
+                timestamp: 1000,
+            }],
+            metadata: Some(v2::Metadata {
+                r#type: 1,
+                help_ref: sy.intern("Requests."),
+                unit_ref: 0,
+            }),
+            created_timestamp: 500,
+            ..Default::default()
+        },
+        v2::TimeSeries {
+            labels_refs: sy.label_refs(&[("__name__", "rpc_seconds"), ("job", "api")]),
+            histograms: vec![seed_histogram(1000)],
+            metadata: Some(v2::Metadata {
+                r#type: 3,
+                help_ref: sy.intern("RPC latency."),
+                unit_ref: sy.intern("seconds"),
+            }),
+            ..Default::default()
+        },
+    ];
+    if broken {
+        timeseries[0].samples.reverse();
+        timeseries[1].samples.push(sample(1, 1.0));
+        timeseries.push(v2::TimeSeries {
+            labels_refs: vec![1, 2, 900],
+            samples: vec![sample(1, 1.0)],
+            ..Default::default()
+        });
+        timeseries.push(v2::TimeSeries {
+            labels_refs: sy.label_refs(&[("job", "x"), ("__name__", "unsorted")]),
+            samples: vec![sample(1, 1.0)],
+            ..Default::default()
+        });
+    }
+    v2::Request {
+        symbols: sy.into_symbols(),
+        timeseries,
+    }
+    .encode_to_vec()
 }

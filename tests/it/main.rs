@@ -21,6 +21,7 @@ mod limits;
 mod otlp;
 mod protocols;
 mod remote_read;
+mod remote_write_v2;
 mod rules_etcd;
 mod sql;
 mod store_faults;
