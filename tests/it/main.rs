@@ -18,6 +18,7 @@ mod fuzz_corpus;
 mod isolation;
 mod lambda;
 mod limits;
+mod metadata_exemplars;
 mod otlp;
 mod protocols;
 mod remote_read;
