@@ -172,6 +172,23 @@ async fn every_selector_of_an_expression_counts() {
             ("rpc_seconds_bucket/api".to_string(), 1),
         ]
     );
+    // Selectors in aggregation parameters, unary minus, parentheses and
+    // subqueries count too.
+    let (s, body) = get(
+        &app,
+        "topk(scalar(sum(rpc_seconds_bucket)), \
+         -(max_over_time(http_request_duration_seconds_bucket{job=\"db\"}[5m:1m])))",
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        series_jobs(&body),
+        [
+            ("http_request_duration_seconds_bucket/db".to_string(), 1),
+            ("rpc_seconds_bucket/api".to_string(), 1),
+        ]
+    );
     // A series matched by two selectors comes back once.
     let (_, body) = get(
         &app,
