@@ -227,7 +227,7 @@ pub fn decode_validated(
                     "field {field} has wire type {other}, expected length-delimited"
                 )));
             }
-            _ => w.skip(wire)?,
+            _ => w.skip(field, wire, RECURSION_LIMIT)?,
         }
     }
     Ok(out)
@@ -265,7 +265,7 @@ fn time_series(
                     "TimeSeries field {field} has wire type {other}, expected length-delimited"
                 )));
             }
-            _ => w.skip(wire)?,
+            _ => w.skip(field, wire, RECURSION_LIMIT - 1)?,
         }
     }
     // The cache key: the label fields' bytes, one slice when contiguous (as
@@ -330,7 +330,7 @@ fn label(msg: &[u8]) -> Result<proto::Label, IngestError> {
                     "Label field {field} has wire type {other}"
                 )));
             }
-            _ => w.skip(wire)?,
+            _ => w.skip(field, wire, RECURSION_LIMIT - 2)?,
         }
     }
     Ok(l)
@@ -355,7 +355,7 @@ fn sample(msg: &[u8]) -> Result<Sample, IngestError> {
                     "Sample field {field} has wire type {other}"
                 )));
             }
-            _ => w.skip(wire)?,
+            _ => w.skip(field, wire, RECURSION_LIMIT - 2)?,
         }
     }
     Ok(s)
@@ -364,7 +364,11 @@ fn sample(msg: &[u8]) -> Result<Sample, IngestError> {
 const WIRE_VARINT: u8 = 0;
 const WIRE_FIXED64: u8 = 1;
 const WIRE_LEN: u8 = 2;
+const WIRE_START_GROUP: u8 = 3;
+const WIRE_END_GROUP: u8 = 4;
 const WIRE_FIXED32: u8 = 5;
+/// prost's recursion limit (`prost::RECURSION_LIMIT`, not exported).
+const RECURSION_LIMIT: u32 = 100;
 
 /// A cursor over protobuf wire format that never reads past its buffer.
 struct Wire<'a> {
@@ -438,12 +442,30 @@ impl<'a> Wire<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), IngestError> {
+    /// Skips an unknown field as prost does, groups included (a legal if
+    /// deprecated encoding no sender uses; found by fuzzing). `budget` is
+    /// what is left of prost's recursion limit at this message depth
+    /// (`RECURSION_LIMIT` minus the depth), so both refuse the same nesting.
+    fn skip(&mut self, field: u64, wire: u8, budget: u32) -> Result<(), IngestError> {
+        if budget == 0 {
+            return Err(Self::err("recursion limit reached"));
+        }
         match wire {
             WIRE_VARINT => self.varint().map(drop),
             WIRE_FIXED64 => self.take(8).map(drop),
             WIRE_LEN => self.bytes().map(drop),
             WIRE_FIXED32 => self.take(4).map(drop),
+            WIRE_START_GROUP => loop {
+                let (inner, inner_wire) = self.key()?;
+                if inner_wire == WIRE_END_GROUP {
+                    if inner != field {
+                        return Err(Self::err("unexpected end group tag"));
+                    }
+                    return Ok(());
+                }
+                self.skip(inner, inner_wire, budget - 1)?;
+            },
+            WIRE_END_GROUP => Err(Self::err("unexpected end group tag")),
             other => Err(Self::err(&format!("unsupported wire type {other}"))),
         }
     }
@@ -996,5 +1018,37 @@ mod tests {
         let (reference, got) = decode_both(&[0x1a, 0x02, 0x08, 0x01]);
         assert!(reference);
         assert_eq!(got.expect("valid").total, 0);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/remote_write/regression-unknown-group`):
+    /// an unknown field encoded as a group (wire types 3 and 4) is skipped by
+    /// prost and was refused by the one-pass decoder.
+    #[test]
+    fn unknown_groups_are_skipped_as_prost_skips_them() {
+        // field 6 as an empty group, at the request and the series level;
+        // a group holding a varint and a nested group
+        for raw in [
+            &[0x33, 0x34][..],
+            &[0x0a, 0x02, 0x33, 0x34],
+            &[0x33, 0x08, 0x01, 0x3b, 0x3c, 0x34],
+        ] {
+            let (reference, got) = decode_both(raw);
+            assert!(reference, "prost accepts {raw:?}");
+            assert!(got.is_ok(), "{raw:?}: {:?}", got.map(|v| v.total));
+        }
+        // An end without its start, a mismatched end, an unterminated group,
+        // and groups nested past prost's recursion limit.
+        let deep: Vec<u8> = std::iter::repeat_n(0x33, 101)
+            .chain(std::iter::repeat_n(0x34, 101))
+            .collect();
+        for raw in [&[0x34][..], &[0x33, 0x3c], &[0x33, 0x08, 0x01], &deep] {
+            assert_malformed_for_both(raw);
+        }
+        // Just inside the limit is fine for both.
+        let inside: Vec<u8> = std::iter::repeat_n(0x33, 100)
+            .chain(std::iter::repeat_n(0x34, 100))
+            .collect();
+        let (reference, got) = decode_both(&inside);
+        assert!(reference && got.is_ok());
     }
 }
