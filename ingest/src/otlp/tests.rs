@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::clock::ManualClock;
 use crate::group_commit::GroupCommitter;
-use crate::ha::HaTracker;
+use crate::ha::{HaTracker, HaTrackerConfig};
 use crate::http::{IngestConfig, IngestState, router_with};
 use crate::metrics::IngestMetrics;
 use crate::series_cache::SeriesCache;
@@ -29,7 +29,10 @@ const T0_MS: i64 = 1_700_000_000_000;
 const PATH: &str = "/api/v1/otlp/v1/metrics";
 
 fn app(storage: &Storage) -> (Router, IngestMetrics) {
-    let config = IngestConfig::default();
+    app_with(storage, IngestConfig::default())
+}
+
+fn app_with(storage: &Storage, config: IngestConfig) -> (Router, IngestMetrics) {
     let metrics = IngestMetrics::default();
     let clock = ManualClock::new(T0_MS);
     let committer = GroupCommitter::start(
@@ -407,5 +410,83 @@ async fn exponential_histograms_are_stored_as_native_histograms() {
         dump(&storage, "default").await,
         Vec::<String>::new(),
         "no float series"
+    );
+}
+
+#[tokio::test]
+async fn ha_pairs_deduplicate_float_and_histogram_series() {
+    let storage = Storage::in_memory();
+    let config = IngestConfig {
+        ha_tracker: HaTrackerConfig {
+            accept_ha_samples: true,
+            ..HaTrackerConfig::default()
+        },
+        ..IngestConfig::default()
+    };
+    let (app, _) = app_with(&storage, config);
+    let from = |replica: &str, v: f64| {
+        let attrs = vec![
+            string_kv("cluster", "c1"),
+            string_kv("__replica__", replica),
+        ];
+        let mut p = number(T0_NS, v);
+        p.attributes = attrs.clone();
+        let h = ExponentialHistogramDataPoint {
+            attributes: attrs,
+            time_unix_nano: T0_NS,
+            count: 1,
+            scale: 0,
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![1],
+            }),
+            ..Default::default()
+        };
+        request(vec![
+            gauge("g", vec![p]),
+            Metric {
+                name: "h".into(),
+                data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![h],
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Default::default()
+            },
+        ])
+        .encode_to_vec()
+    };
+    let r = post(&app, PATH, &[PB], from("a", 1.0)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(response(&r).partial_success, None);
+    // The standby replica: 200 (OTLP has no 202), everything reported as
+    // not stored, with the reason.
+    let r = post(&app, PATH, &[PB], from("b", 2.0)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let partial = response(&r).partial_success.expect("partial success");
+    assert_eq!(partial.rejected_data_points, 2);
+    assert!(
+        partial.error_message.contains("elected replica is \"a\""),
+        "{}",
+        partial.error_message
+    );
+
+    assert_eq!(
+        dump(&storage, "default").await,
+        [r#"g{cluster="c1", job="svc"} 1@0"#]
+    );
+    let hs = storage
+        .select_histograms(
+            &TenantId::new("default").expect("tenant"),
+            &[Matcher::eq("__name__", "h")],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .expect("histograms");
+    assert_eq!(hs.len(), 1);
+    assert_eq!(
+        hs[0].labels.to_string(),
+        r#"h{cluster="c1", job="svc"}"#,
+        "replica label removed"
     );
 }
