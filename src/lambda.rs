@@ -160,7 +160,7 @@ impl HttpContext {
     ) -> anyhow::Result<Self> {
         // Compaction never runs inside an HTTP function: it is its own
         // scheduled function, so `app` gets no compact role.
-        let (router, _) = server::app(config, role.roles(), store)?;
+        let router = server::app(config, role.roles(), store)?.router;
         Ok(Self { router })
     }
 }

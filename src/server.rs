@@ -75,13 +75,24 @@ pub fn init_logging(filter: &str) {
         .init();
 }
 
+/// What [`app`] assembles.
+pub struct App {
+    /// The selected roles, `/metrics`, health endpoints and request spans.
+    pub router: Router,
+    /// The compactor to run on a timer, if that role is on.
+    pub compactor: Option<Arc<Compactor>>,
+    /// The rule store (`[rules]`), for the aggregation timer.
+    pub rules: Arc<dyn aggregator::RuleStore>,
+}
+
 /// The router of the selected roles, plus `/metrics`, health endpoints and
-/// request spans; and the compactor to run on a timer, if that role is on.
+/// request spans; the compactor to run on a timer, if that role is on; and
+/// the rule store.
 pub fn app(
     config: &StrataConfig,
     roles: Roles,
     store: Arc<dyn ObjectStore>,
-) -> anyhow::Result<(Router, Option<Arc<Compactor>>)> {
+) -> anyhow::Result<App> {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
@@ -104,8 +115,16 @@ pub fn app(
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }));
-    // The rule store (`[rules]`): one client for the request paths and the API.
-    let rule_store = rule_store(config, raw_store)?;
+    // The rule store (`[rules]`): one client for the request paths, the
+    // API and the aggregation timer; etcd requests counted on /metrics.
+    let etcd_metrics = match config.rules.backend {
+        aggregator::RulesBackend::Etcd => aggregator::EtcdMetrics::register(&mut registry),
+        aggregator::RulesBackend::ObjectStore => aggregator::EtcdMetrics::default(),
+    };
+    let rule_store = config
+        .rules
+        .build_with_metrics(raw_store, etcd_metrics)
+        .context("building the rule store ([rules])")?;
     // Rule sets as the request paths read them: ingest's drop rules and the
     // querier's storage policies, re-read every `aggregate.rules_poll`.
     let polled_rules =
@@ -152,7 +171,7 @@ pub fn app(
     if roles.query {
         // The rules API (`/api/v1/rules/...`) rides with the query role.
         app = app.merge(aggregator::api::router(aggregator::api::RulesState {
-            store: rule_store,
+            store: rule_store.clone(),
             default_tenant: config.default_tenant(),
         }));
     }
@@ -165,7 +184,11 @@ pub fn app(
             crate::auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(http_metrics, trace_request));
-    Ok((router, compactor))
+    Ok(App {
+        router,
+        compactor,
+        rules: rule_store,
+    })
 }
 
 /// The configured rule store (`[rules]`: the object store `store`, or etcd).
@@ -297,8 +320,11 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         .build()
         .context("building the object store")?;
     let store_for_jobs = store.clone();
-    let rules = rule_store(&config, store.clone())?;
-    let (app, compactor) = app(&config, roles, store)?;
+    let App {
+        router: app,
+        compactor,
+        rules,
+    } = app(&config, roles, store)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = compactor.map(|c| {
         let every = config.compact.every;

@@ -26,5 +26,7 @@ pub mod rules;
 pub use config::AggregateConfig;
 pub use job::{Aggregator, AggregatorError, PassStats};
 pub use polled::PolledRules;
-pub use rule_store::{ObjectRuleStore, RuleStore, RuleWatcher, RulesBackend, RulesConfig};
+pub use rule_store::{
+    EtcdMetrics, ObjectRuleStore, RuleStore, RuleWatcher, RulesBackend, RulesConfig,
+};
 pub use rules::{RuleSet, RuleSetSpec};

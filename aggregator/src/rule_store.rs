@@ -32,9 +32,11 @@ pub mod config;
 pub mod conformance;
 pub mod etcd;
 pub mod etcd_gateway;
+pub mod metrics;
 
 pub use config::{RulesBackend, RulesConfig};
 pub use etcd_gateway::EtcdError;
+pub use metrics::EtcdMetrics;
 
 /// The format of stored rule set versions.
 pub const FORMAT_VERSION: u32 = 1;

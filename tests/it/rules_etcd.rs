@@ -329,6 +329,23 @@ async fn serve_with_rules_in_etcd() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The etcd requests are on /metrics.
+    let metrics = metrics_text(&strata).await;
+    assert!(
+        counter(
+            &metrics,
+            r#"strata_rules_etcd_requests_total{op="txn",outcome="ok"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        counter(
+            &metrics,
+            r#"strata_rules_etcd_requests_total{op="range",outcome="ok"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+
     // etcd gone: the rules API answers 503 (not 500, no panic); ingest
     // keeps the rules it holds and still accepts writes.
     etcd.proc.kill();
@@ -341,6 +358,34 @@ async fn serve_with_rules_in_etcd() {
     let (ok, out, err) = run_cli(&get);
     assert!(!ok, "strata rules get without etcd: {out}");
     assert!(err.contains("etcd unavailable"), "{err}");
+    let metrics = metrics_text(&strata).await;
+    assert!(
+        counter(
+            &metrics,
+            r#"strata_rules_etcd_requests_total{op="range",outcome="unreachable"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
+
+async fn metrics_text(strata: &Strata) -> String {
+    client()
+        .get(format!("{}/metrics", strata.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample `name{labels}` (0 when absent).
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[test]

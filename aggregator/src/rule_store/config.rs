@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::etcd::EtcdRuleStore;
 use super::etcd_gateway::Gateway;
+use super::metrics::EtcdMetrics;
 use super::{ObjectRuleStore, RuleStore, RuleStoreError};
 
 /// The rule store backend.
@@ -99,6 +100,15 @@ impl RulesConfig {
     /// The configured rule store; `store` is used by the object-store
     /// backend. Builds clients only, connects to nothing.
     pub fn build(&self, store: Arc<dyn ObjectStore>) -> Result<Arc<dyn RuleStore>, RuleStoreError> {
+        self.build_with_metrics(store, EtcdMetrics::default())
+    }
+
+    /// [`RulesConfig::build`], counting etcd requests in `metrics`.
+    pub fn build_with_metrics(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        metrics: EtcdMetrics,
+    ) -> Result<Arc<dyn RuleStore>, RuleStoreError> {
         Ok(match self.backend {
             RulesBackend::ObjectStore => Arc::new(ObjectRuleStore::new(store)),
             RulesBackend::Etcd => {
@@ -106,7 +116,8 @@ impl RulesConfig {
                     &self.etcd_endpoints,
                     self.etcd_connect_timeout,
                     self.etcd_request_timeout,
-                )?;
+                )?
+                .with_metrics(metrics);
                 info!(endpoints = ?self.etcd_endpoints, prefix = %self.etcd_prefix, "rule sets in etcd");
                 Arc::new(EtcdRuleStore::new(gateway, &self.etcd_prefix))
             }

@@ -271,6 +271,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_etcd_is_unavailable_not_a_panic() {
         // Port 1 on loopback: connection refused at once.
+        let metrics = crate::rule_store::EtcdMetrics::default();
         let gw = Gateway::new(
             &[
                 "http://127.0.0.1:1".to_string(),
@@ -279,7 +280,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
         )
-        .expect("client");
+        .expect("client")
+        .with_metrics(metrics.clone());
         let s = EtcdRuleStore::new(gw, "/x");
         let t = TenantId::new("t").expect("tenant");
         let e = s.latest(&t).await.unwrap_err();
@@ -291,5 +293,8 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+        // Both endpoints were tried.
+        assert_eq!(metrics.requests("range", "unreachable"), 2);
+        assert_eq!(metrics.requests("range", "ok"), 0);
     }
 }

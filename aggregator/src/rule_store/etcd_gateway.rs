@@ -10,7 +10,7 @@
 //! the next.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, debug_span, warn};
+
+use super::metrics::EtcdMetrics;
 
 /// Errors talking to etcd.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ pub struct Gateway {
     endpoints: Vec<String>,
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
+    metrics: EtcdMetrics,
 }
 
 impl Gateway {
@@ -124,7 +127,14 @@ impl Gateway {
                 .map(|e| e.trim_end_matches('/').to_string())
                 .collect(),
             preferred: AtomicUsize::new(0),
+            metrics: EtcdMetrics::default(),
         })
+    }
+
+    /// Counts requests in `metrics` (registered by the caller).
+    pub fn with_metrics(mut self, metrics: EtcdMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The pairs with key `key` (`prefix` false) or starting with `key`
@@ -205,6 +215,7 @@ impl Gateway {
             let idx = (first + i) % n;
             let endpoint = &self.endpoints[idx];
             let span = debug_span!("etcd", op, endpoint = %endpoint);
+            let started = Instant::now();
             let answer = async {
                 let resp = self
                     .http
@@ -222,12 +233,15 @@ impl Gateway {
             let (status, body) = match answer {
                 Ok(a) => a,
                 Err(e) => {
+                    self.metrics.observe(op, "unreachable", None);
                     warn!(op, endpoint = %endpoint, error = %e, "etcd request failed; trying the next endpoint");
                     failures.push(format!("{endpoint}: {e}"));
                     continue;
                 }
             };
+            let seconds = Some(started.elapsed().as_secs_f64());
             if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                self.metrics.observe(op, "unreachable", seconds);
                 let message = error_message(&body);
                 warn!(op, endpoint = %endpoint, %message, "etcd unavailable; trying the next endpoint");
                 failures.push(format!("{endpoint}: {message}"));
@@ -235,6 +249,7 @@ impl Gateway {
             }
             self.preferred.store(idx, Ordering::Relaxed);
             if !status.is_success() {
+                self.metrics.observe(op, "refused", seconds);
                 return Err(EtcdError::Refused {
                     endpoint: endpoint.clone(),
                     op,
@@ -242,6 +257,7 @@ impl Gateway {
                     message: error_message(&body),
                 });
             }
+            self.metrics.observe(op, "ok", seconds);
             debug!(op, endpoint = %endpoint, bytes = body.len(), "etcd answered");
             return serde_json::from_slice(&body)
                 .map(|v| (endpoint.clone(), v))
