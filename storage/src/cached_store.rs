@@ -123,7 +123,7 @@ impl CacheConfig {
 }
 
 /// Whether `path` names an object that never changes once written: a
-/// segment, a block or a manifest version. Leases and anything unknown are
+/// segment, a block, a sidecar or a manifest version. Leases and anything unknown are
 /// not.
 pub fn is_immutable(path: &Path) -> bool {
     let parts: Vec<_> = path.parts().collect();
@@ -134,6 +134,7 @@ pub fn is_immutable(path: &Path) -> bool {
     match (part(2), parts.len()) {
         (Some("segments"), 5) => paths::parse_segment(path).is_some(),
         (Some("blocks"), 5) => paths::parse_block(path).is_some(),
+        (Some("sidecars"), 5) => paths::parse_sidecar(path).is_some(),
         (Some("manifest"), 4) => paths::parse_manifest(path).is_some(),
         _ => false,
     }
@@ -732,6 +733,7 @@ mod tests {
         assert!(is_immutable(&paths::segment(&t, Ulid::new())));
         assert!(is_immutable(&paths::block(&t, "raw", Ulid::new())));
         assert!(is_immutable(&paths::manifest(&t, 7)));
+        assert!(is_immutable(&paths::sidecar(&t, Ulid::new())));
         assert!(!is_immutable(&paths::lease("compact", &t, "0", 3)));
         assert!(!is_immutable(&paths::segments_prefix(&t)));
         assert!(!is_immutable(&paths::manifest_prefix(&t)));

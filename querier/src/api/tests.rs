@@ -233,9 +233,10 @@ async fn a_corrupt_object_is_read_around_with_a_warning() {
         )
         .await
         .expect("write");
-    let bad = storage::paths::segments_prefix(&tenant)
-        .child("2016073017")
-        .child("01ARZ3NDEKTSV4RRFFQ69G5FAV.parquet");
+    let bad = object_store::path::Path::from(format!(
+        "{}/2016073017/01ARZ3NDEKTSV4RRFFQ69G5FAV.parquet",
+        storage::paths::segments_prefix(&tenant)
+    ));
     storage
         .object_store()
         .put(&bad, object_store::PutPayload::from(&b"garbage"[..]))
