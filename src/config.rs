@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::auth::AuthConfig;
 use crate::limits::LimitsConfig;
-use crate::tls::TlsConfig;
+use crate::tls::{ClientAuth, TlsConfig};
 use aggregator::{AggregateConfig, RulesBackend, RulesConfig};
 use compactor::CompactorConfig;
 use ingest::IngestConfig;
@@ -115,6 +115,12 @@ pub struct Overrides {
     /// PEM private key of the certificate (tls.key_file) [env: STRATA_TLS_KEY_FILE]
     #[arg(long, value_name = "FILE")]
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to: mutual TLS (tls.client_ca_file) [env: STRATA_TLS_CLIENT_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Whether clients must present a certificate: required or optional (tls.client_auth) [default: required] [env: STRATA_TLS_CLIENT_AUTH]
+    #[arg(long, value_name = "MODE")]
+    pub tls_client_auth: Option<ClientAuth>,
     /// Where rule sets live: object_store or etcd (rules.backend) [default: object_store] [env: STRATA_RULES_BACKEND]
     #[arg(long, value_name = "BACKEND")]
     pub rules_backend: Option<RulesBackend>,
@@ -233,6 +239,10 @@ impl StrataConfig {
                 }
                 "STRATA_TLS_CERT_FILE" => self.tls.cert_file = Some(PathBuf::from(v)),
                 "STRATA_TLS_KEY_FILE" => self.tls.key_file = Some(PathBuf::from(v)),
+                "STRATA_TLS_CLIENT_CA_FILE" => self.tls.client_ca_file = Some(PathBuf::from(v)),
+                "STRATA_TLS_CLIENT_AUTH" => {
+                    self.tls.client_auth = Some(v.parse().map_err(|e| invalid(key, e))?)
+                }
                 "STRATA_RULES_BACKEND" => {
                     self.rules.backend = v.parse().map_err(|e| invalid(key, e))?
                 }
@@ -306,6 +316,12 @@ impl StrataConfig {
         }
         if let Some(v) = &f.tls_key_file {
             self.tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = &f.tls_client_ca_file {
+            self.tls.client_ca_file = Some(v.clone());
+        }
+        if f.tls_client_auth.is_some() {
+            self.tls.client_auth = f.tls_client_auth;
         }
         if let Some(v) = f.rules_backend {
             self.rules.backend = v;
@@ -442,6 +458,27 @@ lookback_delta = "1m"
         .unwrap_err()
         .to_string();
         assert!(err.contains("tls.key_file"), "{err}");
+        let c = StrataConfig::load(
+            &Overrides {
+                tls_client_ca_file: Some("ca.pem".into()),
+                ..Default::default()
+            },
+            &env(&[
+                ("STRATA_TLS_CERT_FILE", "cert.pem"),
+                ("STRATA_TLS_KEY_FILE", "key.pem"),
+                ("STRATA_TLS_CLIENT_AUTH", "optional"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.tls.client_auth, Some(ClientAuth::Optional));
+        let err = StrataConfig::load(
+            &Overrides::default(),
+            &env(&[("STRATA_TLS_CLIENT_AUTH", "sometimes")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("STRATA_TLS_CLIENT_AUTH"), "{err}");
     }
 
     #[test]

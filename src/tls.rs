@@ -1,7 +1,8 @@
 //! HTTPS on the listen address when `[tls]` names a certificate and a key:
 //! the `[tls]` config, loading the PEM files into a rustls server config
-//! (ring, the provider the S3 client already uses), and a listener that
-//! hands axum finished TLS connections.
+//! (ring, the provider the S3 client already uses), optional client
+//! certificates checked against `tls.client_ca_file` (mutual TLS), and a
+//! listener that hands axum finished TLS connections.
 //!
 //! Handshakes run in their own tasks, so a slow or silent client cannot hold
 //! up the accept loop; one that does not finish within
@@ -10,11 +11,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -31,6 +35,34 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
+    /// PEM file with the CA certificates client certificates must chain to;
+    /// set, the listener asks every client for a certificate (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` (the default) refuses the
+    /// handshake of a client without a valid certificate; `optional` lets a
+    /// client without one in but still refuses an invalid one.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `tls.client_auth`: whether a client certificate is required.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+impl FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "required" => Ok(Self::Required),
+            "optional" => Ok(Self::Optional),
+            _ => Err(format!("{s:?} is not one of required, optional")),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +73,10 @@ pub enum TlsError {
         path: PathBuf,
         reason: String,
     },
-    #[error("tls.cert_file: {path} holds no certificate")]
-    NoCertificate { path: PathBuf },
+    #[error("tls.{field}: {path} holds no certificate")]
+    NoCertificate { field: &'static str, path: PathBuf },
+    #[error("tls.client_ca_file: {path} does not make a client verifier: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
     #[error("tls: certificate {cert} and key {key} do not make a server identity: {reason}")]
     Identity {
         cert: PathBuf,
@@ -52,13 +86,32 @@ pub enum TlsError {
 }
 
 impl TlsConfig {
-    /// Both files or neither; the message names the missing field.
+    /// Both files or neither, client verification only with a server
+    /// identity; the message names the field. The files themselves are
+    /// read (and checked) by [`Self::acceptor`] at start.
     pub fn validate(&self) -> Result<(), String> {
         match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => Err("tls.key_file: required when tls.cert_file is set".into()),
-            (None, Some(_)) => Err("tls.cert_file: required when tls.key_file is set".into()),
-            _ => Ok(()),
+            (Some(_), None) => {
+                return Err("tls.key_file: required when tls.cert_file is set".into());
+            }
+            (None, Some(_)) => {
+                return Err("tls.cert_file: required when tls.key_file is set".into());
+            }
+            _ => {}
         }
+        if self.client_ca_file.is_some() && self.cert_file.is_none() {
+            return Err(
+                "tls.client_ca_file: needs tls.cert_file and tls.key_file (client certificates are only asked for over TLS)"
+                    .into(),
+            );
+        }
+        if self.client_auth.is_some() && self.client_ca_file.is_none() {
+            return Err(
+                "tls.client_auth: needs tls.client_ca_file to verify client certificates against"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The acceptor for the configured certificate and key, if TLS is on.
@@ -66,7 +119,16 @@ impl TlsConfig {
         let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
             return Ok(None);
         };
-        let certs = load_certs(cert)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = match &self.client_ca_file {
+            Some(ca) => Some(client_verifier(
+                ca,
+                self.client_auth.unwrap_or_default(),
+                provider.clone(),
+            )?),
+            None => None,
+        };
+        let certs = load_certs("cert_file", cert)?;
         let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
             field: "key_file",
             path: key.clone(),
@@ -77,11 +139,14 @@ impl TlsConfig {
             key: key.clone(),
             reason,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| identity(e.to_string()))?
-            .with_no_client_auth()
+            .map_err(|e| identity(e.to_string()))?;
+        let builder = match verifier {
+            None => builder.with_no_client_auth(),
+            Some(v) => builder.with_client_cert_verifier(v),
+        };
+        let mut config = builder
             .with_single_cert(certs, key_der)
             .map_err(|e| identity(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -89,9 +154,31 @@ impl TlsConfig {
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// A verifier of client certificates chaining to the CAs in `path`.
+fn client_verifier(
+    path: &Path,
+    auth: ClientAuth,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let invalid = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs("client_ca_file", path)? {
+        roots.add(ca).map_err(|e| invalid(e.to_string()))?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match auth {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    builder.build().map_err(|e| invalid(e.to_string()))
+}
+
+fn load_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read = |e: rustls::pki_types::pem::Error| TlsError::Read {
-        field: "cert_file",
+        field,
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
@@ -101,6 +188,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         .map_err(read)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
+            field,
             path: path.to_path_buf(),
         });
     }
@@ -190,11 +278,13 @@ mod tests {
         let cert_only = TlsConfig {
             cert_file: Some("c.pem".into()),
             key_file: None,
+            ..Default::default()
         };
         assert!(cert_only.validate().unwrap_err().contains("tls.key_file"));
         let key_only = TlsConfig {
             cert_file: None,
             key_file: Some("k.pem".into()),
+            ..Default::default()
         };
         assert!(key_only.validate().unwrap_err().contains("tls.cert_file"));
     }
@@ -208,6 +298,7 @@ mod tests {
         let c = TlsConfig {
             cert_file: Some(missing.clone()),
             key_file: Some(empty.clone()),
+            ..Default::default()
         };
         let err = c.acceptor().err().expect("missing cert").to_string();
         assert!(
@@ -217,8 +308,77 @@ mod tests {
         let c = TlsConfig {
             cert_file: Some(empty.clone()),
             key_file: Some(empty),
+            ..Default::default()
         };
         let err = c.acceptor().err().expect("empty cert").to_string();
         assert!(err.contains("holds no certificate"), "{err}");
+    }
+
+    #[test]
+    fn client_verification_needs_a_server_identity_and_a_ca() {
+        let ca_only = TlsConfig {
+            client_ca_file: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let err = ca_only.validate().unwrap_err();
+        assert!(err.contains("tls.client_ca_file"), "{err}");
+        let auth_only = TlsConfig {
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            client_auth: Some(ClientAuth::Optional),
+            ..Default::default()
+        };
+        let err = auth_only.validate().unwrap_err();
+        assert!(err.contains("tls.client_auth"), "{err}");
+        assert_eq!("Optional".parse(), Ok(ClientAuth::Optional));
+        assert!("sometimes".parse::<ClientAuth>().is_err());
+    }
+
+    #[test]
+    fn missing_empty_or_bad_client_cas_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The CA file is read first, so the server files need not exist.
+        let with_ca = |ca: PathBuf| TlsConfig {
+            cert_file: Some("cert.pem".into()),
+            key_file: Some("key.pem".into()),
+            client_ca_file: Some(ca),
+            client_auth: None,
+        };
+        let err = with_ca(dir.path().join("missing-ca.pem"))
+            .acceptor()
+            .err()
+            .expect("missing CA")
+            .to_string();
+        assert!(
+            err.contains("tls.client_ca_file") && err.contains("missing-ca.pem"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty-ca.pem");
+        std::fs::write(&empty, "").expect("write");
+        let err = with_ca(empty)
+            .acceptor()
+            .err()
+            .expect("empty CA")
+            .to_string();
+        assert!(
+            err.contains("tls.client_ca_file") && err.contains("holds no certificate"),
+            "{err}"
+        );
+        // A PEM block that is not a certificate.
+        let garbage = dir.path().join("garbage-ca.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let err = with_ca(garbage)
+            .acceptor()
+            .err()
+            .expect("bad CA")
+            .to_string();
+        assert!(
+            err.contains("tls.client_ca_file") && !err.contains("cert_file"),
+            "{err}"
+        );
     }
 }
