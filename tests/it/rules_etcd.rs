@@ -1,8 +1,8 @@
 //! The etcd rule-store backend against a real etcd (Debian `etcd-server`):
 //! the rule-store conformance suite that the object-store backend passes in
 //! unit tests, and `strata serve` with `--rules-backend etcd` end to end
-//! (rules API, `strata rules`, drop rules at ingest picked up without a
-//! restart, etcd going away).
+//! (rules API, `strata rules`, `strata aggregate`, drop rules at ingest
+//! picked up without a restart, `/metrics`, etcd going away).
 //!
 //! Needs `etcd` (`$ETCD_BIN`, `/usr/bin/etcd` or `PATH`); a missing etcd
 //! fails these tests. `scripts/install-test-deps.sh` installs it.
@@ -214,13 +214,14 @@ async fn serve_with_rules_in_etcd() {
         "--rules-etcd-prefix",
         "/e2e/rules",
     ];
+    let (config_arg, data_arg) = (config.display().to_string(), data.display().to_string());
     let mut args = vec![
         "--config".to_string(),
-        config.display().to_string(),
+        config_arg.clone(),
         "--storage".into(),
         "local".into(),
         "--data-dir".into(),
-        data.display().to_string(),
+        data_arg.clone(),
     ];
     args.extend(rule_args.iter().map(|s| s.to_string()));
     let strata = Strata::start(&strata_bin(), args.clone(), Vec::new(), &scratch.path()).await;
@@ -300,6 +301,34 @@ async fn serve_with_rules_in_etcd() {
     let (status, body) = api(reqwest::Method::GET, &strata, "/api/v1/rules/history", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["versions"], json!([1, 2]));
+    // `strata aggregate` reads its rules from etcd too: a closed window of
+    // cpu_x is aggregated to 1m by version 2's rule, which the object
+    // store (the default backend) does not have.
+    let start = (now_ms() - 6 * 3_600_000).div_euclid(7_200_000) * 7_200_000;
+    let samples: Vec<(i64, f64)> = (0..120).map(|i| (start + i * 60_000, i as f64)).collect();
+    let body = remote_write::encode(&remote_write::request(vec![remote_write::series(
+        &[("__name__", "cpu_x")],
+        &samples,
+    )]));
+    let (status, text) = remote_write::send(&client(), &strata.write_url(), body, None)
+        .await
+        .expect("send");
+    assert_eq!(status, 204, "{text}");
+    let local = [
+        "--config",
+        &config_arg,
+        "--storage",
+        "local",
+        "--data-dir",
+        &data_arg,
+    ];
+    let (ok, out, err) = run_cli(&[&["aggregate"][..], &local].concat());
+    assert!(ok, "strata aggregate: {out}{err}");
+    assert_eq!(aggregated_blocks(&data), 0, "the object store has no rules");
+    let (ok, out, err) = run_cli(&[&["aggregate"][..], &local, &rule_args].concat());
+    assert!(ok, "strata aggregate with etcd rules: {out}{err}");
+    assert!(aggregated_blocks(&data) > 0, "{err}");
+
     // A write based on version 1 is a conflict now.
     let (status, body) = api(
         reqwest::Method::PUT,
@@ -366,6 +395,13 @@ async fn serve_with_rules_in_etcd() {
         ) >= 1.0,
         "{metrics}"
     );
+}
+
+/// Blocks of the `1m` resolution of the default tenant on the local store.
+fn aggregated_blocks(data: &Path) -> usize {
+    std::fs::read_dir(data.join("tenants/default/blocks/1m"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 async fn metrics_text(strata: &Strata) -> String {
