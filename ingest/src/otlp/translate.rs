@@ -100,7 +100,7 @@ pub fn millis(unix_nano: u64) -> i64 {
 }
 
 /// Translates a decoded request; label sets are checked against `limits`.
-pub fn translate(req: &ExportMetricsServiceRequest, limits: &SeriesLimits) -> Translated {
+pub fn translate<'a>(req: &'a ExportMetricsServiceRequest, limits: &'a SeriesLimits) -> Translated {
     let mut t = Translator {
         out: Translated::default(),
         limits,
@@ -109,6 +109,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, limits: &SeriesLimits) -> Tr
         exemplar_index: HashMap::new(),
         label_names: HashMap::new(),
         metadata: HashSet::new(),
+        previous: None,
     };
     for rm in &req.resource_metrics {
         let attrs: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
@@ -165,14 +166,19 @@ struct Translator<'a> {
     /// Normalized attribute names of this request.
     label_names: HashMap<String, String>,
     metadata: HashSet<MetricMetadata>,
+    /// Attributes and labels of the last gauge or sum point of the current
+    /// metric: consecutive points of one series (a batch of several
+    /// timestamps) reuse its labels instead of building them again.
+    previous: Option<(&'a [KeyValue], Labels)>,
 }
 
 /// Sorted labels of a data point without the metric name.
 type Base = Vec<Label>;
 
-impl Translator<'_> {
+impl<'a> Translator<'a> {
     /// Translates one metric; returns the time range of its stored points.
-    fn metric(&mut self, res: &Resource, m: &Metric) -> Option<(i64, i64)> {
+    fn metric(&mut self, res: &Resource, m: &'a Metric) -> Option<(i64, i64)> {
+        self.previous = None;
         let Some(data) = &m.data else {
             return None;
         };
@@ -294,7 +300,7 @@ impl Translator<'_> {
         res: &Resource,
         metric: &str,
         name: &str,
-        p: &NumberDataPoint,
+        p: &'a NumberDataPoint,
         exemplars: bool,
     ) -> bool {
         let value = match p.value {
@@ -306,12 +312,18 @@ impl Translator<'_> {
                 return false;
             }
         };
-        let labels = match self.labels(res, &p.attributes, name, &[]) {
-            Ok(l) => l,
-            Err(e) => {
-                self.out.reject(1, metric, e);
-                return false;
-            }
+        let labels = match &self.previous {
+            Some((attrs, labels)) if *attrs == p.attributes.as_slice() => labels.clone(),
+            _ => match self.labels(res, &p.attributes, name, &[]) {
+                Ok(l) => {
+                    self.previous = Some((&p.attributes, l.clone()));
+                    l
+                }
+                Err(e) => {
+                    self.out.reject(1, metric, e);
+                    return false;
+                }
+            },
         };
         let v = if p.flags & NO_RECORDED_VALUE != 0 {
             stale_nan()
@@ -556,11 +568,11 @@ impl Translator<'_> {
                 ));
             }
         }
-        let labels =
-            Labels::from_sorted(v.clone()).map_err(|e| format!("series {}: {e}", describe()))?;
+        // Sorted and unique by construction; checked all the same.
+        let labels = Labels::from_sorted(v).map_err(|e| format!("series {name}: {e}"))?;
         labels
             .validate()
-            .map_err(|e| format!("series {}: {e}", describe()))?;
+            .map_err(|e| format!("series {labels}: {e}"))?;
         Ok(labels)
     }
 

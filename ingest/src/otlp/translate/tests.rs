@@ -838,6 +838,23 @@ fn samples_of_one_series_share_a_series() {
     ));
     assert_eq!(t.series.len(), 1);
     assert_eq!(t.series[0].samples.len(), 2);
+    // Labels are reused only for identical attributes.
+    let t = run(&request(
+        &[],
+        vec![gauge(
+            "g",
+            "",
+            vec![
+                point(&[("a", "1")], T0, 1.0),
+                point(&[("a", "2")], T0, 2.0),
+                point(&[("a", "1")], T0 + 1_000_000, 3.0),
+            ],
+        )],
+    ));
+    assert_eq!(
+        dump(&t),
+        [r#"g{a="1"} 1@0"#, r#"g{a="1"} 3@1"#, r#"g{a="2"} 2@0"#]
+    );
 }
 
 #[test]
