@@ -63,6 +63,9 @@ pub struct Storage {
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
     manifests: Arc<Mutex<HashMap<TenantId, Versioned>>>,
     views: Arc<Mutex<HashMap<TenantId, TenantViews>>>,
+    /// Segments whose whole-object checksum this process has verified (or
+    /// which it wrote itself); pruned to the live listing on each refresh.
+    verified: Arc<Mutex<HashSet<Path>>>,
     /// How long a query may reuse a tenant's manifest and segment listing
     /// (zero: every read probes the manifest and lists segments).
     view_max_age: Duration,
@@ -235,6 +238,7 @@ impl Storage {
             index_cache: Arc::default(),
             manifests: Arc::default(),
             views: Arc::default(),
+            verified: Arc::default(),
             view_max_age: Duration::ZERO,
         }
     }
@@ -248,6 +252,7 @@ impl Storage {
         s.index_cache = self.index_cache.clone();
         s.manifests = self.manifests.clone();
         s.views = self.views.clone();
+        s.verified = self.verified.clone();
         s.view_max_age = self.view_max_age;
         s
     }
@@ -294,6 +299,10 @@ impl Storage {
             series: index.series.len(),
         };
         debug!(key = %key, bytes = size, samples = written.samples, series = written.series, "segment written");
+        // It is what we encoded: nothing to verify when reading it back.
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(key.clone());
+        }
         // Cheap: the index shares the label sets of the batch.
         let index = Arc::new(index);
         self.cache_index(&key, index.clone());
@@ -453,6 +462,11 @@ impl Storage {
         let taken = Instant::now();
         let manifest = self.manifest(tenant).await?;
         let (segments, corrupt) = self.live_segments(tenant, &manifest, true).await?;
+        if let Ok(mut v) = self.verified.lock() {
+            let prefix = paths::segments_prefix(tenant);
+            let live: HashSet<&Path> = segments.iter().map(|(_, s)| &s.meta.location).collect();
+            v.retain(|k| !k.prefix_matches(&prefix) || live.contains(k));
+        }
         let view = Arc::new(View {
             taken,
             manifest,
@@ -662,6 +676,8 @@ impl Storage {
         }
 
         if !seg_files.is_empty() {
+            self.verify_segments(seg_pos.iter().map(|&p| &sources[p]))
+                .await?;
             let table = SegmentTable::new(self.url.clone(), seg_files);
             let filter = id_filter().and(col(COL_TIMESTAMP).between(lit(start_ms), lit(end_ms)));
             let batches = self
@@ -720,6 +736,45 @@ impl Storage {
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+
+    /// Verifies the whole-object checksum of each segment not verified yet
+    /// (one GET of the object; through the query cache its pages then serve
+    /// the scan). A footer-only read cannot: a flipped bit in a data page
+    /// would otherwise be read as a wrong value. Blocks carry per-chunk
+    /// checksums, checked as chunks are decoded.
+    async fn verify_segments(&self, sources: impl Iterator<Item = &Source>) -> Result<()> {
+        let todo: Vec<&Path> = {
+            let done = self
+                .verified
+                .lock()
+                .map_err(|_| StorageError::Encode("segment verification state poisoned".into()))?;
+            sources
+                .map(|s| &s.meta.location)
+                .filter(|k| !done.contains(*k))
+                .collect()
+        };
+        let checks = todo.into_iter().map(|key| async move {
+            let bytes = self
+                .store
+                .get(key)
+                .await
+                .map_err(|e| StorageError::store("get", key.as_ref(), e))?
+                .bytes()
+                .await
+                .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
+            // A version 1 segment has no checksum to verify.
+            segment::verify(key.as_ref(), &bytes)?;
+            Ok::<_, StorageError>(key.clone())
+        });
+        let checked: Vec<Path> = futures::stream::iter(checks)
+            .buffer_unordered(FOOTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        if let Ok(mut v) = self.verified.lock() {
+            v.extend(checked);
+        }
+        Ok(())
     }
 
     /// Label sets of series that match any of the matcher sets (all series when
