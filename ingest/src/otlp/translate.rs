@@ -13,7 +13,8 @@
 //! - `target_info` (gauge 1) per resource with `job` or `instance` and at
 //!   least one other attribute: the other attributes as labels, a sample at
 //!   the first data point's time, then every 2.5 minutes (half the default
-//!   lookback delta) and at the last one, so it joins with every sample.
+//!   lookback delta) and at the last one, so it joins with every sample
+//!   (at most 2000 samples, ending at the last point).
 //! - Gauges and cumulative sums: one float sample per point (`_total` for
 //!   monotonic sums, non-monotonic sums are gauges). Cumulative histograms:
 //!   `_bucket{le}` (cumulative), `_sum` (when set) and `_count`. Summaries:
@@ -59,6 +60,10 @@ const TARGET_INFO: &str = "target_info";
 /// Half of PromQL's default lookback delta (5 m): the step of `target_info`
 /// samples between a resource's first and last data point.
 const TARGET_INFO_STEP_MS: i64 = 150_000;
+/// Most `target_info` samples per resource and request (about 3.5 days at
+/// the step above): a request mixing a point at time 0 with one from today
+/// must not make millions of samples.
+const MAX_TARGET_INFO_SAMPLES: i64 = 2_000;
 /// Exemplar labels longer than this (in characters, names and values) lose
 /// their filtered attributes (OpenMetrics' exemplar limit).
 const MAX_EXEMPLAR_RUNES: usize = 128;
@@ -468,7 +473,7 @@ impl<'a> Translator<'a> {
         let Ok(labels) = self.labels(res, &others, TARGET_INFO, &[]) else {
             return;
         };
-        let mut t = first;
+        let mut t = first.max(last.saturating_sub(MAX_TARGET_INFO_SAMPLES * TARGET_INFO_STEP_MS));
         while t < last {
             self.add_sample(labels.clone(), t, 1.0);
             t = t.saturating_add(TARGET_INFO_STEP_MS);

@@ -234,6 +234,24 @@ fn target_info_carries_the_other_resource_attributes() {
             format!("{labels} 1@360000"),
         ]
     );
+    // A point at time 0 next to one from today: the samples stop at 2000,
+    // ending at the last point.
+    let old = NumberDataPoint {
+        time_unix_nano: 0,
+        value: Some(number_data_point::Value::AsDouble(1.0)),
+        ..Default::default()
+    };
+    let t = run(&request(
+        &[("service.name", "api"), ("host.name", "box")],
+        vec![gauge("g", "", vec![old, point(&[], T0, 2.0)])],
+    ));
+    let info = t
+        .series
+        .iter()
+        .find(|s| s.labels.metric_name() == Some("target_info"));
+    let samples = info.map(|s| s.samples.as_slice()).unwrap_or_default();
+    assert_eq!(samples.len(), 2001, "2000 steps and the last point");
+    assert_eq!(samples.last().map(|s| s.t), Some(T0_MS));
     // Without service.name and service.instance.id: no target_info.
     let t = run(&request(
         &[("host.name", "box")],
