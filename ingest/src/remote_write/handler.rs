@@ -151,7 +151,9 @@ async fn ingest(
         .decoding(&tenant, &cfg.limits, &state.series_cache);
     let validated = match version {
         Version::V1 => super::decode_validated(&body, cfg.max_decoded_bytes, label_limits, cache)?,
-        Version::V2 => v2::decode_validated(&body, cfg.max_decoded_bytes, label_limits)?,
+        Version::V2 => {
+            v2::decode_validated_cached(&body, cfg.max_decoded_bytes, label_limits, cache)?
+        }
     };
     debug!(
         tenant = %tenant,
@@ -179,7 +181,25 @@ async fn ingest(
     let series = dedupe(&app.ha, &tenant, first_labels, series, &mut sidecar).await?;
     let series = drop_rules::apply(app.drop_rules.as_ref(), &tenant, series).await;
     let sidecar = drop_from_sidecar(app.drop_rules.as_ref(), &tenant, sidecar).await;
-    state.limits.admit(&tenant, total, &series)?;
+    if sidecar.histograms.is_empty() {
+        state.limits.admit(&tenant, total, &series)?;
+    } else {
+        // Each histogram sample counts as one sample against the rate (as
+        // for OTLP): the limiter sees one stand-in series holding them all.
+        let n = series.iter().map(|s| s.samples.len()).sum::<usize>() + sidecar.histogram_count();
+        let all = Series {
+            labels: Labels::empty(),
+            samples: vec![storage::Sample::new(0, 0.0); n],
+        };
+        state.limits.admit(&tenant, total, &[all])?;
+    }
+    // Series over max_series_per_metric are dropped and the rest stored;
+    // the answer is then 400, as for a request with invalid series.
+    let mut sidecar = sidecar;
+    let (series, over_limit) = state
+        .limits
+        .series_per_metric(&tenant, series, Some(&mut sidecar));
+    let rejected = rejected.or(over_limit);
     let written = Written {
         samples: series.iter().map(|s| s.samples.len()).sum(),
         histograms: sidecar.histogram_count(),

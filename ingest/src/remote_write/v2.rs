@@ -23,6 +23,7 @@ use super::{SeriesData, SeriesLimits, Validated, describe, extras, labels_of};
 use crate::error::IngestError;
 use crate::proto::v2::{PROTO_NAME, Request, TimeSeries};
 use crate::proto::{self, Histogram, Sample};
+use crate::series_cache::SeriesCache;
 
 /// Decompresses and decodes a 2.0 body; `max_decoded` bounds the decompressed
 /// size before allocating.
@@ -42,8 +43,31 @@ pub fn decode_validated(
     validate(decode(body, max_decoded)?, limits)
 }
 
+/// [`decode_validated`], taking the label sets of known series from `cache`
+/// (what the handler runs).
+pub fn decode_validated_cached(
+    body: &[u8],
+    max_decoded: usize,
+    limits: &SeriesLimits,
+    cache: &SeriesCache,
+) -> Result<Validated, IngestError> {
+    validate_cached(decode(body, max_decoded)?, limits, cache)
+}
+
 /// Resolves the symbol references of every series and validates it.
 pub fn validate(req: Request, limits: &SeriesLimits) -> Result<Validated, IngestError> {
+    validate_cached(req, limits, &SeriesCache::new(0))
+}
+
+/// [`validate`] with a series cache. Its keys for 2.0 are the resolved label
+/// strings (refs differ from request to request): a 0x01 byte, then each
+/// name and value followed by 0xff, a byte UTF-8 never contains, so no two
+/// label lists share a key, nor a 2.0 key a 1.0 one (those start 0x0a).
+pub fn validate_cached(
+    req: Request,
+    limits: &SeriesLimits,
+    cache: &SeriesCache,
+) -> Result<Validated, IngestError> {
     match req.symbols.first() {
         Some(first) if !first.is_empty() => {
             return Err(IngestError::RemoteWriteV2(format!(
@@ -61,8 +85,9 @@ pub fn validate(req: Request, limits: &SeriesLimits) -> Result<Validated, Ingest
         total: req.timeseries.len(),
         ..Default::default()
     };
+    let mut key = Vec::new();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
-        let (data, metadata) = series(i, ts, &req.symbols, limits);
+        let (data, metadata) = series(i, ts, &req.symbols, limits, cache, &mut key);
         out.add(data);
         out.add_metadata(metadata);
     }
@@ -115,21 +140,44 @@ type SeriesOutcome = (Result<SeriesData, (String, String)>, Option<MetricMetadat
 
 /// One series: its data or the rejection (series description, reason), and
 /// its metadata if it is valid.
-fn series(i: usize, ts: TimeSeries, symbols: &[String], limits: &SeriesLimits) -> SeriesOutcome {
+fn series(
+    i: usize,
+    ts: TimeSeries,
+    symbols: &[String],
+    limits: &SeriesLimits,
+    cache: &SeriesCache,
+    key: &mut Vec<u8>,
+) -> SeriesOutcome {
     let label_pairs = match pairs(symbols, &ts.labels_refs, "label") {
         Ok(p) => p,
         Err(reason) => return (Err((format!("timeseries[{i}]"), reason)), None),
     };
-    let labels = label_pairs
-        .into_iter()
-        .map(|(n, v)| proto::Label {
-            name: n.to_string(),
-            value: v.to_string(),
-        })
-        .collect();
-    let labels = match labels_of(labels, limits) {
-        Ok(l) => l,
-        Err(e) => return (Err(e), None),
+    key.clear();
+    key.push(0x01);
+    for (n, v) in &label_pairs {
+        key.extend_from_slice(n.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(v.as_bytes());
+        key.push(0xff);
+    }
+    let labels = match cache.get(key) {
+        Some(l) => l,
+        None => {
+            let labels = label_pairs
+                .into_iter()
+                .map(|(n, v)| proto::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect();
+            match labels_of(labels, limits) {
+                Ok(l) => {
+                    cache.insert(key, l.clone());
+                    l
+                }
+                Err(e) => return (Err(e), None),
+            }
+        }
     };
     let checked = (|| {
         if !ts.samples.is_empty() && !ts.histograms.is_empty() {

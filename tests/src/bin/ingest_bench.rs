@@ -19,6 +19,11 @@
 //! labels as data-point attributes, counters as cumulative monotonic sums
 //! (stored as `bench_metric_N_total`), gauges as gauges.
 //!
+//! `--protocol remote-write-v2` sends the same samples as remote write 2.0
+//! (`io.prometheus.write.v2.Request`: a symbols table per request, each
+//! series with its metric type and help as Prometheus' 2.0 sender attaches
+//! them) to Strata only.
+//!
 //! Run through `scripts/bench-ingest.sh`.
 
 use std::path::PathBuf;
@@ -73,6 +78,7 @@ enum Protocol {
     RemoteWrite,
     Influx,
     Otlp,
+    RemoteWriteV2,
 }
 
 /// Pre-encoded requests, one list per sender.
@@ -133,6 +139,7 @@ fn build(args: &Args) -> Workload {
             let mut ts = Vec::with_capacity(ids.len());
             let mut lines = String::new();
             let mut metrics = Vec::new();
+            let mut v2 = rw2::Builder::default();
             for (k, l) in labels.iter().enumerate() {
                 let pts: Vec<(i64, f64)> = (p..p + n)
                     .map(|j| {
@@ -153,6 +160,7 @@ fn build(args: &Args) -> Workload {
                     }
                     Protocol::Influx => push_lines(&mut lines, l, &pts),
                     Protocol::Otlp => metrics.push(otlp_metric(l, &pts, k % 2 == 0)),
+                    Protocol::RemoteWriteV2 => v2.push(l, &pts, k % 2 == 0),
                 }
                 samples += n;
             }
@@ -160,6 +168,7 @@ fn build(args: &Args) -> Workload {
                 Protocol::RemoteWrite => encode(&request(ts)),
                 Protocol::Influx => lines.into_bytes(),
                 Protocol::Otlp => otlp_request(metrics),
+                Protocol::RemoteWriteV2 => v2.encode(),
             };
             bytes += body.len();
             requests += 1;
@@ -255,6 +264,71 @@ fn otlp_request(metrics: Vec<otlp::Metric>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Remote write 2.0 requests.
+mod rw2 {
+    use ingest::proto::{Sample, v2};
+    use prost::Message;
+
+    pub const CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+    #[derive(Default)]
+    pub struct Builder {
+        symbols: v2::SymbolTable,
+        timeseries: Vec<v2::TimeSeries>,
+    }
+
+    impl Builder {
+        /// One series (labels sorted by name) with its points and metadata.
+        pub fn push(&mut self, labels: &[(String, String)], pts: &[(i64, f64)], counter: bool) {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let help = if counter { "A counter." } else { "A gauge." };
+            self.timeseries.push(v2::TimeSeries {
+                labels_refs: self.symbols.label_refs(&pairs),
+                samples: pts
+                    .iter()
+                    .map(|&(timestamp, value)| Sample { value, timestamp })
+                    .collect(),
+                metadata: Some(v2::Metadata {
+                    r#type: if counter { 1 } else { 2 },
+                    help_ref: self.symbols.intern(help),
+                    unit_ref: 0,
+                }),
+                ..Default::default()
+            });
+        }
+
+        /// The request, snappy-compressed.
+        pub fn encode(self) -> Vec<u8> {
+            let req = v2::Request {
+                symbols: self.symbols.into_symbols(),
+                timeseries: self.timeseries,
+            };
+            strata_tests::remote_write::snappy(&req.encode_to_vec())
+        }
+    }
+
+    /// POSTs one 2.0 body; returns the status and response body.
+    pub async fn send(
+        client: &reqwest::Client,
+        url: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, String)> {
+        let resp = client
+            .post(url)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+}
+
 /// The OTLP messages the benchmark builds.
 mod otlp {
     pub use ingest::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -312,6 +386,7 @@ async fn send_all(write_url: &str, w: &Arc<Workload>, protocol: Protocol) -> Run
                     Protocol::Otlp => {
                         send_body(&client, &url, "application/x-protobuf", body.clone()).await
                     }
+                    Protocol::RemoteWriteV2 => rw2::send(&client, &url, body.clone()).await,
                 };
                 match sent {
                     Ok((status, _)) if (200..300).contains(&status) => {}
@@ -419,7 +494,9 @@ async fn main() {
     let logs = work.path().to_path_buf();
 
     if args.protocol != Protocol::RemoteWrite && args.target == "prometheus" {
-        eprintln!("--protocol influx|otlp benchmarks Strata only (use --target strata or both)");
+        eprintln!(
+            "--protocol influx|otlp|remote-write-v2 benchmarks Strata only (use --target strata or both)"
+        );
         std::process::exit(2);
     }
     let t = Instant::now();
@@ -428,6 +505,7 @@ async fn main() {
         Protocol::RemoteWrite => "snappy protobuf",
         Protocol::Influx => "line protocol",
         Protocol::Otlp => "OTLP protobuf",
+        Protocol::RemoteWriteV2 => "snappy protobuf (remote write 2.0)",
     };
     println!(
         "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB {encoding}; encoded in {:.1} s",
@@ -472,6 +550,7 @@ async fn main() {
             Protocol::RemoteWrite => "remote write",
             Protocol::Influx => "line protocol",
             Protocol::Otlp => "OTLP",
+            Protocol::RemoteWriteV2 => "remote write 2.0",
         };
         println!(
             "strata median ({protocol}): {s:.0} samples/s over {} rounds",
@@ -520,6 +599,7 @@ async fn bench_strata(
             format!("{}/api/v1/otlp/v1/metrics", strata.url),
             "strata (OTLP)",
         ),
+        Protocol::RemoteWriteV2 => (strata.write_url(), "strata (remote write 2.0)"),
     };
     let r = send_all(&url, w, args.protocol).await;
     let rate = report(name, w, &r);

@@ -396,3 +396,63 @@ async fn ha_pairs_decide_on_requests_without_floats() {
         "replica label removed"
     );
 }
+
+#[tokio::test]
+async fn histogram_samples_count_against_the_ingestion_rate() {
+    use crate::clock::SystemClock;
+    use crate::limits::{IngestLimits, LimitMetrics, TenantIngestLimits};
+    let storage = Storage::in_memory();
+    let config = IngestConfig::default();
+    let committer = GroupCommitter::start(
+        storage.clone(),
+        config.group_commit.clone(),
+        IngestMetrics::default(),
+    );
+    // A burst of 2 samples, refilled at 1 per 1000 s: a request with one
+    // float sample and two histogram samples needs 3.
+    let limits = IngestLimits::new(
+        TenantIngestLimits {
+            ingestion_rate: 0.001,
+            ingestion_burst: 2.0,
+            ..Default::default()
+        },
+        Default::default(),
+        Arc::new(SystemClock),
+        LimitMetrics::default(),
+    );
+    let app = router(IngestState {
+        config,
+        committer,
+        metrics: IngestMetrics::default(),
+        series_cache: Arc::new(SeriesCache::new(10)),
+        default_tenant: tenant(),
+        limits: Arc::new(limits),
+    });
+    let mut sy = v2::SymbolTable::default();
+    let req = v2::Request {
+        timeseries: vec![
+            v2::TimeSeries {
+                labels_refs: sy.label_refs(&[("__name__", "f")]),
+                samples: vec![proto::Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+                ..Default::default()
+            },
+            v2::TimeSeries {
+                labels_refs: sy.label_refs(&[("__name__", "h")]),
+                histograms: vec![histogram(1), histogram(2)],
+                ..Default::default()
+            },
+        ],
+        symbols: sy.into_symbols(),
+    };
+    let r = post(&app, Some(V2_TYPE), snappy(&req.encode_to_vec())).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(
+        r.body.contains("request of 3 samples refused"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.written(), [Some(0), Some(0), Some(0)]);
+}

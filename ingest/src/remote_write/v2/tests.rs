@@ -8,6 +8,7 @@ use storage::sidecar::MetricType;
 
 use super::*;
 use crate::proto::v2::{Exemplar, Metadata, SymbolTable};
+use crate::series_cache::SeriesCache;
 
 fn snappy(raw: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(raw).expect("snappy")
@@ -540,4 +541,43 @@ fn label_limits_apply() {
     .expect("decodes");
     let err = v.error().expect("rejected").to_string();
     assert!(err.contains("exceed the limit of 2 label names"), "{err}");
+}
+
+#[test]
+fn the_series_cache_gives_what_validation_gives() {
+    let cache = SeriesCache::new(100);
+    let build = || {
+        let mut sy = SymbolTable::default();
+        // Different symbol order per request: refs differ, labels do not.
+        sy.intern("zzz");
+        let a = TimeSeries {
+            labels_refs: sy.label_refs(&[("__name__", "a"), ("empty", ""), ("job", "x")]),
+            samples: vec![sample(1, 1.0)],
+            ..Default::default()
+        };
+        let bad = TimeSeries {
+            labels_refs: sy.label_refs(&[("job", "x"), ("__name__", "a")]),
+            samples: vec![sample(1, 1.0)],
+            ..Default::default()
+        };
+        Request {
+            symbols: sy.into_symbols(),
+            timeseries: vec![a, bad],
+        }
+    };
+    let limits = SeriesLimits::default();
+    let plain = validate(build(), &limits).expect("valid");
+    for _ in 0..2 {
+        let cached = validate_cached(build(), &limits, &cache).expect("valid");
+        assert_eq!(cached.series.len(), 1);
+        assert_eq!(cached.series[0].labels, plain.series[0].labels);
+        assert_eq!(
+            cached.first_error, plain.first_error,
+            "invalid ones never cached"
+        );
+    }
+    // Series of the two versions never share a key.
+    let mut v1_key = vec![0x0a];
+    v1_key.extend_from_slice(b"anything");
+    assert!(cache.get(&v1_key).is_none());
 }
