@@ -112,6 +112,23 @@ pub enum IngestError {
         series: usize,
         limit: usize,
     },
+    /// New series of a metric that already has its limit of series were
+    /// dropped, the rest stored; 400 as Mimir answers its per-metric series
+    /// limit, since resending the same series cannot succeed sooner.
+    #[error(
+        "per-metric series limit exceeded for tenant {tenant:?}: metric {metric:?} already has {limit} series (max_series_per_metric: {limit}, distinct series this ingester accepted in the last {window_s}s); {dropped} new series of {metrics} metric(s) dropped, the rest of the request stored"
+    )]
+    SeriesPerMetric {
+        tenant: String,
+        /// The first metric with a dropped series.
+        metric: String,
+        limit: usize,
+        window_s: i64,
+        /// Series dropped, over all metrics of the request.
+        dropped: usize,
+        /// Metrics with a dropped series.
+        metrics: usize,
+    },
 }
 
 impl IngestError {
@@ -135,7 +152,8 @@ impl IngestError {
             | OtlpRejected { .. }
             | InvalidParam { .. }
             | TooManyHaClusters { .. }
-            | TooManySeries { .. } => StatusCode::BAD_REQUEST,
+            | TooManySeries { .. }
+            | SeriesPerMetric { .. } => StatusCode::BAD_REQUEST,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ReplicaNotElected { .. } => StatusCode::ACCEPTED,
             Store(_) | HaTracker(_) | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,13 +1,16 @@
 //! Per-tenant ingest limits: the ingestion rate and burst (a token bucket
-//! per tenant), series per request, and per-tenant label limits that
-//! replace `[ingest.limits]` for one tenant.
+//! per tenant), series per request, series per metric, and per-tenant
+//! label limits that replace `[ingest.limits]` for one tenant.
 //!
 //! The token buckets live in this process. Ingesters share no state, so
 //! with N ingesters behind a load balancer a tenant can write up to N times
 //! its rate: the limit is per ingester, like Mimir's "local" strategy.
-//! Series per metric is not limited: it needs a count of a tenant's series
-//! across every ingester and the store, which a stateless ingester does not
-//! have.
+//! Series per metric is counted the same way: the distinct series of a
+//! metric this ingester accepted for the tenant within a sliding window
+//! ([`series_per_metric`]); with requests spread over ingesters each one
+//! sees nearly every active series, so the count approaches the global one.
+
+mod series_per_metric;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,12 +19,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use storage::sidecar::Sidecar;
 use storage::{Series, TenantId};
 
 use crate::clock::Clock;
 use crate::error::IngestError;
 use crate::remote_write::SeriesLimits;
 use crate::series_cache::SeriesCache;
+use series_per_metric::{SeriesTracker, Verdict};
 
 /// The ingest limits of one tenant, resolved from defaults and overrides.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,6 +39,12 @@ pub struct TenantIngestLimits {
     pub ingestion_burst: f64,
     /// Most series in one write request; 0 means unlimited.
     pub max_series_per_request: usize,
+    /// Most distinct series per metric name this ingester accepts from the
+    /// tenant within `series_per_metric_window_ms`; 0 means unlimited.
+    pub max_series_per_metric: usize,
+    /// How long a series counts toward `max_series_per_metric` after it
+    /// was last seen.
+    pub series_per_metric_window_ms: i64,
     /// Label limits replacing `[ingest.limits]` for this tenant.
     pub labels: Option<SeriesLimits>,
 }
@@ -41,12 +52,15 @@ pub struct TenantIngestLimits {
 /// Limit names, as they appear in messages, config and metric labels.
 pub const INGESTION_RATE: &str = "ingestion_rate";
 pub const MAX_SERIES_PER_REQUEST: &str = "max_series_per_request";
+pub const MAX_SERIES_PER_METRIC: &str = "max_series_per_metric";
 
-/// `strata_ingest_limited_{requests,samples}_total{tenant,limit}`.
+/// `strata_ingest_limited_{requests,samples,series}_total{tenant,limit}`.
 #[derive(Clone, Debug, Default)]
 pub struct LimitMetrics {
     pub requests: Family<LimitLabels, Counter>,
     pub samples: Family<LimitLabels, Counter>,
+    /// Series dropped by `max_series_per_metric`.
+    pub series: Family<LimitLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +82,11 @@ impl LimitMetrics {
             "samples",
             "Samples of write requests refused by a per-tenant limit, by tenant and limit",
             m.samples.clone(),
+        );
+        r.register(
+            "series",
+            "Series dropped from write requests by a per-tenant limit (max_series_per_metric), by tenant and limit",
+            m.series.clone(),
         );
         m
     }
@@ -106,6 +125,8 @@ pub struct IngestLimits {
     /// series cache: a cached label set was validated under the default
     /// limits and must not skip a stricter tenant's checks.
     uncached: SeriesCache,
+    /// Recent series per tenant and metric, for `max_series_per_metric`.
+    series: SeriesTracker,
     clock: Arc<dyn Clock>,
     metrics: LimitMetrics,
 }
@@ -134,6 +155,7 @@ impl IngestLimits {
             tenants,
             buckets: Mutex::default(),
             uncached: SeriesCache::new(0),
+            series: SeriesTracker::default(),
             clock,
             metrics,
         }
@@ -188,6 +210,61 @@ impl IngestLimits {
         Ok(())
     }
 
+    /// Applies `max_series_per_metric` to an admitted request: series over
+    /// the limit (float series, and the native-histogram series of
+    /// `sidecar` if given) are taken out and counted, the others returned
+    /// for storing, with the error to answer if any was dropped. Exemplars
+    /// and metadata are not series and stay. Costs nothing for a tenant
+    /// without the limit.
+    pub fn series_per_metric(
+        &self,
+        tenant: &TenantId,
+        series: Vec<Series>,
+        sidecar: Option<&mut Sidecar>,
+    ) -> (Vec<Series>, Option<IngestError>) {
+        let limits = self.of(tenant);
+        let histograms = sidecar.as_ref().map_or(0, |s| s.histograms.len());
+        if limits.max_series_per_metric == 0 || series.len() + histograms == 0 {
+            return (series, None);
+        }
+        let hist_labels = sidecar
+            .as_ref()
+            .into_iter()
+            .flat_map(|s| s.histograms.iter().map(|h| &h.labels));
+        let verdicts = self.series.check(
+            tenant.as_str(),
+            series.iter().map(|s| &s.labels).chain(hist_labels),
+            limits.max_series_per_metric,
+            limits.series_per_metric_window_ms,
+            self.clock.now_ms(),
+        );
+        if verdicts.iter().all(|v| *v == Verdict::Accepted) {
+            return (series, None);
+        }
+        let mut dropped = Dropped::default();
+        let mut verdicts = verdicts.into_iter();
+        let kept = series
+            .into_iter()
+            .filter(|s| match verdicts.next() {
+                Some(Verdict::OverLimit) => {
+                    dropped.add(&s.labels, s.samples.len());
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        if let Some(sidecar) = sidecar {
+            sidecar.histograms.retain(|h| match verdicts.next() {
+                Some(Verdict::OverLimit) => {
+                    dropped.add(&h.labels, h.histograms.len());
+                    false
+                }
+                _ => true,
+            });
+        }
+        (kept, dropped.error(self, tenant, limits))
+    }
+
     /// Takes `n` samples from the tenant's bucket if it holds that many.
     fn take(&self, tenant: &TenantId, limits: &TenantIngestLimits, n: usize) -> bool {
         let now = self.clock.now_ms();
@@ -223,10 +300,69 @@ impl IngestLimits {
     }
 }
 
+/// What `max_series_per_metric` took out of one request.
+#[derive(Default)]
+struct Dropped {
+    first_metric: Option<String>,
+    metrics: std::collections::HashSet<String>,
+    series: usize,
+    samples: usize,
+}
+
+impl Dropped {
+    fn add(&mut self, labels: &storage::Labels, samples: usize) {
+        let name = labels.metric_name().unwrap_or("");
+        if self.first_metric.is_none() {
+            self.first_metric = Some(name.to_string());
+        }
+        if !self.metrics.contains(name) {
+            self.metrics.insert(name.to_string());
+        }
+        self.series += 1;
+        self.samples += samples;
+    }
+
+    /// Counts the drop and makes the answer's error; `None` if nothing was
+    /// dropped.
+    fn error(
+        self,
+        limits: &IngestLimits,
+        tenant: &TenantId,
+        l: &TenantIngestLimits,
+    ) -> Option<IngestError> {
+        let metric = self.first_metric?;
+        let labels = LimitLabels {
+            tenant: tenant.as_str().to_string(),
+            limit: MAX_SERIES_PER_METRIC.to_string(),
+        };
+        limits.metrics.requests.get_or_create(&labels).inc();
+        limits
+            .metrics
+            .samples
+            .get_or_create(&labels)
+            .inc_by(self.samples as u64);
+        limits
+            .metrics
+            .series
+            .get_or_create(&labels)
+            .inc_by(self.series as u64);
+        Some(IngestError::SeriesPerMetric {
+            tenant: tenant.as_str().to_string(),
+            metric,
+            limit: l.max_series_per_metric,
+            window_s: l.series_per_metric_window_ms / 1000,
+            dropped: self.series,
+            metrics: self.metrics.len(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use storage::histogram::Histogram;
+    use storage::sidecar::HistogramSeries;
     use storage::{Labels, Sample};
 
     fn series(n: usize, samples: usize) -> Vec<Series> {
@@ -256,6 +392,7 @@ mod tests {
                 ingestion_burst: burst,
                 max_series_per_request: 3,
                 labels: None,
+                ..Default::default()
             },
         );
         let limits = IngestLimits::new(
@@ -358,6 +495,114 @@ mod tests {
             msg.contains("max_series_per_request") && msg.contains("4") && msg.contains("3"),
             "{msg}"
         );
+    }
+
+    fn named(metric: &str, i: usize) -> Labels {
+        Labels::from_pairs([
+            ("__name__".to_string(), metric.to_string()),
+            ("i".to_string(), i.to_string()),
+        ])
+        .expect("labels")
+    }
+
+    #[test]
+    fn series_over_the_per_metric_limit_are_dropped_and_the_rest_kept() {
+        let clock = ManualClock::new(0);
+        let mut tenants = HashMap::new();
+        tenants.insert(
+            "capped".to_string(),
+            TenantIngestLimits {
+                max_series_per_metric: 2,
+                series_per_metric_window_ms: 60_000,
+                ..Default::default()
+            },
+        );
+        let limits = IngestLimits::new(
+            TenantIngestLimits::default(),
+            tenants,
+            clock.clone(),
+            LimitMetrics::default(),
+        );
+        let capped = tenant("capped");
+        let float = |metric: &str, i: usize| Series {
+            labels: named(metric, i),
+            samples: vec![Sample::new(1, 1.0), Sample::new(2, 2.0)],
+        };
+        // Three series of `a`, two of `b`: the third of `a` is dropped.
+        let req = vec![
+            float("a", 0),
+            float("b", 0),
+            float("a", 1),
+            float("a", 2),
+            float("b", 1),
+        ];
+        let (kept, err) = limits.series_per_metric(&capped, req, None);
+        let kept: Vec<String> = kept.iter().map(|s| s.labels.to_string()).collect();
+        assert_eq!(
+            kept,
+            [r#"a{i="0"}"#, r#"b{i="0"}"#, r#"a{i="1"}"#, r#"b{i="1"}"#]
+        );
+        let err = err.expect("a series was dropped");
+        assert_eq!(err.status().as_u16(), 400);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_series_per_metric: 2")
+                && msg.contains("metric \"a\"")
+                && msg.contains("tenant \"capped\"")
+                && msg.contains("1 new series of 1 metric"),
+            "{msg}"
+        );
+        // Native-histogram series count toward the same metrics.
+        let mut sidecar = Sidecar {
+            histograms: vec![
+                HistogramSeries {
+                    labels: named("b", 0),
+                    histograms: vec![Histogram::default()],
+                },
+                HistogramSeries {
+                    labels: named("h", 0),
+                    histograms: vec![Histogram::default()],
+                },
+                HistogramSeries {
+                    labels: named("b", 7),
+                    histograms: vec![Histogram::default(); 3],
+                },
+            ],
+            ..Default::default()
+        };
+        let (kept, err) = limits.series_per_metric(
+            &capped,
+            vec![float("a", 1), float("a", 9)],
+            Some(&mut sidecar),
+        );
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].labels, named("a", 1));
+        let hist: Vec<Labels> = sidecar
+            .histograms
+            .iter()
+            .map(|h| h.labels.clone())
+            .collect();
+        assert_eq!(hist, [named("b", 0), named("h", 0)]);
+        let msg = err.expect("dropped").to_string();
+        assert!(msg.contains("2 new series of 2 metric"), "{msg}");
+        // Counted: 1 + 2 series, 2 + 2 + 3 samples, in 2 requests.
+        let labels = LimitLabels {
+            tenant: "capped".into(),
+            limit: MAX_SERIES_PER_METRIC.into(),
+        };
+        let m = &limits.metrics;
+        assert_eq!(m.series.get_or_create(&labels).get(), 3);
+        assert_eq!(m.samples.get_or_create(&labels).get(), 7);
+        assert_eq!(m.requests.get_or_create(&labels).get(), 2);
+        // After the window, the series of `a` not sent since are free again.
+        clock.advance(60_000);
+        let (kept, err) = limits.series_per_metric(&capped, vec![float("a", 9)], None);
+        assert_eq!((kept.len(), err.is_none()), (1, true));
+        // Tenants without the limit are not tracked at all.
+        let many: Vec<Series> = (0..100).map(|i| float("a", i)).collect();
+        let (kept, err) = limits.series_per_metric(&tenant("free"), many, None);
+        assert_eq!((kept.len(), err.is_none()), (100, true));
+        assert_eq!(limits.series.metrics("free"), 0);
     }
 
     #[test]

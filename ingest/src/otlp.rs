@@ -230,6 +230,30 @@ async fn write(
             .limits
             .admit(&tenant, total_series, &[admission_view(&series, &sidecar)])?;
     }
+    // Series over max_series_per_metric are dropped; their points are
+    // reported in partial_success like any rejected point.
+    let mut sidecar = sidecar;
+    let points = |s: &[Series], c: &Sidecar| {
+        s.iter().map(|s| s.samples.len()).sum::<usize>() + c.histogram_count()
+    };
+    let before = points(&series, &sidecar);
+    let (series, over_limit) = state
+        .limits
+        .series_per_metric(&tenant, series, Some(&mut sidecar));
+    if let Some(e) = over_limit {
+        let left = points(&series, &sidecar);
+        if left == 0 {
+            return Err(e);
+        }
+        let p = partial.get_or_insert_with(|| ExportMetricsPartialSuccess {
+            rejected_data_points: 0,
+            error_message: String::new(),
+        });
+        p.rejected_data_points += (before - left) as i64;
+        if p.error_message.is_empty() {
+            p.error_message = e.to_string();
+        }
+    }
     state
         .committer
         .commit_with_sidecar(tenant, series, sidecar)

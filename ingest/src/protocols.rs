@@ -93,8 +93,9 @@ async fn influx_inner(
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
     let series = drop_rules::apply(app.drop_rules.as_ref(), &tenant, series).await;
     state.limits.admit(&tenant, total, &series)?;
+    let (series, over_limit) = state.limits.series_per_metric(&tenant, series, None);
     state.committer.commit(tenant, series).await?;
-    match rejected {
+    match rejected.or(over_limit) {
         Some(e) => Err(e),
         None => Ok(StatusCode::NO_CONTENT),
     }
@@ -123,8 +124,9 @@ pub(crate) async fn json_write(
     let series = app.ha.dedupe(&tenant, parsed.series).await?;
     let series = drop_rules::apply(app.drop_rules.as_ref(), &tenant, series).await;
     state.limits.admit(&tenant, parsed.total, &series)?;
+    let (series, over_limit) = state.limits.series_per_metric(&tenant, series, None);
     state.committer.commit(tenant, series).await?;
-    match rejected {
+    match rejected.or(over_limit) {
         Some(e) => Err(e),
         None => Ok(StatusCode::OK),
     }
