@@ -11,12 +11,13 @@
 //! holds are skipped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
     Array, BinaryArray, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
 };
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
@@ -58,7 +59,9 @@ const PARQUET_TRAILER: usize = 8;
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
-    ctx: SessionContext,
+    /// The DataFusion session scans run in, built on first use: an
+    /// ingest-only process (a Lambda cold start) never pays for it.
+    ctx: Arc<OnceLock<SessionContext>>,
     url: ObjectStoreUrl,
     index_cache: Arc<Mutex<HashMap<Path, Arc<SegmentIndex>>>>,
     manifests: Arc<Mutex<HashMap<TenantId, Versioned>>>,
@@ -226,14 +229,11 @@ pub struct Snapshot {
 
 impl Storage {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        let ctx = SessionContext::new();
         let url = ObjectStoreUrl::parse("strata://store/")
             .unwrap_or_else(|_| ObjectStoreUrl::local_filesystem());
-        ctx.runtime_env()
-            .register_object_store(url.as_ref(), store.clone());
         Self {
             store,
-            ctx,
+            ctx: Arc::default(),
             url,
             index_cache: Arc::default(),
             manifests: Arc::default(),
@@ -275,6 +275,18 @@ impl Storage {
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The scan session. Only what the read path uses: no function
+    /// registry, catalogs or file formats (`SessionContext::new` registers
+    /// hundreds of functions, a visible share of a cold start).
+    fn ctx(&self) -> &SessionContext {
+        self.ctx.get_or_init(|| {
+            let ctx = SessionContext::new_with_state(SessionStateBuilder::new().build());
+            ctx.runtime_env()
+                .register_object_store(self.url.as_ref(), self.store.clone());
+            ctx
+        })
     }
 
     /// Writes `series` (samples in any order) as one immutable segment object
@@ -631,7 +643,7 @@ impl Storage {
                 .and(col(COL_MAX_TIME).gt_eq(lit(start_ms)))
                 .and(col(COL_MIN_TIME).lt_eq(lit(end_ms)));
             let batches = self
-                .ctx
+                .ctx()
                 .read_table(Arc::new(table))?
                 .filter(filter)?
                 .select_columns(&[COL_SERIES, COL_CHUNK, COL_CHECKSUM, COL_SEGMENT])?
@@ -681,7 +693,7 @@ impl Storage {
             let table = SegmentTable::new(self.url.clone(), seg_files);
             let filter = id_filter().and(col(COL_TIMESTAMP).between(lit(start_ms), lit(end_ms)));
             let batches = self
-                .ctx
+                .ctx()
                 .read_table(Arc::new(table))?
                 .filter(filter)?
                 .select_columns(&[COL_SERIES, COL_TIMESTAMP, COL_VALUE, COL_SEGMENT])?
@@ -744,29 +756,33 @@ impl Storage {
     /// would otherwise be read as a wrong value. Blocks carry per-chunk
     /// checksums, checked as chunks are decoded.
     async fn verify_segments(&self, sources: impl Iterator<Item = &Source>) -> Result<()> {
-        let todo: Vec<&Path> = {
-            let done = self
-                .verified
-                .lock()
-                .map_err(|_| StorageError::Encode("segment verification state poisoned".into()))?;
+        // Owned keys and futures built before the stream: a closure over
+        // borrowed ones would make callers' futures not `Send`.
+        let todo: Vec<Path> = {
+            // A poisoned lock only means: verify again.
+            let done = self.verified.lock().ok();
             sources
                 .map(|s| &s.meta.location)
-                .filter(|k| !done.contains(*k))
+                .filter(|k| done.as_ref().is_none_or(|d| !d.contains(*k)))
+                .cloned()
                 .collect()
         };
-        let checks = todo.into_iter().map(|key| async move {
-            let bytes = self
-                .store
-                .get(key)
-                .await
-                .map_err(|e| StorageError::store("get", key.as_ref(), e))?
-                .bytes()
-                .await
-                .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
-            // A version 1 segment has no checksum to verify.
-            segment::verify(key.as_ref(), &bytes)?;
-            Ok::<_, StorageError>(key.clone())
-        });
+        let store = &self.store;
+        let checks: Vec<_> = todo
+            .into_iter()
+            .map(|key| async move {
+                let bytes = store
+                    .get(&key)
+                    .await
+                    .map_err(|e| StorageError::store("get", key.as_ref(), e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
+                // A version 1 segment has no checksum to verify.
+                segment::verify(key.as_ref(), &bytes)?;
+                Ok::<_, StorageError>(key)
+            })
+            .collect();
         let checked: Vec<Path> = futures::stream::iter(checks)
             .buffer_unordered(FOOTER_CONCURRENCY)
             .try_collect()
