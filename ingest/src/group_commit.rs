@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use storage::sidecar::Sidecar;
+use storage::sidecar::{MetricMetadata, Sidecar};
 use storage::{Series, Storage, StorageError, TenantId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -87,6 +87,7 @@ impl GroupCommitter {
         let ctx = Ctx {
             storage: storage.clone(),
             metrics,
+            metadata: Arc::default(),
         };
         tokio::spawn(run(ctx, cfg, rx));
         Self { tx, storage }
@@ -152,6 +153,47 @@ fn estimate_bytes(s: &Series) -> usize {
 struct Ctx {
     storage: Storage,
     metrics: IngestMetrics,
+    metadata: Arc<MetadataSeen>,
+}
+
+/// How long metadata this process stored is not stored again. Senders
+/// repeat it: remote write 2.0 with every series of every request, 1.0 once
+/// a minute; without this each commit would write a sidecar for it.
+const METADATA_REFRESH: Duration = Duration::from_secs(3600);
+
+/// Metadata entries this process stored lately, per tenant.
+#[derive(Default)]
+struct MetadataSeen(std::sync::Mutex<HashMap<(TenantId, MetricMetadata), Instant>>);
+
+impl MetadataSeen {
+    /// Leaves in `metadata` the entries not stored within the refresh time,
+    /// each once.
+    fn keep_new(&self, tenant: &TenantId, metadata: &mut Vec<MetricMetadata>) {
+        let Ok(seen) = self.0.lock() else {
+            return; // poisoned: store it again, which is harmless
+        };
+        let mut batch = std::collections::HashSet::new();
+        metadata.retain(|m| {
+            let fresh = seen
+                .get(&(tenant.clone(), m.clone()))
+                .is_some_and(|at| at.elapsed() < METADATA_REFRESH);
+            !fresh && batch.insert(m.clone())
+        });
+    }
+
+    /// Records entries as stored (after their sidecar put succeeded).
+    fn stored(&self, tenant: &TenantId, metadata: &[MetricMetadata]) {
+        let Ok(mut seen) = self.0.lock() else {
+            return;
+        };
+        if seen.len() > 100_000 {
+            seen.retain(|_, at| at.elapsed() < METADATA_REFRESH);
+        }
+        let now = Instant::now();
+        for m in metadata {
+            seen.insert((tenant.clone(), m.clone()), now);
+        }
+    }
 }
 
 async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) {
@@ -236,9 +278,10 @@ fn seal(
     puts: &mut JoinSet<(TenantId, usize)>,
     tenant: &TenantId,
 ) {
-    let Some(batch) = open.remove(tenant) else {
+    let Some(mut batch) = open.remove(tenant) else {
         return;
     };
+    ctx.metadata.keep_new(tenant, &mut batch.sidecar.metadata);
     *inflight.entry(tenant.clone()).or_default() += 1;
     let ctx = ctx.clone();
     let tenant = tenant.clone();
@@ -273,6 +316,7 @@ fn seal(
                         m.samples_received.inc_by(written.samples);
                     }
                     if let Some(written) = sidecar {
+                        ctx.metadata.stored(&tenant, &batch.sidecar.metadata);
                         m.sidecars_written.inc();
                         m.sidecar_bytes.inc_by(written.bytes as u64);
                         m.histograms_received.inc_by(written.histograms as u64);

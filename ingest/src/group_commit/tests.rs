@@ -253,11 +253,17 @@ async fn a_sidecar_is_written_with_its_batch_and_a_failed_one_fails_the_batch() 
         storage.metadata(&tenant()).await.expect("metadata").len(),
         1
     );
+    // Metadata this process stored lately is not stored again: senders
+    // repeat it with every request (2.0) or every minute (1.0).
+    gc.commit_with_sidecar(tenant(), one("a", 2), metadata("a"))
+        .await
+        .expect("commit");
+    assert_eq!(faults.puts_completed(), 3, "a segment, no second sidecar");
     // Metadata alone writes no segment.
     gc.commit_with_sidecar(tenant(), Vec::new(), metadata("b"))
         .await
         .expect("commit");
-    assert_eq!(faults.puts_completed(), 3);
+    assert_eq!(faults.puts_completed(), 4);
     assert_eq!(
         storage.metadata(&tenant()).await.expect("metadata").len(),
         2
