@@ -30,6 +30,13 @@ pub struct LimitsConfig {
     /// Token-bucket size in samples; unset: one second at the rate.
     pub ingestion_burst: Option<u64>,
     pub max_series_per_request: Option<usize>,
+    /// Distinct series per metric name each ingester accepts from a tenant
+    /// within `series_per_metric_window`; 0 or unset: unlimited.
+    pub max_series_per_metric: Option<usize>,
+    /// How long a series counts toward `max_series_per_metric` after it was
+    /// last written; unset: 1h.
+    #[serde(with = "humantime_serde")]
+    pub series_per_metric_window: Option<Duration>,
     pub max_label_name_length: Option<usize>,
     pub max_label_value_length: Option<usize>,
     pub max_label_names_per_series: Option<usize>,
@@ -51,6 +58,9 @@ pub struct TenantLimitsConfig {
     pub ingestion_rate: Option<f64>,
     pub ingestion_burst: Option<u64>,
     pub max_series_per_request: Option<usize>,
+    pub max_series_per_metric: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub series_per_metric_window: Option<Duration>,
     pub max_label_name_length: Option<usize>,
     pub max_label_value_length: Option<usize>,
     pub max_label_names_per_series: Option<usize>,
@@ -69,6 +79,8 @@ impl LimitsConfig {
             ingestion_rate: self.ingestion_rate,
             ingestion_burst: self.ingestion_burst,
             max_series_per_request: self.max_series_per_request,
+            max_series_per_metric: self.max_series_per_metric,
+            series_per_metric_window: self.series_per_metric_window,
             max_label_name_length: self.max_label_name_length,
             max_label_value_length: self.max_label_value_length,
             max_label_names_per_series: self.max_label_names_per_series,
@@ -137,6 +149,10 @@ impl TenantLimitsConfig {
             ingestion_rate: self.ingestion_rate.or(base.ingestion_rate),
             ingestion_burst: self.ingestion_burst.or(base.ingestion_burst),
             max_series_per_request: self.max_series_per_request.or(base.max_series_per_request),
+            max_series_per_metric: self.max_series_per_metric.or(base.max_series_per_metric),
+            series_per_metric_window: self
+                .series_per_metric_window
+                .or(base.series_per_metric_window),
             max_label_name_length: self.max_label_name_length.or(base.max_label_name_length),
             max_label_value_length: self.max_label_value_length.or(base.max_label_value_length),
             max_label_names_per_series: self
@@ -177,6 +193,14 @@ impl TenantLimitsConfig {
                 return Err(format!("{section}.{field}: must be greater than 0"));
             }
         }
+        if self
+            .series_per_metric_window
+            .is_some_and(|d| d.as_millis() == 0 || d.as_millis() > i64::MAX as u128)
+        {
+            return Err(format!(
+                "{section}.series_per_metric_window: must be at least 1ms"
+            ));
+        }
         if self.max_query_time.is_some_and(|d| d.is_zero()) {
             return Err(format!("{section}.max_query_time: must be greater than 0"));
         }
@@ -205,6 +229,12 @@ impl TenantLimitsConfig {
                 .unwrap_or(rate.ceil())
                 .max(1.0),
             max_series_per_request: self.max_series_per_request.unwrap_or(0),
+            max_series_per_metric: self.max_series_per_metric.unwrap_or(0),
+            series_per_metric_window_ms: self
+                .series_per_metric_window
+                .map_or(DEFAULT_SERIES_PER_METRIC_WINDOW_MS, |d| {
+                    d.as_millis() as i64
+                }),
             labels: (labels != *process).then_some(labels),
         }
     }
@@ -219,6 +249,10 @@ impl TenantLimitsConfig {
         }
     }
 }
+
+/// `series_per_metric_window` when unset: an hour, well above any scrape
+/// or send interval, so a series still being written always counts.
+const DEFAULT_SERIES_PER_METRIC_WINDOW_MS: i64 = 3_600_000;
 
 /// `strata_query_limited_requests_total{tenant,limit}`.
 #[derive(Clone, Debug, Default)]
@@ -261,8 +295,11 @@ mod tests {
 [limits]
 ingestion_rate = 1000
 max_concurrent_queries = 4
+max_series_per_metric = 500
 [limits.tenants.team-a]
 ingestion_rate = 10
+max_series_per_metric = 20
+series_per_metric_window = "10m"
 ingestion_burst = 50
 max_label_names_per_series = 5
 max_query_samples = 100
@@ -284,7 +321,15 @@ max_result_series = 7
             a.labels.as_ref().map(|l| l.max_label_names_per_series),
             Some(5)
         );
+        assert_eq!(
+            (a.max_series_per_metric, a.series_per_metric_window_ms),
+            (20, 600_000)
+        );
         let b = ingest.of(&tenant("team.b"));
+        assert_eq!(
+            (b.max_series_per_metric, b.series_per_metric_window_ms),
+            (500, 3_600_000)
+        );
         assert_eq!((b.ingestion_rate, b.ingestion_burst), (1000.0, 1000.0));
         assert_eq!(b.labels, None, "same label limits as [ingest.limits]");
         let other = ingest.of(&tenant("other"));
@@ -322,6 +367,10 @@ max_result_series = 7
             (
                 "[limits]\nmax_label_names_per_series = 0\n",
                 "limits.max_label_names_per_series",
+            ),
+            (
+                "[limits.tenants.a]\nseries_per_metric_window = \"0s\"\n",
+                "limits.tenants.a.series_per_metric_window",
             ),
         ];
         for (text, field) in cases {

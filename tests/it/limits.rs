@@ -1,6 +1,7 @@
 //! Per-tenant limits against the real binary: a tenant over its ingestion
 //! rate gets 429 naming the limit and the tenant while another tenant
-//! writes on; series per request and per-tenant label limits are 400; a
+//! writes on; series per request and per-tenant label limits are 400;
+//! series over the per-metric limit are dropped (400) and the rest stored; a
 //! query result over the tenant's size limit is Prometheus' `execution`
 //! error; every refusal is counted on `/metrics`.
 
@@ -202,6 +203,85 @@ max_result_series = 2
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn series_over_the_per_metric_limit_are_dropped_and_the_rest_stored() {
+    let scratch = Scratch::new("limits-per-metric");
+    let config = scratch.path().join("strata.toml");
+    std::fs::write(
+        &config,
+        r#"
+[limits.tenants.capped]
+max_series_per_metric = 3
+"#,
+    )
+    .expect("config");
+    let args = vec![
+        "--storage".to_string(),
+        "local".to_string(),
+        "--data-dir".to_string(),
+        scratch.sub("data").display().to_string(),
+        "--config".to_string(),
+        config.display().to_string(),
+    ];
+    let strata = Strata::start(&strata_bin(), args, Vec::new(), &scratch.path()).await;
+    let url = strata.url.as_str();
+
+    // Five series of `cpu` in one request: three stored, two dropped, and
+    // the answer is 400 (the sender must not retry) naming the limit, the
+    // metric and the tenant.
+    let (status, msg) = write(url, "capped", "cpu", 5, 2, &[]).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(
+        msg.contains("max_series_per_metric: 3")
+            && msg.contains("\"cpu\"")
+            && msg.contains("\"capped\"")
+            && msg.contains("2 new series"),
+        "{msg}"
+    );
+    // The three accepted series are written again without complaint;
+    // another metric and another tenant have their own counts.
+    assert_eq!(write(url, "capped", "cpu", 3, 2, &[]).await.0, 204);
+    assert_eq!(write(url, "capped", "mem", 3, 2, &[]).await.0, 204);
+    assert_eq!(write(url, "free", "cpu", 5, 2, &[]).await.0, 204);
+
+    let count = |body: &Value| {
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_string)
+    };
+    let (status, body) = query(url, "capped", "count(cpu)").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&body).as_deref(), Some("3"), "{body}");
+    let (_, body) = query(url, "capped", "cpu{i=~\"3|4\"}").await;
+    assert_eq!(
+        body["data"]["result"].as_array().map(Vec::len),
+        Some(0),
+        "{body}"
+    );
+    let (_, body) = query(url, "capped", "count(mem)").await;
+    assert_eq!(count(&body).as_deref(), Some("3"), "{body}");
+    let (_, body) = query(url, "free", "count(cpu)").await;
+    assert_eq!(count(&body).as_deref(), Some("5"), "{body}");
+
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let line = |m: &str| {
+        metric(
+            &text,
+            &format!("{m}{{tenant=\"capped\",limit=\"max_series_per_metric\"}}"),
+        )
+    };
+    assert_eq!(line("strata_ingest_limited_series_total"), 2.0, "{text}");
+    assert_eq!(line("strata_ingest_limited_samples_total"), 4.0);
+    assert_eq!(line("strata_ingest_limited_requests_total"), 1.0);
 }
 
 #[tokio::test]
