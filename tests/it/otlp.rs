@@ -11,10 +11,10 @@ use ingest::otlp::proto::collector::metrics::v1::{
 };
 use ingest::otlp::proto::common::v1::{AnyValue, KeyValue, any_value};
 use ingest::otlp::proto::metrics::v1::{
-    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
-    SummaryDataPoint, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
-    summary_data_point::ValueAtQuantile,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets, metric::Data,
+    number_data_point, summary_data_point::ValueAtQuantile,
 };
 use ingest::otlp::proto::resource::v1::Resource;
 use prost::Message;
@@ -69,7 +69,16 @@ fn protobuf_request(t: i64) -> ExportMetricsServiceRequest {
             "e2e.otlp.requests",
             "{request}",
             Data::Sum(Sum {
-                data_points: vec![number(t, 17.0, &[("http.method", "GET")])],
+                data_points: vec![NumberDataPoint {
+                    exemplars: vec![Exemplar {
+                        time_unix_nano: ns,
+                        trace_id: (1..=16).collect(),
+                        span_id: (1..=8).collect(),
+                        value: Some(exemplar::Value::AsDouble(1.0)),
+                        ..Default::default()
+                    }],
+                    ..number(t, 17.0, &[("http.method", "GET")])
+                }],
                 aggregation_temporality: CUMULATIVE,
                 is_monotonic: true,
             }),
@@ -313,6 +322,37 @@ async fn otlp_metrics_protobuf_and_json() {
     .await
     .expect("series");
     assert_eq!(names.len(), 11, "{names:?}");
+
+    // --- Metadata and exemplars, served from the sidecar.
+    let meta = promapi::get(
+        &c,
+        &strata.url,
+        "/api/v1/metadata",
+        &[("metric", "e2e_otlp_requests_total".to_string())],
+        None,
+    )
+    .await
+    .expect("metadata");
+    assert_eq!(
+        meta["e2e_otlp_requests_total"][0],
+        serde_json::json!({"type": "counter", "help": "e2e.otlp.requests for the e2e test", "unit": "{request}"}),
+        "{meta}"
+    );
+    let ex = promapi::get(
+        &c,
+        &strata.url,
+        "/api/v1/query_exemplars",
+        &[("query", "e2e_otlp_requests_total".to_string())],
+        None,
+    )
+    .await
+    .expect("exemplars");
+    assert_eq!(
+        ex[0]["exemplars"][0]["labels"],
+        serde_json::json!({"trace_id": "0102030405060708090a0b0c0d0e0f10", "span_id": "0102030405060708"}),
+        "{ex}"
+    );
+    assert_eq!(ex[0]["seriesLabels"]["job"], "shop/checkout", "{ex}");
 
     // --- The exponential histogram is a native histogram in a sidecar:
     // scale 10 downscaled to schema 8, four buckets merged into one.
