@@ -794,8 +794,12 @@ impl Storage {
     }
 
     /// Label sets of series that match any of the matcher sets (all series when
-    /// `matcher_sets` is empty) in blocks and segments overlapping the range,
-    /// sorted. Answered from series indexes alone, without reading samples.
+    /// `matcher_sets` is empty) in blocks of every resolution and segments
+    /// overlapping the range, sorted. Answered from series indexes alone,
+    /// without reading samples. Downsampled blocks count: a series a
+    /// roll-up rule created, or one whose raw data retention removed, is
+    /// still a series of the range (as `/api/v1/series` and label lookups
+    /// over a long range must show it).
     pub async fn series(
         &self,
         tenant: &TenantId,
@@ -803,7 +807,28 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>> {
-        let sources = self.sources(tenant, start_ms, end_ms).await?;
+        let mut sources = self.sources(tenant, start_ms, end_ms).await?;
+        let view = self.view(tenant).await?;
+        let downsampled: Vec<_> = view
+            .manifest
+            .manifest
+            .blocks
+            .iter()
+            .filter(|b| {
+                b.resolution != block::RAW
+                    && b.samples > 0
+                    && b.min_time <= end_ms
+                    && b.max_time >= start_ms
+            })
+            .map(|b| self.block_source(tenant, view.manifest.version, b))
+            .collect();
+        let downsampled: Vec<Result<Source>> = futures::stream::iter(downsampled)
+            .buffered(FOOTER_CONCURRENCY)
+            .collect()
+            .await;
+        for b in downsampled {
+            sources.push(b?);
+        }
         let mut out: HashSet<&Labels> = HashSet::new();
         for c in &sources {
             for s in &c.index.series {

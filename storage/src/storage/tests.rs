@@ -398,3 +398,64 @@ async fn a_flipped_bit_in_a_segment_data_page_is_caught_by_its_checksum() {
         skipped[0]
     );
 }
+
+#[tokio::test]
+async fn series_lookups_include_downsampled_blocks() {
+    use crate::block::{BlockOptions, BlockWriter};
+    use crate::manifest::{BlockEntry, Manifest};
+    let s = Storage::in_memory();
+    let t = tenant("a");
+    // Raw data of one series; a roll-up series only in a 5m block.
+    s.write_segment(&t, &[series(&[("__name__", "raw_only")], &[(1000, 1.0)])])
+        .await
+        .expect("write");
+    let mut w = BlockWriter::new(BlockOptions {
+        partition_start: 0,
+        partition_end: 7_200_000,
+        resolution: "5m".into(),
+        chunk_range_ms: 7_200_000,
+        zstd_level: 1,
+    })
+    .expect("writer");
+    w.write(&[series(&[("__name__", "rolled_up")], &[(300_000, 2.0)])])
+        .expect("block");
+    let (bytes, index) = w.finish().expect("finish");
+    let id = next_segment_id();
+    let key = paths::block(&t, "5m", id);
+    let size = bytes.len() as u64;
+    s.put_block(&key, bytes, index).await.expect("put");
+    let mut m = Manifest::new();
+    m.blocks.push(BlockEntry {
+        id: id.to_string(),
+        resolution: "5m".into(),
+        start: 0,
+        end: 7_200_000,
+        min_time: 300_000,
+        max_time: 300_000,
+        samples: 1,
+        series: 1,
+        bytes: size,
+    });
+    assert!(
+        manifest::try_commit(s.object_store().as_ref(), &t, 0, &m)
+            .await
+            .expect("commit")
+    );
+    let names = |v: Vec<Labels>| -> Vec<String> {
+        v.iter()
+            .filter_map(|l| l.metric_name().map(str::to_string))
+            .collect()
+    };
+    let all = s.series(&t, &[], 0, 1_000_000).await.expect("series");
+    assert_eq!(names(all), vec!["raw_only", "rolled_up"]);
+    // Outside the block's time range it is not a series of the range.
+    let early = s.series(&t, &[], 0, 2_000).await.expect("series");
+    assert_eq!(names(early), vec!["raw_only"]);
+    // Samples are still read from raw data only (resolution choice is the
+    // querier's).
+    let raw = s
+        .select(&t, &[re("__name__", ".+")], 0, 1_000_000)
+        .await
+        .expect("select");
+    assert_eq!(raw.len(), 1);
+}
