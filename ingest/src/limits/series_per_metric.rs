@@ -8,14 +8,39 @@
 //! limit: a series beyond it is refused, not recorded.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use storage::Labels;
 
+/// Series ids are xxh3 hashes already: hashing them again for the map is
+/// wasted work on the write path, so the map uses them as they are.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; this keeps any other input correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap = HashMap<u64, i64, BuildHasherDefault<IdHasher>>;
+
 /// One metric's series: series id → last time seen (ms).
 #[derive(Debug)]
 struct MetricSeries {
-    seen: HashMap<u64, i64>,
+    seen: IdMap,
     /// No entry was last seen before this (a lower bound: refreshing a
     /// series does not raise it), so a map with nothing stale is not
     /// walked.
@@ -88,7 +113,7 @@ impl SeriesTracker {
                 let metric = match metrics.get_mut(name) {
                     Some(m) => m,
                     None => metrics.entry(name.to_string()).or_insert(MetricSeries {
-                        seen: HashMap::new(),
+                        seen: IdMap::default(),
                         oldest: i64::MAX,
                     }),
                 };
