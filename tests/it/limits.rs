@@ -265,6 +265,34 @@ max_series_per_metric = 3
     let (_, body) = query(url, "free", "count(cpu)").await;
     assert_eq!(count(&body).as_deref(), Some("5"), "{body}");
 
+    // The line protocol keeps the same counts: `lp_f` gets its three series
+    // in one request and a fourth in the next, which alone is dropped.
+    let t = now_ms() - 30_000;
+    let lines: String = (0..3).map(|i| format!("lp,i={i} f=1 {t}\n")).collect();
+    let lp = |body: String| {
+        client()
+            .post(format!("{url}/write?precision=ms"))
+            .header("X-Scope-OrgID", "capped")
+            .body(body)
+            .send()
+    };
+    let resp = lp(lines).await.expect("line protocol");
+    assert_eq!(resp.status().as_u16(), 204);
+    let resp = lp(format!("lp,i=0 f=2 {}\nlp,i=9 f=2 {}\n", t + 1, t + 1))
+        .await
+        .expect("line protocol");
+    assert_eq!(resp.status().as_u16(), 400);
+    // InfluxDB's error shape: {"error": "..."}.
+    let body: Value =
+        serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("max_series_per_metric: 3") && msg.contains("\"lp_f\""),
+        "{msg}"
+    );
+    let (_, body) = query(url, "capped", "count(lp_f)").await;
+    assert_eq!(count(&body).as_deref(), Some("3"), "{body}");
+
     let text = client()
         .get(format!("{url}/metrics"))
         .send()
@@ -279,9 +307,9 @@ max_series_per_metric = 3
             &format!("{m}{{tenant=\"capped\",limit=\"max_series_per_metric\"}}"),
         )
     };
-    assert_eq!(line("strata_ingest_limited_series_total"), 2.0, "{text}");
-    assert_eq!(line("strata_ingest_limited_samples_total"), 4.0);
-    assert_eq!(line("strata_ingest_limited_requests_total"), 1.0);
+    assert_eq!(line("strata_ingest_limited_series_total"), 3.0, "{text}");
+    assert_eq!(line("strata_ingest_limited_samples_total"), 5.0);
+    assert_eq!(line("strata_ingest_limited_requests_total"), 2.0);
 }
 
 #[tokio::test]
