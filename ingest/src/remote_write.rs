@@ -397,6 +397,11 @@ impl<'a> Wire<'a> {
                 .get(self.pos)
                 .ok_or_else(|| Self::err("truncated varint"))?;
             self.pos += 1;
+            // The tenth byte holds bit 63 only: anything more overflows
+            // 64 bits, which prost refuses (found by fuzzing).
+            if i == 9 && b > 1 {
+                return Err(Self::err("varint overflows 64 bits"));
+            }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(v);
@@ -1018,6 +1023,23 @@ mod tests {
         let (reference, got) = decode_both(&[0x1a, 0x02, 0x08, 0x01]);
         assert!(reference);
         assert_eq!(got.expect("valid").total, 0);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/remote_write/regression-varint-overflow`):
+    /// a ten-byte varint whose last byte carries more than bit 63 was read
+    /// (overflowing silently), where prost refuses it.
+    #[test]
+    fn a_varint_over_64_bits_is_malformed_as_prost_says() {
+        let over = [
+            0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
+        assert_malformed_for_both(&over);
+        // Exactly 64 bits is fine for both.
+        let max = [
+            0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        let (reference, got) = decode_both(&max);
+        assert!(reference && got.is_ok());
     }
 
     /// Found by fuzzing (`fuzz/corpus/remote_write/regression-unknown-group`):
