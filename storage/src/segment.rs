@@ -297,8 +297,26 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
     // The embedded Arrow schema is not decoded (arrow-ipc panics on corrupt
     // bytes; fuzz finding): the Parquet schema says all we check below.
     let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let size = bytes.len() as u64;
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
         .map_err(|e| corrupt(format!("parquet: {e}")))?;
+    // The Parquet reader asserts (panics) on negative column chunk offsets
+    // or sizes (fuzz finding): every chunk must lie inside the object.
+    for rg in builder.metadata().row_groups() {
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(a, b)| a.checked_add(b));
+            if end.is_none_or(|e| e > size) {
+                return Err(corrupt(format!(
+                    "column chunk at {start} of {len} bytes lies outside the object"
+                )));
+            }
+        }
+    }
     let (version, index) = check_footer(
         key,
         builder.metadata().file_metadata().key_value_metadata(),
