@@ -10,7 +10,7 @@
 #   default     target/release/strata if it exists, else target/debug/strata
 # ingest_bench options: --series N --samples-per-series N --senders N
 #   --samples-per-request N --interval-ms N --target both|strata|prometheus --no-verify
-#   --protocol remote-write|remote-write-v2|influx|otlp (all but remote-write: Strata only)
+#   --protocol remote-write|remote-write-v2|influx|otlp|m3-json (all but remote-write: Strata only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

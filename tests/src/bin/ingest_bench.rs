@@ -24,6 +24,11 @@
 //! series with its metric type and help as Prometheus' 2.0 sender attaches
 //! them) to Strata only.
 //!
+//! `--protocol m3-json` sends the same samples as M3 Coordinator's JSON
+//! write (to `/api/v1/json/write`, each request an array of
+//! `{"tags", "timestamp", "value"}` objects, Strata's extension of M3's
+//! one-sample body) to Strata only.
+//!
 //! Run through `scripts/bench-ingest.sh`.
 
 use std::path::PathBuf;
@@ -79,6 +84,9 @@ enum Protocol {
     Influx,
     Otlp,
     RemoteWriteV2,
+    /// M3 Coordinator's JSON write, as arrays of samples (Strata's extension
+    /// of M3's one-sample body).
+    M3Json,
 }
 
 /// Pre-encoded requests, one list per sender.
@@ -140,6 +148,7 @@ fn build(args: &Args) -> Workload {
             let mut lines = String::new();
             let mut metrics = Vec::new();
             let mut v2 = rw2::Builder::default();
+            let mut json: Vec<serde_json::Value> = Vec::new();
             for (k, l) in labels.iter().enumerate() {
                 let pts: Vec<(i64, f64)> = (p..p + n)
                     .map(|j| {
@@ -161,6 +170,7 @@ fn build(args: &Args) -> Workload {
                     Protocol::Influx => push_lines(&mut lines, l, &pts),
                     Protocol::Otlp => metrics.push(otlp_metric(l, &pts, k % 2 == 0)),
                     Protocol::RemoteWriteV2 => v2.push(l, &pts, k % 2 == 0),
+                    Protocol::M3Json => push_json(&mut json, l, &pts),
                 }
                 samples += n;
             }
@@ -169,6 +179,7 @@ fn build(args: &Args) -> Workload {
                 Protocol::Influx => lines.into_bytes(),
                 Protocol::Otlp => otlp_request(metrics),
                 Protocol::RemoteWriteV2 => v2.encode(),
+                Protocol::M3Json => serde_json::to_vec(&json).expect("JSON body"),
             };
             bytes += body.len();
             requests += 1;
@@ -183,6 +194,22 @@ fn build(args: &Args) -> Workload {
         requests,
         bytes,
         end_ms,
+    }
+}
+
+/// M3 JSON write items for one series: tags are the labels, the timestamp
+/// Unix seconds with milliseconds (a string, as M3 documents it).
+fn push_json(out: &mut Vec<serde_json::Value>, labels: &[(String, String)], pts: &[(i64, f64)]) {
+    let tags: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    for &(t, v) in pts {
+        out.push(serde_json::json!({
+            "tags": tags,
+            "timestamp": format!("{}.{:03}", t.div_euclid(1000), t.rem_euclid(1000)),
+            "value": v,
+        }));
     }
 }
 
@@ -387,6 +414,9 @@ async fn send_all(write_url: &str, w: &Arc<Workload>, protocol: Protocol) -> Run
                         send_body(&client, &url, "application/x-protobuf", body.clone()).await
                     }
                     Protocol::RemoteWriteV2 => rw2::send(&client, &url, body.clone()).await,
+                    Protocol::M3Json => {
+                        send_body(&client, &url, "application/json", body.clone()).await
+                    }
                 };
                 match sent {
                     Ok((status, _)) if (200..300).contains(&status) => {}
@@ -495,7 +525,7 @@ async fn main() {
 
     if args.protocol != Protocol::RemoteWrite && args.target == "prometheus" {
         eprintln!(
-            "--protocol influx|otlp|remote-write-v2 benchmarks Strata only (use --target strata or both)"
+            "--protocol influx|otlp|remote-write-v2|m3-json benchmarks Strata only (use --target strata or both)"
         );
         std::process::exit(2);
     }
@@ -506,6 +536,7 @@ async fn main() {
         Protocol::Influx => "line protocol",
         Protocol::Otlp => "OTLP protobuf",
         Protocol::RemoteWriteV2 => "snappy protobuf (remote write 2.0)",
+        Protocol::M3Json => "M3 JSON",
     };
     println!(
         "workload: {} series, {} samples, {} requests (~{} samples each), {} senders, {:.1} MiB {encoding}; encoded in {:.1} s",
@@ -551,6 +582,7 @@ async fn main() {
             Protocol::Influx => "line protocol",
             Protocol::Otlp => "OTLP",
             Protocol::RemoteWriteV2 => "remote write 2.0",
+            Protocol::M3Json => "M3 JSON write",
         };
         println!(
             "strata median ({protocol}): {s:.0} samples/s over {} rounds",
@@ -600,6 +632,10 @@ async fn bench_strata(
             "strata (OTLP)",
         ),
         Protocol::RemoteWriteV2 => (strata.write_url(), "strata (remote write 2.0)"),
+        Protocol::M3Json => (
+            format!("{}/api/v1/json/write", strata.url),
+            "strata (M3 JSON write)",
+        ),
     };
     let r = send_all(&url, w, args.protocol).await;
     let rate = report(name, w, &r);
