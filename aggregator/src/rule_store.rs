@@ -51,6 +51,20 @@ pub struct StoredRuleSet {
     pub rules: RuleSetSpec,
 }
 
+impl StoredRuleSet {
+    /// The version after `base`, once `rules` validate (what every backend
+    /// commits).
+    pub fn next(base: u64, rules: RuleSetSpec, now_ms: i64) -> Result<Self, RuleStoreError> {
+        RuleSet::new(rules.clone())?;
+        Ok(Self {
+            format_version: FORMAT_VERSION,
+            version: base + 1,
+            updated_at_ms: now_ms,
+            rules,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuleStoreError {
     #[error(transparent)]
@@ -180,13 +194,7 @@ impl RuleStore for ObjectRuleStore {
         rules: RuleSetSpec,
         now_ms: i64,
     ) -> Result<StoredRuleSet, RuleStoreError> {
-        RuleSet::new(rules.clone())?;
-        let stored = StoredRuleSet {
-            format_version: FORMAT_VERSION,
-            version: base + 1,
-            updated_at_ms: now_ms,
-            rules,
-        };
+        let stored = StoredRuleSet::next(base, rules, now_ms)?;
         // A version must follow the newest one: refuse to skip ahead.
         let current = self.latest(tenant).await?.map_or(0, |s| s.version);
         if current != base {

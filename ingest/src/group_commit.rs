@@ -163,35 +163,46 @@ const METADATA_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Metadata entries this process stored lately, per tenant.
 #[derive(Default)]
-struct MetadataSeen(std::sync::Mutex<HashMap<(TenantId, MetricMetadata), Instant>>);
+struct MetadataSeen(std::sync::Mutex<HashMap<TenantId, HashMap<MetricMetadata, Instant>>>);
 
 impl MetadataSeen {
     /// Leaves in `metadata` the entries not stored within the refresh time,
-    /// each once.
+    /// each once. Runs in the group-commit task: lookups borrow, nothing is
+    /// cloned for entries already known.
     fn keep_new(&self, tenant: &TenantId, metadata: &mut Vec<MetricMetadata>) {
+        if metadata.is_empty() {
+            return;
+        }
         let Ok(seen) = self.0.lock() else {
             return; // poisoned: store it again, which is harmless
         };
-        let mut batch = std::collections::HashSet::new();
-        metadata.retain(|m| {
-            let fresh = seen
-                .get(&(tenant.clone(), m.clone()))
-                .is_some_and(|at| at.elapsed() < METADATA_REFRESH);
-            !fresh && batch.insert(m.clone())
-        });
+        let known = seen.get(tenant);
+        let fresh = |m: &MetricMetadata| {
+            known
+                .and_then(|k| k.get(m))
+                .is_some_and(|at| at.elapsed() < METADATA_REFRESH)
+        };
+        // Only new entries (rare after the first commit of an hour) are
+        // cloned, to drop repeats within the batch.
+        let mut new = std::collections::HashSet::new();
+        metadata.retain(|m| !fresh(m) && new.insert(m.clone()));
     }
 
     /// Records entries as stored (after their sidecar put succeeded).
     fn stored(&self, tenant: &TenantId, metadata: &[MetricMetadata]) {
+        if metadata.is_empty() {
+            return;
+        }
         let Ok(mut seen) = self.0.lock() else {
             return;
         };
-        if seen.len() > 100_000 {
-            seen.retain(|_, at| at.elapsed() < METADATA_REFRESH);
+        let known = seen.entry(tenant.clone()).or_default();
+        if known.len() > 100_000 {
+            known.retain(|_, at| at.elapsed() < METADATA_REFRESH);
         }
         let now = Instant::now();
         for m in metadata {
-            seen.insert((tenant.clone(), m.clone()), now);
+            known.insert(m.clone(), now);
         }
     }
 }

@@ -65,6 +65,13 @@ pub struct BlockEntry {
     pub bytes: u64,
 }
 
+impl BlockEntry {
+    /// Whether the block holds samples in `[start_ms, end_ms]`.
+    pub fn overlaps(&self, start_ms: i64, end_ms: i64) -> bool {
+        self.samples > 0 && self.min_time <= end_ms && self.max_time >= start_ms
+    }
+}
+
 /// What the blocks already hold of one segment.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,12 +123,9 @@ impl Manifest {
         start_ms: i64,
         end_ms: i64,
     ) -> impl Iterator<Item = &'a BlockEntry> + 'a {
-        self.blocks.iter().filter(move |b| {
-            b.resolution == resolution
-                && b.samples > 0
-                && b.min_time <= end_ms
-                && b.max_time >= start_ms
-        })
+        self.blocks
+            .iter()
+            .filter(move |b| b.resolution == resolution && b.overlaps(start_ms, end_ms))
     }
 }
 

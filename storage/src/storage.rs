@@ -367,20 +367,26 @@ impl Storage {
         end_ms: i64,
     ) -> Result<(Vec<Source>, Vec<Skipped>)> {
         let view = self.view(tenant).await?;
+        self.sources_in(tenant, &view, start_ms, end_ms).await
+    }
+
+    /// [`Storage::sources_reporting`] from one view.
+    async fn sources_in(
+        &self,
+        tenant: &TenantId,
+        view: &View,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<Source>, Vec<Skipped>)> {
         let manifest = &view.manifest;
-        let entries: Vec<&manifest::BlockEntry> = manifest
-            .manifest
-            .blocks_overlapping(block::RAW, start_ms, end_ms)
-            .collect();
-        // Futures built before the stream: a closure over borrowed entries
-        // inside it would make the returned future not `Send` for callers.
-        let reads: Vec<_> = entries
-            .into_iter()
-            .map(|b| self.block_source(tenant, manifest.version, b))
-            .collect();
-        let blocks: Vec<Result<Source>> = futures::stream::iter(reads)
-            .buffered(FOOTER_CONCURRENCY)
-            .collect()
+        let blocks = self
+            .block_sources(
+                tenant,
+                manifest,
+                manifest
+                    .manifest
+                    .blocks_overlapping(block::RAW, start_ms, end_ms),
+            )
             .await;
         let mut out = Vec::with_capacity(blocks.len() + view.segments.len());
         let mut skipped = view.corrupt.clone();
@@ -396,7 +402,7 @@ impl Storage {
                 }
             }
         }
-        let recent = self.recent_writes(tenant, &view);
+        let recent = self.recent_writes(tenant, view);
         let mut segments: Vec<&(Ulid, Source)> = view.segments.iter().chain(&recent).collect();
         segments.sort_by_key(|(id, _)| *id);
         out.extend(
@@ -545,6 +551,25 @@ impl Storage {
             t.recent.retain(|(at, _, _)| at.elapsed() < keep);
             t.recent.push((Instant::now(), id, src));
         }
+    }
+
+    /// Live blocks as read sources, in order, their footers read
+    /// concurrently.
+    async fn block_sources<'a>(
+        &self,
+        tenant: &TenantId,
+        manifest: &Versioned,
+        entries: impl Iterator<Item = &'a manifest::BlockEntry>,
+    ) -> Vec<Result<Source>> {
+        // Futures built before the stream: a closure over borrowed entries
+        // inside it would make the returned future not `Send` for callers.
+        let reads: Vec<_> = entries
+            .map(|b| self.block_source(tenant, manifest.version, b))
+            .collect();
+        futures::stream::iter(reads)
+            .buffered(FOOTER_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// A live block as a read source (its index from the cache or footer).
@@ -807,26 +832,20 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>> {
-        let mut sources = self.sources(tenant, start_ms, end_ms).await?;
         let view = self.view(tenant).await?;
-        let downsampled: Vec<_> = view
-            .manifest
-            .manifest
+        let (mut sources, skipped) = self.sources_in(tenant, &view, start_ms, end_ms).await?;
+        if let Some(Skipped { key, reason }) = skipped.into_iter().next() {
+            return Err(StorageError::Corrupt { key, reason });
+        }
+        let m = &view.manifest.manifest;
+        let downsampled = m
             .blocks
             .iter()
-            .filter(|b| {
-                b.resolution != block::RAW
-                    && b.samples > 0
-                    && b.min_time <= end_ms
-                    && b.max_time >= start_ms
-            })
-            .map(|b| self.block_source(tenant, view.manifest.version, b))
-            .collect();
-        let downsampled: Vec<Result<Source>> = futures::stream::iter(downsampled)
-            .buffered(FOOTER_CONCURRENCY)
-            .collect()
-            .await;
-        for b in downsampled {
+            .filter(|b| b.resolution != block::RAW && b.overlaps(start_ms, end_ms));
+        for b in self
+            .block_sources(tenant, &view.manifest, downsampled)
+            .await
+        {
             sources.push(b?);
         }
         let mut out: HashSet<&Labels> = HashSet::new();
@@ -883,17 +902,11 @@ impl Storage {
     /// manifest version (always fresh: compaction and aggregation plan on it).
     pub async fn snapshot(&self, tenant: &TenantId) -> Result<Snapshot> {
         let manifest = self.manifest(tenant).await?;
-        let reads: Vec<_> = manifest
-            .manifest
-            .blocks
-            .iter()
-            .map(|b| self.block_source(tenant, manifest.version, b))
-            .collect();
-        let blocks: Vec<Result<Source>> = futures::stream::iter(reads)
-            .buffered(FOOTER_CONCURRENCY)
-            .collect()
-            .await;
-        let blocks = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+        let blocks = self
+            .block_sources(tenant, &manifest, manifest.manifest.blocks.iter())
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let (segments, _) = self.live_segments(tenant, &manifest, false).await?;
         Ok(Snapshot {
             manifest,

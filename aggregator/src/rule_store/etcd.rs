@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::etcd_gateway::{Compare, EtcdError, Gateway};
 use super::{FORMAT_VERSION, RuleStore, RuleStoreError, StoredRuleSet};
-use crate::rules::{RuleError, RuleSet, RuleSetSpec};
+use crate::rules::{RuleError, RuleSetSpec};
 
 /// The largest rule set version stored, as JSON: etcd refuses requests
 /// over 1.5 MiB by default (`--max-request-bytes`), and a commit carries a
@@ -172,13 +172,7 @@ impl RuleStore for EtcdRuleStore {
         rules: RuleSetSpec,
         now_ms: i64,
     ) -> Result<StoredRuleSet, RuleStoreError> {
-        RuleSet::new(rules.clone())?;
-        let stored = StoredRuleSet {
-            format_version: FORMAT_VERSION,
-            version: base + 1,
-            updated_at_ms: now_ms,
-            rules,
-        };
+        let stored = StoredRuleSet::next(base, rules, now_ms)?;
         let body = serde_json::to_vec(&stored).map_err(|e| EtcdError::Client(e.to_string()))?;
         if body.len() > MAX_RULE_SET_BYTES {
             return Err(RuleError {

@@ -4,39 +4,17 @@
 //! `[{"seriesLabels": {...}, "exemplars": [{"labels", "value", "timestamp"}]}]`
 //! with values as strings and timestamps as seconds.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 use storage::sidecar::ExemplarSeries;
-use storage::{Labels, Matcher, Storage, TenantId};
 
 use super::json as api_json;
 use super::metadata::within_query_limits;
 use super::params::Params;
 use super::{ApiError, MAX_TIME, MIN_TIME, QueryState, success};
 use crate::promql;
-
-/// Exemplars of series matching any of `sets`, each series once, sorted by
-/// its labels.
-async fn select_any(
-    storage: &Storage,
-    tenant: &TenantId,
-    sets: &[Vec<Matcher>],
-    start: i64,
-    end: i64,
-) -> Result<Vec<ExemplarSeries>, storage::StorageError> {
-    let mut by_series: BTreeMap<Labels, ExemplarSeries> = BTreeMap::new();
-    for set in sets {
-        for s in storage.select_exemplars(tenant, set, start, end).await? {
-            // A series matched by two selectors has the same exemplars both times.
-            by_series.entry(s.labels.clone()).or_insert(s);
-        }
-    }
-    Ok(by_series.into_values().collect())
-}
 
 fn exemplar_json(series: &[ExemplarSeries]) -> Value {
     let data: Vec<Value> = series
@@ -81,7 +59,9 @@ pub(super) async fn query_exemplars(
         &state,
         &tenant,
         "exemplar query",
-        select_any(&state.storage, &tenant, &sets, start, end),
+        state
+            .storage
+            .select_exemplars_any(&tenant, &sets, start, end),
     )
     .await?;
     Ok(success(exemplar_json(&found)))

@@ -237,7 +237,7 @@ impl Storage {
         end_ms: i64,
     ) -> Result<Vec<HistogramSeries>> {
         Ok(self
-            .selected(tenant, matchers, start_ms, end_ms)
+            .selected(tenant, &[matchers], start_ms, end_ms)
             .await?
             .histograms)
     }
@@ -252,7 +252,23 @@ impl Storage {
         end_ms: i64,
     ) -> Result<Vec<ExemplarSeries>> {
         Ok(self
-            .selected(tenant, matchers, start_ms, end_ms)
+            .selected(tenant, &[matchers], start_ms, end_ms)
+            .await?
+            .exemplars)
+    }
+
+    /// [`Storage::select_exemplars`] for series matching any of `sets`
+    /// (`query_exemplars` with several selectors), reading the sidecars once.
+    pub async fn select_exemplars_any(
+        &self,
+        tenant: &TenantId,
+        sets: &[Vec<Matcher>],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<ExemplarSeries>> {
+        let sets: Vec<&[Matcher]> = sets.iter().map(Vec::as_slice).collect();
+        Ok(self
+            .selected(tenant, &sets, start_ms, end_ms)
             .await?
             .exemplars)
     }
@@ -265,7 +281,7 @@ impl Storage {
     ) -> Result<BTreeMap<String, Vec<MetricMetadata>>> {
         let mut out: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
         for m in self
-            .selected(tenant, &[], i64::MIN, i64::MAX)
+            .selected(tenant, &[&[]], i64::MIN, i64::MAX)
             .await?
             .metadata
         {
@@ -275,22 +291,23 @@ impl Storage {
     }
 
     /// The tenant's sidecars overlapping the range, cut to series matching
-    /// `matchers` and to samples in the range, merged as reads dedupe.
+    /// any of `sets` and to samples in the range, merged as reads dedupe.
     async fn selected(
         &self,
         tenant: &TenantId,
-        matchers: &[Matcher],
+        sets: &[&[Matcher]],
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Sidecar> {
+        let wanted = |l: &Labels| sets.iter().any(|m| matches_all(m, l));
         let in_range = |t: i64| (start_ms..=end_ms).contains(&t);
         let mut inputs = self.sidecars(tenant, start_ms, end_ms).await?;
         for (_, s) in &mut inputs {
-            s.histograms.retain(|h| matches_all(matchers, &h.labels));
+            s.histograms.retain(|h| wanted(&h.labels));
             for h in &mut s.histograms {
                 h.histograms.retain(|x| in_range(x.timestamp));
             }
-            s.exemplars.retain(|e| matches_all(matchers, &e.labels));
+            s.exemplars.retain(|e| wanted(&e.labels));
             for e in &mut s.exemplars {
                 e.exemplars.retain(|x| in_range(x.timestamp));
             }
