@@ -213,8 +213,11 @@ fn query_storage(
     store_metrics: StoreMetrics,
     registry: &mut Registry,
 ) -> Storage {
+    // Decoded samples of the direct read path: the query role's own.
+    let decoded = usize::try_from(config.cache.decoded_bytes).unwrap_or(usize::MAX);
+    let read_cache = storage::storage::ReadCache::new(64 << 20, decoded);
     if !config.cache.is_enabled() && !config.inject_latency.is_enabled() {
-        return shared;
+        return shared.with_read_cache(read_cache);
     }
     let mut store = raw;
     if config.inject_latency.is_enabled() {
@@ -227,7 +230,7 @@ fn query_storage(
         store = Arc::new(CachedStore::new(store, config.cache.clone(), metrics));
     }
     // Shares the ingest role's caches, so this process's writes are seen.
-    shared.with_store(store)
+    shared.with_store(store).with_read_cache(read_cache)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

@@ -291,5 +291,7 @@ pub fn decode_info(key: &str, kv: Option<&Vec<KeyValue>>) -> Result<BlockInfo> {
     })
 }
 
+pub mod reader;
+
 #[cfg(test)]
 mod tests;

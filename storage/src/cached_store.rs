@@ -69,6 +69,10 @@ pub struct CacheConfig {
     pub disk_dir: PathBuf,
     /// Size of the aligned pages objects are cached in.
     pub page_bytes: u64,
+    /// Decoded samples of blocks and segments kept in memory (16 bytes a
+    /// sample), so a warm query neither fetches nor decodes them; 0 turns
+    /// it off. Independent of `memory_bytes`, which holds object bytes.
+    pub decoded_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -78,6 +82,7 @@ impl Default for CacheConfig {
             disk_bytes: 0,
             disk_dir: PathBuf::new(),
             page_bytes: MIB,
+            decoded_bytes: 512 * MIB,
         }
     }
 }
@@ -988,6 +993,7 @@ mod tests {
             disk_bytes: 80 * MIB,
             disk_dir: dir.path().join("cache"),
             page_bytes: PAGE,
+            ..CacheConfig::default()
         });
         assert!(f.cached.config.validate().is_ok());
         agrees_with_inner_on_random_ranges(&f, 0xd15c).await;

@@ -40,6 +40,7 @@ use crate::sample::{Sample, Series};
 use crate::segment::{self, COL_SERIES, COL_TIMESTAMP, COL_VALUE, SegmentIndex};
 use crate::table::{COL_SEGMENT, SegmentFile, SegmentTable};
 use crate::tenant::TenantId;
+use postings::Postings;
 
 /// How many segment indexes a process keeps in memory. Past it the cache is
 /// emptied; the compactor keeps the number of live segments far below this.
@@ -54,6 +55,8 @@ const FOOTER_PREFETCH: u64 = 256 * 1024;
 const RECENT_WRITES_MARGIN: Duration = Duration::from_secs(60);
 /// Parquet's fixed trailer: metadata length (u32 LE) and the magic `PAR1`.
 const PARQUET_TRAILER: usize = 8;
+/// Block directories a storage keeps by default (see [`ReadCache`]).
+const DIRECTORY_CACHE_BYTES: usize = 64 << 20;
 
 /// Reads and writes one object store.
 #[derive(Clone)]
@@ -72,6 +75,10 @@ pub struct Storage {
     /// How long a query may reuse a tenant's manifest and segment listing
     /// (zero: every read probes the manifest and lists segments).
     view_max_age: Duration,
+    /// Block directories and decoded samples of the direct read path.
+    read_cache: ReadCache,
+    /// Postings of series indexes, by object (bounded like `index_cache`).
+    postings: Arc<Mutex<HashMap<Path, Arc<Postings>>>>,
 }
 
 /// What queries of one tenant read: a manifest and the segment listing taken
@@ -240,6 +247,8 @@ impl Storage {
             views: Arc::default(),
             verified: Arc::default(),
             view_max_age: Duration::ZERO,
+            read_cache: ReadCache::new(DIRECTORY_CACHE_BYTES, 0),
+            postings: Arc::default(),
         }
     }
 
@@ -254,7 +263,19 @@ impl Storage {
         s.views = self.views.clone();
         s.verified = self.verified.clone();
         s.view_max_age = self.view_max_age;
+        s.read_cache = self.read_cache.clone();
+        s.postings = self.postings.clone();
         s
+    }
+
+    /// Reads with `cache` (block directories and decoded samples) instead
+    /// of the default one, which keeps block directories only. The query
+    /// role gives itself one with room for decoded samples
+    /// (`[query.cache] decoded_bytes`); the compactor reads each chunk once
+    /// and has no use for one.
+    pub fn with_read_cache(mut self, cache: ReadCache) -> Self {
+        self.read_cache = cache;
+        self
     }
 
     /// Lets queries reuse a tenant's manifest and segment listing for up to
@@ -601,8 +622,25 @@ impl Storage {
 
     /// Reads `sources` (later ones win duplicates) for series matching
     /// `matchers` (all series when empty) whose id lies in `ids` (when given),
-    /// with samples in `[start_ms, end_ms]`.
+    /// with samples in `[start_ms, end_ms]`. Reads objects directly, with
+    /// no query plan (`storage/direct.rs`); [`Storage::read_scan`] gives
+    /// the same answer through a DataFusion scan.
     pub async fn read(
+        &self,
+        sources: &[Source],
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        ids: Option<(SeriesId, SeriesId)>,
+    ) -> Result<Vec<Series>> {
+        self.read_direct(sources, matchers, start_ms, end_ms, ids)
+            .await
+    }
+
+    /// [`Storage::read`] through a DataFusion scan of the objects (one plan
+    /// per call, ids and times pushed into the Parquet reader). Kept as the
+    /// reference the direct path is tested against.
+    pub async fn read_scan(
         &self,
         sources: &[Source],
         matchers: &[Matcher],
@@ -1033,6 +1071,21 @@ impl Storage {
         Ok(index)
     }
 
+    /// The postings of a source's series index (built on first use).
+    fn postings(&self, key: &Path, index: &SegmentIndex) -> Arc<Postings> {
+        if let Some(p) = self.postings.lock().ok().and_then(|c| c.get(key).cloned()) {
+            return p;
+        }
+        let p = Arc::new(Postings::new(index));
+        if let Ok(mut cache) = self.postings.lock() {
+            if cache.len() >= INDEX_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key.clone(), p.clone());
+        }
+        p
+    }
+
     fn cache_index(&self, key: &Path, index: Arc<SegmentIndex>) {
         if let Ok(mut cache) = self.index_cache.lock() {
             if cache.len() >= INDEX_CACHE_ENTRIES {
@@ -1120,7 +1173,11 @@ fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
 }
 
+mod direct;
+mod postings;
+pub mod read_cache;
 mod sidecar;
+pub use read_cache::ReadCache;
 pub use sidecar::{SidecarCompaction, WrittenSidecar};
 
 #[cfg(test)]
