@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use storage::histogram::Histogram;
 use storage::matcher::matches_all;
+use storage::sidecar::HistogramSeries;
 use storage::storage::Skipped;
 use storage::{Labels, Matcher, Sample, Series, Storage, TenantId};
 
@@ -59,12 +61,27 @@ impl Queryable for TenantQueryable {
         self.warnings.add(skipped);
         Ok(series)
     }
+
+    /// From the tenant's sidecars; the engine asks for them next to the
+    /// floats, so the two reads overlap.
+    async fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<HistogramSeries>, EvalError> {
+        self.storage
+            .select_histograms(&self.tenant, matchers, start_ms, end_ms)
+            .await
+            .map_err(|e| EvalError::Storage(e.to_string()))
+    }
 }
 
 /// In-memory [`Queryable`]: no object store, no segment format.
 #[derive(Clone, Debug, Default)]
 pub struct MemQueryable {
     series: BTreeMap<Labels, BTreeMap<i64, f64>>,
+    histograms: BTreeMap<Labels, BTreeMap<i64, Histogram>>,
 }
 
 impl MemQueryable {
@@ -74,6 +91,16 @@ impl MemQueryable {
             let points = self.series.entry(s.labels.clone()).or_default();
             for p in &s.samples {
                 points.insert(p.t, p.v);
+            }
+        }
+    }
+
+    /// Adds native histogram samples, by their `timestamp`.
+    pub fn write_histograms(&mut self, series: &[HistogramSeries]) {
+        for s in series {
+            let points = self.histograms.entry(s.labels.clone()).or_default();
+            for h in &s.histograms {
+                points.insert(h.timestamp, h.clone());
             }
         }
     }
@@ -99,6 +126,27 @@ impl Queryable for MemQueryable {
                     .collect(),
             })
             .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+
+    async fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<HistogramSeries>, EvalError> {
+        Ok(self
+            .histograms
+            .iter()
+            .filter(|(l, _)| matches_all(matchers, l))
+            .map(|(l, pts)| HistogramSeries {
+                labels: l.clone(),
+                histograms: pts
+                    .range(start_ms..=end_ms)
+                    .map(|(_, h)| h.clone())
+                    .collect(),
+            })
+            .filter(|s| !s.histograms.is_empty())
             .collect())
     }
 }

@@ -161,7 +161,10 @@ impl QueryLimits {
         let (series, points) = match value {
             Value::Scalar { .. } | Value::String { .. } => (0, 1),
             Value::Vector(v) => (v.len(), v.len()),
-            Value::Matrix(m) => (m.len(), m.iter().map(|s| s.samples.len()).sum()),
+            Value::Matrix(m) => (
+                m.len(),
+                m.iter().map(|s| s.samples.len() + s.histograms.len()).sum(),
+            ),
         };
         self.check_series(tenant, series)?;
         if limits.max_result_points > 0 && points > limits.max_result_points {

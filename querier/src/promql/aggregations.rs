@@ -2,6 +2,7 @@
 //! `by`/`without` grouping.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use storage::labels::is_valid_label_name;
@@ -13,7 +14,15 @@ use super::value::{Elem, KahanSum, Val, format_float, quantile};
 
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val, EvalError> {
     let op = a.op.to_string();
-    let input = ev.eval(&a.expr, ts)?.into_vector()?;
+    let mut input = ev.eval(&a.expr, ts)?.into_vector()?;
+    // Only these aggregate native histograms; the others ignore them (as
+    // Prometheus does, with an info annotation).
+    if !matches!(
+        op.as_str(),
+        "sum" | "avg" | "count" | "group" | "limitk" | "limit_ratio"
+    ) {
+        input.retain(|e| e.h.is_none());
+    }
     let param = match &a.param {
         Some(p) => Some(ev.eval(p, ts)?),
         None => None,
@@ -39,6 +48,9 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val
         "quantile" => {
             let q = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
             simple(input, &grouping, |vals| quantile(q, &mut vals.to_vec()))
+        }
+        "sum" | "avg" if input.iter().any(|e| e.h.is_some()) => {
+            with_histograms(input, &grouping, op == "avg")
         }
         "sum" => simple(input, &grouping, sum),
         "avg" => simple(input, &grouping, avg),
@@ -127,11 +139,61 @@ fn simple(input: Vec<Elem>, g: &Grouping, f: impl Fn(&[f64]) -> f64) -> Vec<Elem
             let drop_name = members.iter().any(|e| e.drop_name);
             Elem {
                 labels,
+                h: None,
                 v: f(&vals),
                 drop_name,
             }
         })
         .collect()
+}
+
+/// `sum`/`avg` when some inputs are native histograms: a group of only
+/// histograms gives their sum (or mean), a group of only floats the usual
+/// float, and a mixed group nothing (Prometheus warns).
+fn with_histograms(input: Vec<Elem>, g: &Grouping, mean: bool) -> Vec<Elem> {
+    let mut out = Vec::new();
+    for (labels, members) in group(&input, g) {
+        let drop_name = members.iter().any(|e| e.drop_name);
+        let hists: Vec<&Arc<super::native_histogram::FloatHistogram>> =
+            members.iter().filter_map(|e| e.h.as_ref()).collect();
+        if hists.is_empty() {
+            let vals: Vec<f64> = members.iter().map(|e| e.v).collect();
+            out.push(Elem {
+                labels,
+                h: None,
+                v: if mean { avg(&vals) } else { sum(&vals) },
+                drop_name,
+            });
+            continue;
+        }
+        if hists.len() != members.len() {
+            continue;
+        }
+        let mut acc = hists[0].as_ref().clone();
+        let mut ok = true;
+        for h in &hists[1..] {
+            match acc.add(h) {
+                Ok(x) => acc = x,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if mean {
+            acc = acc.divide(hists.len() as f64);
+        }
+        out.push(Elem {
+            labels,
+            h: Some(Arc::new(acc.compact())),
+            v: 0.0,
+            drop_name,
+        });
+    }
+    out
 }
 
 pub(crate) fn sum(v: &[f64]) -> f64 {
@@ -273,6 +335,7 @@ fn count_values(input: Vec<Elem>, g: &Grouping, label: &str) -> Result<Vec<Elem>
                 index.insert(key.clone(), out.len());
                 out.push(Elem {
                     labels: key,
+                    h: None,
                     v: 1.0,
                     drop_name: false,
                 });

@@ -2,13 +2,34 @@
 //! Prometheus' vector matching (`on`/`ignoring`, `group_left`/`group_right`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::Labels;
 
 use super::EvalError;
 use super::eval::Evaluator;
+use super::native_histogram::FloatHistogram;
 use super::value::{Elem, Val, match_labels, prom_string};
+
+type H = Option<Arc<FloatHistogram>>;
+
+/// `l op r` when at least one side is a native histogram: the float, the
+/// histogram and whether to keep the element; `None` drops it (an operation
+/// Prometheus does not define for histograms, or incompatible histograms).
+fn histogram_apply(op: Op, lv: f64, lh: &H, rv: f64, rh: &H) -> Option<(f64, H, bool)> {
+    let done = |h: FloatHistogram| Some((0.0, Some(Arc::new(h.compact())), true));
+    match (lh, rh, op) {
+        (None, Some(h), Op::Mul) => done(h.as_ref().clone().scale(lv)),
+        (Some(h), None, Op::Mul) => done(h.as_ref().clone().scale(rv)),
+        (Some(h), None, Op::Div) => done(h.as_ref().clone().divide(rv)),
+        (Some(a), Some(b), Op::Add) => a.add(b).ok().and_then(done),
+        (Some(a), Some(b), Op::Sub) => a.sub(b).ok().and_then(done),
+        (Some(a), Some(b), Op::Eq) => Some((0.0, Some(Arc::clone(a)), a.equals(b))),
+        (Some(a), Some(b), Op::Ne) => Some((0.0, Some(Arc::clone(a)), !a.equals(b))),
+        _ => None,
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
@@ -122,20 +143,32 @@ fn bool_value(b: bool) -> f64 {
 fn vector_scalar(op: Op, vec: Vec<Elem>, s: f64, swapped: bool, return_bool: bool) -> Vec<Elem> {
     vec.into_iter()
         .filter_map(|e| {
-            let (l, r) = if swapped { (s, e.v) } else { (e.v, s) };
-            let (mut v, keep) = op.apply(l, r);
+            let (mut v, mut h, keep) = if e.h.is_some() {
+                let (l, r) = if swapped {
+                    ((s, None), (e.v, e.h.clone()))
+                } else {
+                    ((e.v, e.h.clone()), (s, None))
+                };
+                histogram_apply(op, l.0, &l.1, r.0, &r.1)?
+            } else {
+                let (l, r) = if swapped { (s, e.v) } else { (e.v, s) };
+                let (v, keep) = op.apply(l, r);
+                (v, None, keep)
+            };
             if op.is_comparison() {
                 // A filter keeps the vector's own value, on whichever side it is.
                 v = e.v;
             }
             if return_bool {
                 v = bool_value(keep);
+                h = None;
             } else if !keep {
                 return None;
             }
             let drop_name = e.drop_name || return_bool || !op.is_comparison();
             Some(Elem {
                 labels: e.labels,
+                h,
                 v,
                 drop_name,
             })
@@ -266,6 +299,7 @@ fn vector_vector(
         let v = fill_one.unwrap_or(f64::NAN);
         synthetic_one.push(Elem {
             labels: sig.clone(),
+            h: None,
             v,
             drop_name: false,
         });
@@ -282,6 +316,7 @@ fn vector_vector(
                 pairs.push((
                     Elem {
                         labels: sig.clone(),
+                        h: None,
                         v,
                         drop_name: false,
                     },
@@ -302,9 +337,19 @@ fn vector_vector(
             ));
         }
         let (fl, fr) = if swapped { (r.v, l.v) } else { (l.v, r.v) };
-        let (mut v, keep) = op.apply(fl, fr);
+        let (mut v, mut h, keep) = if l.h.is_some() || r.h.is_some() {
+            let (hl, hr) = if swapped { (&r.h, &l.h) } else { (&l.h, &r.h) };
+            match histogram_apply(op, fl, hl, fr, hr) {
+                Some(x) => x,
+                None => continue,
+            }
+        } else {
+            let (v, keep) = op.apply(fl, fr);
+            (v, None, keep)
+        };
         if return_bool {
             v = bool_value(keep);
+            h = None;
         } else if !keep {
             continue;
         }
@@ -317,6 +362,7 @@ fn vector_vector(
         let drop_name = l.drop_name || return_bool || !op.is_comparison();
         out.push(Elem {
             labels,
+            h,
             v,
             drop_name,
         });

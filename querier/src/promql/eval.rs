@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr};
 use storage::{Labels, Sample};
@@ -16,7 +17,7 @@ use super::selectors::{
     DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms, select_instant,
     select_range,
 };
-use super::value::{Elem, RangeSeries, Val};
+use super::value::{Elem, HPoint, RangeSeries, Val};
 use super::{aggregations, binary, functions};
 
 /// Most inner steps one subquery evaluation may take, a guard against
@@ -60,6 +61,7 @@ impl<'a> Evaluator<'a> {
                     v.into_iter()
                         .map(|e| Elem {
                             labels: e.labels,
+                            h: e.h.map(|h| Arc::new(h.as_ref().clone().scale(-1.0))),
                             v: -e.v,
                             drop_name: true,
                         })
@@ -138,12 +140,19 @@ impl<'a> Evaluator<'a> {
                     out.push(RangeSeries {
                         labels: e.labels.clone(),
                         samples: Vec::new(),
+                        hists: Vec::new(),
                         drop_name: false,
                     });
                     out.len() - 1
                 });
                 if let Some(rs) = out.get_mut(i) {
-                    rs.samples.push(Sample::new(it, e.v));
+                    match &e.h {
+                        Some(h) => rs.hists.push(HPoint {
+                            t: it,
+                            h: Arc::clone(h),
+                        }),
+                        None => rs.samples.push(Sample::new(it, e.v)),
+                    }
                     rs.drop_name |= e.drop_name;
                 }
             }
@@ -164,6 +173,7 @@ impl<'a> Evaluator<'a> {
             Val::Vector(v) => v,
             Val::Scalar(v) => vec![Elem {
                 labels: Labels::empty(),
+                h: None,
                 v,
                 drop_name: false,
             }],

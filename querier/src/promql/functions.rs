@@ -107,11 +107,13 @@ pub(crate) fn eval(ev: &Evaluator<'_>, call: &Call, ts: i64) -> Result<Val, Eval
         "max_of" => Ok(Val::Scalar(go_max(scalar(0)?, scalar(1)?))),
         "vector" => Ok(Val::Vector(vec![Elem {
             labels: Labels::empty(),
+            h: None,
             v: scalar(0)?,
             drop_name: false,
         }])),
         "scalar" => {
-            let v = vector(0)?;
+            // Histogram samples do not count.
+            let v: Vec<Elem> = vector(0)?.into_iter().filter(|e| e.h.is_none()).collect();
             Ok(Val::Scalar(match v.as_slice() {
                 [only] => only.v,
                 _ => f64::NAN,
@@ -162,12 +164,16 @@ pub(crate) fn eval(ev: &Evaluator<'_>, call: &Call, ts: i64) -> Result<Val, Eval
     }
 }
 
-/// Applies `f` to every value; the result no longer is the named metric.
+/// Applies `f` to every float value; the result no longer is the named
+/// metric. Native histogram samples are dropped (Prometheus' math functions
+/// are not defined for them).
 fn map_values(v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
     Val::Vector(
         v.into_iter()
+            .filter(|e| e.h.is_none())
             .map(|e| Elem {
                 labels: e.labels,
+                h: None,
                 v: f(e.v),
                 drop_name: true,
             })
@@ -210,6 +216,7 @@ fn timestamp(ev: &Evaluator<'_>, arg: Option<&Expr>, ts: i64) -> Result<Val, Eva
             .into_iter()
             .map(|(e, st)| Elem {
                 labels: e.labels,
+                h: None,
                 v: st as f64 / 1000.0,
                 drop_name: true,
             })
@@ -217,7 +224,16 @@ fn timestamp(ev: &Evaluator<'_>, arg: Option<&Expr>, ts: i64) -> Result<Val, Eva
         return Ok(Val::Vector(out));
     }
     let v = ev.eval(arg, ts)?.into_vector()?;
-    Ok(map_values(v, |_| ts as f64 / 1000.0))
+    Ok(Val::Vector(
+        v.into_iter()
+            .map(|e| Elem {
+                labels: e.labels,
+                h: None,
+                v: ts as f64 / 1000.0,
+                drop_name: true,
+            })
+            .collect(),
+    ))
 }
 
 /// `absent`/`absent_over_time`: 1 with the labels the selector's equality
@@ -246,6 +262,7 @@ fn absent(empty: bool, arg: Option<&Expr>) -> Vec<Elem> {
     set.retain(|l| !dup.contains(&l.name.as_str()));
     vec![Elem {
         labels: labels_from(set),
+        h: None,
         v: 1.0,
         drop_name: false,
     }]
@@ -253,6 +270,7 @@ fn absent(empty: bool, arg: Option<&Expr>) -> Vec<Elem> {
 
 /// `sort`/`sort_desc`: by value, NaN last either way.
 fn sort_by_value(mut v: Vec<Elem>, desc: bool) -> Vec<Elem> {
+    v.retain(|e| e.h.is_none());
     v.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,

@@ -1,9 +1,10 @@
-//! Histogram functions over classic histograms (`le` bucket series).
-//! Native histograms are not stored by Strata, so the native-only functions
-//! (`histogram_count`, `histogram_sum`, ...) see no histogram samples and
-//! return empty vectors, as Prometheus does for float input.
+//! Histogram functions: over classic histograms (`le` bucket series) and
+//! over native histogram samples (the math lives in `native_histogram`).
+//! The native-only functions (`histogram_count`, `histogram_sum`, ...)
+//! ignore float samples, as Prometheus does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promql_parser::parser::Expr;
 use storage::Labels;
@@ -11,6 +12,7 @@ use storage::labels::is_valid_label_name;
 
 use super::EvalError;
 use super::eval::Evaluator;
+use super::native_histogram::{self, FloatHistogram};
 use super::value::{Elem, Val, check_unique, format_float};
 
 const BUCKET_LABEL: &str = "le";
@@ -23,13 +25,49 @@ pub(crate) fn eval(
     ts: i64,
 ) -> Option<Result<Val, EvalError>> {
     match name {
-        "histogram_quantile" => Some(classic(ev, args, ts, 1, |p, b| quantile(p[0], b))),
+        "histogram_quantile" => Some(classic(
+            ev,
+            args,
+            ts,
+            1,
+            |p, b| quantile(p[0], b),
+            |p, h| native_histogram::quantile(p[0], h),
+        )),
         "histogram_quantiles" => Some(quantiles(ev, args, ts)),
-        "histogram_fraction" => Some(classic(ev, args, ts, 2, |p, b| fraction(p[0], p[1], b))),
+        "histogram_fraction" => Some(classic(
+            ev,
+            args,
+            ts,
+            2,
+            |p, b| fraction(p[0], p[1], b),
+            |p, h| native_histogram::fraction(p[0], p[1], h),
+        )),
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => Some(args.first().map_or_else(
             || Err(EvalError::Parse(format!("missing argument to {name}"))),
-            |a| ev.eval(a, ts).map(|_| Val::Vector(Vec::new())),
+            |a| {
+                let f: fn(&FloatHistogram) -> f64 = match name {
+                    "histogram_count" => |h| h.count,
+                    "histogram_sum" => |h| h.sum,
+                    "histogram_avg" => |h| h.sum / h.count,
+                    "histogram_stddev" => |h| native_histogram::variance(h).sqrt(),
+                    _ => native_histogram::variance,
+                };
+                let v = ev.eval(a, ts)?.into_vector()?;
+                Ok(Val::Vector(
+                    v.into_iter()
+                        .filter_map(|e| {
+                            let h = e.h?;
+                            Some(Elem {
+                                labels: e.labels,
+                                v: f(&h),
+                                h: None,
+                                drop_name: true,
+                            })
+                        })
+                        .collect(),
+                ))
+            },
         )),
         _ => None,
     }
@@ -54,11 +92,21 @@ fn quantiles(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Val, Eva
         if q.is_finite() && !text.contains('.') {
             text.push_str(".0");
         }
-        for e in classic_groups(ev, args.get(..1).ok_or_else(missing)?, ts)? {
+        let (groups, natives) = classic_groups(ev, args.get(..1).ok_or_else(missing)?, ts)?;
+        for e in groups {
             let (labels, mut buckets) = e;
             out.push(Elem {
                 labels: labels.with(&label, &text),
+                h: None,
                 v: quantile(q, &mut buckets),
+                drop_name: true,
+            });
+        }
+        for (labels, h) in natives {
+            out.push(Elem {
+                labels: labels.with(&label, &text),
+                h: None,
+                v: native_histogram::quantile(q, &h),
                 drop_name: true,
             });
         }
@@ -81,6 +129,7 @@ fn classic(
     ts: i64,
     nparams: usize,
     f: impl Fn(&[f64], &mut Vec<Bucket>) -> f64,
+    native: impl Fn(&[f64], &FloatHistogram) -> f64,
 ) -> Result<Val, EvalError> {
     let mut params = Vec::with_capacity(nparams);
     for i in 0..nparams {
@@ -89,33 +138,45 @@ fn classic(
             .ok_or_else(|| EvalError::Parse("missing histogram function argument".into()))?;
         params.push(ev.eval(a, ts)?.into_scalar()?);
     }
-    let groups = classic_groups(ev, args.get(nparams..).unwrap_or_default(), ts)?;
-    Ok(Val::Vector(
-        groups
-            .into_iter()
-            .map(|(labels, mut buckets)| Elem {
-                labels,
-                v: f(&params, &mut buckets),
-                drop_name: true,
-            })
-            .collect(),
-    ))
+    let (groups, natives) = classic_groups(ev, args.get(nparams..).unwrap_or_default(), ts)?;
+    let mut out: Vec<Elem> = Vec::with_capacity(groups.len() + natives.len());
+    out.extend(groups.into_iter().map(|(labels, mut buckets)| Elem {
+        labels,
+        h: None,
+        v: f(&params, &mut buckets),
+        drop_name: true,
+    }));
+    out.extend(natives.into_iter().map(|(labels, h)| Elem {
+        labels,
+        h: None,
+        v: native(&params, &h),
+        drop_name: true,
+    }));
+    Ok(Val::Vector(out))
 }
 
-/// Evaluates the bucket vector (first of `args`) and groups it by the labels
-/// other than `le`.
-fn classic_groups(
-    ev: &Evaluator<'_>,
-    args: &[Box<Expr>],
-    ts: i64,
-) -> Result<Vec<(Labels, Vec<Bucket>)>, EvalError> {
+/// Classic bucket groups (labels without `le`, buckets) and native
+/// histogram samples (labels, histogram) of a vector.
+type Groups = (
+    Vec<(Labels, Vec<Bucket>)>,
+    Vec<(Labels, Arc<FloatHistogram>)>,
+);
+
+/// Evaluates the bucket vector (first of `args`) and groups its float
+/// samples by the labels other than `le`; native histograms stay apart.
+fn classic_groups(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Groups, EvalError> {
     let a = args
         .first()
         .ok_or_else(|| EvalError::Parse("missing histogram function argument".into()))?;
     let input = ev.eval(a, ts)?.into_vector()?;
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
+    let mut natives = Vec::new();
     for e in input {
+        if let Some(h) = e.h {
+            natives.push((e.labels, h));
+            continue;
+        }
         // Series without a parsable `le` are ignored (Prometheus warns).
         let Some(upper) = e.labels.get(BUCKET_LABEL).and_then(parse_go_float) else {
             continue;
@@ -129,7 +190,7 @@ fn classic_groups(
             g.1.push(Bucket { upper, count: e.v });
         }
     }
-    Ok(groups)
+    Ok((groups, natives))
 }
 
 fn parse_go_float(s: &str) -> Option<f64> {

@@ -222,6 +222,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, call: &Call, ts: i64) -> Result<Val, Eval
         };
         out.push(Elem {
             labels,
+            h: e.h,
             v: e.v,
             drop_name: e.drop_name,
         });

@@ -10,6 +10,7 @@ mod eval;
 mod functions;
 mod histogram;
 mod info;
+pub mod native_histogram;
 mod range_functions;
 mod selectors;
 mod time_functions;
@@ -20,11 +21,16 @@ mod tests;
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use promql_parser::parser::value::ValueType;
+use storage::sidecar::HistogramSeries;
 use storage::{Labels, Matcher, Sample, Series};
 
 use eval::Evaluator;
+pub use native_histogram::FloatHistogram;
+pub use value::HPoint;
 pub use value::format_float;
 use value::{Val, check_unique, final_labels, finish_vector};
 
@@ -42,6 +48,17 @@ pub trait Queryable: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, EvalError>;
+
+    /// Native histogram samples of matching series in `[start_ms, end_ms]`,
+    /// in time order. A source without histograms returns none.
+    async fn select_histograms(
+        &self,
+        _matchers: &[Matcher],
+        _start_ms: i64,
+        _end_ms: i64,
+    ) -> Result<Vec<HistogramSeries>, EvalError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Engine settings, with Prometheus' defaults.
@@ -79,13 +96,23 @@ pub enum Value {
     /// Instant vector: one sample per series, all at the evaluation time.
     Vector(Vec<VectorSample>),
     /// Range vector or range-query result: series with their points.
-    Matrix(Vec<Series>),
+    Matrix(Vec<MatrixSeries>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VectorSample {
     pub labels: Labels,
+    /// The value (and time); the value is meaningless when `histogram` is set.
     pub sample: Sample,
+    pub histogram: Option<Arc<FloatHistogram>>,
+}
+
+/// One series of a matrix: float points and histogram points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatrixSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub histograms: Vec<HPoint>,
 }
 
 /// Why a query failed; the HTTP layer maps each kind to Prometheus' error type.
@@ -140,15 +167,17 @@ impl Engine {
                     .map(|e| VectorSample {
                         labels: e.labels,
                         sample: Sample::new(time_ms, e.v),
+                        histogram: e.h,
                     })
                     .collect(),
             )),
             Val::Matrix(m) => {
-                let out: Vec<Series> = m
+                let out: Vec<MatrixSeries> = m
                     .into_iter()
-                    .map(|s| Series {
+                    .map(|s| MatrixSeries {
                         labels: final_labels(&s.labels, s.drop_name),
                         samples: s.samples,
+                        histograms: s.hists,
                     })
                     .collect();
                 check_unique(out.iter().map(|s| &s.labels))?;
@@ -200,13 +229,14 @@ impl Engine {
         let loaded =
             selectors::load(q, &expr, start_ms, end_ms, lookback, self.opts.max_samples).await?;
         let ev = Evaluator::new(&loaded, start_ms, end_ms, step_ms, lookback);
-        let mut series: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut series: HashMap<Labels, (Vec<Sample>, Vec<HPoint>)> = HashMap::new();
         let mut points = 0usize;
         let mut ts = start_ms;
         while ts <= end_ms {
             let elems = match ev.eval(&expr, ts)? {
                 Val::Scalar(v) => vec![value::Elem {
                     labels: Labels::empty(),
+                    h: None,
                     v,
                     drop_name: false,
                 }],
@@ -223,19 +253,24 @@ impl Engine {
                 return Err(EvalError::TooManySamples);
             }
             for e in elems {
-                series
-                    .entry(e.labels)
-                    .or_default()
-                    .push(Sample::new(ts, e.v));
+                let entry = series.entry(e.labels).or_default();
+                match e.h {
+                    Some(h) => entry.1.push(HPoint { t: ts, h }),
+                    None => entry.0.push(Sample::new(ts, e.v)),
+                }
             }
             let Some(next) = ts.checked_add(step_ms) else {
                 break;
             };
             ts = next;
         }
-        let mut out: Vec<Series> = series
+        let mut out: Vec<MatrixSeries> = series
             .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
+            .map(|(labels, (samples, histograms))| MatrixSeries {
+                labels,
+                samples,
+                histograms,
+            })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(out))

@@ -1,14 +1,17 @@
 //! Functions over range vectors: `rate` and friends, the `*_over_time`
 //! family, `deriv`, `predict_linear`, `changes`, `resets`.
 
+use std::sync::Arc;
+
 use promql_parser::parser::Expr;
 use storage::Sample;
 
 use super::EvalError;
 use super::aggregations::avg;
 use super::eval::Evaluator;
+use super::native_histogram::{FloatHistogram, ResetHint};
 use super::selectors::duration_ms;
-use super::value::{Elem, KahanSum, RangeSeries, Val, quantile};
+use super::value::{Elem, HPoint, KahanSum, RangeSeries, Val, quantile};
 
 /// A range-vector argument at one evaluation time, with its window.
 pub(crate) struct Window {
@@ -135,6 +138,17 @@ fn eval_kind(
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let mut out = Vec::with_capacity(w.series.len());
     for s in &w.series {
+        if !s.hists.is_empty() {
+            if let Some((v, h)) = with_histograms(name, kind, s, w.start, w.end, param) {
+                out.push(Elem {
+                    labels: s.labels.clone(),
+                    v,
+                    h: h.map(Arc::new),
+                    drop_name: !keep_name || s.drop_name,
+                });
+            }
+            continue;
+        }
         let v = match kind {
             Kind::Extrapolated { counter, rate } => {
                 extrapolated(&s.samples, w.start, w.end, counter, rate)
@@ -151,11 +165,273 @@ fn eval_kind(
             out.push(Elem {
                 labels: s.labels.clone(),
                 v,
+                h: None,
                 drop_name: !keep_name || s.drop_name,
             });
         }
     }
     Ok(Val::Vector(out))
+}
+
+/// A range function over a series holding histogram samples (and perhaps
+/// floats too). Functions that only make sense for floats ignore the
+/// histograms, as Prometheus does; a mix that a function cannot combine
+/// gives no result (Prometheus warns).
+fn with_histograms(
+    name: &str,
+    kind: Kind,
+    s: &RangeSeries,
+    start: i64,
+    end: i64,
+    param: f64,
+) -> Option<(f64, Option<FloatHistogram>)> {
+    let mixed = !s.samples.is_empty();
+    let hist = |h: FloatHistogram| Some((0.0, Some(h)));
+    match kind {
+        Kind::Extrapolated { counter, rate } => {
+            if mixed {
+                return None;
+            }
+            histogram_rate(&s.hists, start, end, counter, rate).and_then(hist)
+        }
+        Kind::Instant { rate } => {
+            if mixed {
+                // Only the last two samples matter; they must both be histograms.
+                let last_f = s.samples.last().map(|x| x.t);
+                let n = s.hists.len();
+                let before_last = n.checked_sub(2).and_then(|i| s.hists.get(i)).map(|p| p.t);
+                if last_f.is_some_and(|t| before_last.is_none_or(|b| t > b)) {
+                    return None;
+                }
+            }
+            histogram_instant(&s.hists, rate).and_then(hist)
+        }
+        Kind::Simple => match name {
+            "count_over_time" => Some(((s.samples.len() + s.hists.len()) as f64, None)),
+            "present_over_time" => Some((1.0, None)),
+            "last_over_time" => {
+                let h = s.hists.last()?;
+                match s.samples.last() {
+                    Some(f) if f.t > h.t => Some((f.v, None)),
+                    _ => hist(h.h.as_ref().clone()),
+                }
+            }
+            "first_over_time" => {
+                let h = s.hists.first()?;
+                match s.samples.first() {
+                    Some(f) if f.t < h.t => Some((f.v, None)),
+                    _ => hist(h.h.as_ref().clone()),
+                }
+            }
+            "ts_of_last_over_time" => {
+                let t = s
+                    .hists
+                    .last()?
+                    .t
+                    .max(s.samples.last().map_or(i64::MIN, |x| x.t));
+                Some((t as f64 / 1000.0, None))
+            }
+            "ts_of_first_over_time" => {
+                let t = s
+                    .hists
+                    .first()?
+                    .t
+                    .min(s.samples.first().map_or(i64::MAX, |x| x.t));
+                Some((t as f64 / 1000.0, None))
+            }
+            "sum_over_time" | "avg_over_time" => {
+                if mixed {
+                    return None;
+                }
+                let mut it = s.hists.iter();
+                let mut acc = it.next()?.h.as_ref().clone();
+                for p in it {
+                    acc = acc.add(&p.h).ok()?;
+                }
+                if name == "avg_over_time" {
+                    acc = acc.divide(s.hists.len() as f64);
+                }
+                acc.hint = ResetHint::Gauge;
+                hist(acc.compact())
+            }
+            "changes" | "resets" => Some((transitions(s, name == "resets"), None)),
+            // Float-only functions: histogram samples are ignored.
+            _ => {
+                if s.samples.is_empty() {
+                    return None;
+                }
+                match name {
+                    "double_exponential_smoothing" => None,
+                    _ => simple(name, &s.samples, param, end).map(|v| (v, None)),
+                }
+            }
+        },
+    }
+}
+
+/// `changes` or `resets` over a series mixing floats and histograms: a
+/// change of sample type counts as both.
+fn transitions(s: &RangeSeries, resets: bool) -> f64 {
+    enum P<'a> {
+        F(f64),
+        H(&'a FloatHistogram),
+    }
+    let mut all: Vec<(i64, P<'_>)> = s
+        .samples
+        .iter()
+        .map(|x| (x.t, P::F(x.v)))
+        .chain(s.hists.iter().map(|p| (p.t, P::H(&p.h))))
+        .collect();
+    all.sort_by_key(|x| x.0);
+    let mut n = 0.0;
+    for w in all.windows(2) {
+        let hit = match (&w[0].1, &w[1].1) {
+            (P::F(a), P::F(b)) => {
+                if resets {
+                    b < a
+                } else {
+                    b != a && !(a.is_nan() && b.is_nan())
+                }
+            }
+            (P::H(a), P::H(b)) => {
+                if resets {
+                    b.detect_reset(a)
+                } else {
+                    !b.equals(a)
+                }
+            }
+            _ => true,
+        };
+        if hit {
+            n += 1.0;
+        }
+    }
+    n
+}
+
+/// `rate`, `increase`, `delta` over histogram samples.
+fn histogram_rate(
+    pts: &[HPoint],
+    start: i64,
+    end: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<FloatHistogram> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let first = pts.first()?;
+    let last = pts.last()?;
+    let mut prev: FloatHistogram = first.h.as_ref().clone();
+    if counter && let Some(second) = pts.get(1) {
+        // A reset right after the first sample makes the first irrelevant,
+        // whatever its layout.
+        if second.h.detect_reset(&prev) {
+            prev = FloatHistogram {
+                schema: second.h.schema,
+                custom_values: second.h.custom_values.clone(),
+                ..FloatHistogram::default()
+            };
+        }
+    }
+    let custom = prev.uses_custom_buckets();
+    if last.h.uses_custom_buckets() != custom {
+        return None;
+    }
+    let mut min_schema = last.h.schema.min(prev.schema);
+    if counter {
+        for p in &pts[1..pts.len() - 1] {
+            min_schema = min_schema.min(p.h.schema);
+            if p.h.uses_custom_buckets() != custom {
+                return None;
+            }
+        }
+    }
+    let mut h = last.h.to_schema(min_schema).sub(&prev).ok()?;
+    if counter {
+        let mut before: &FloatHistogram = &prev;
+        for p in &pts[1..] {
+            if p.h.detect_reset(before) {
+                h = h.add(before).ok()?;
+            }
+            before = &p.h;
+        }
+    }
+    h.hint = ResetHint::Gauge;
+    let h = h.compact();
+    let factor = extrapolation_factor(
+        first.t,
+        last.t,
+        pts.len(),
+        start,
+        end,
+        counter.then_some((first.h.count, h.count)),
+        rate,
+    );
+    Some(h.scale(factor))
+}
+
+/// `irate`, `idelta` over the last two histogram samples.
+fn histogram_instant(pts: &[HPoint], rate: bool) -> Option<FloatHistogram> {
+    let n = pts.len();
+    if n < 2 {
+        return None;
+    }
+    let (prev, last) = (pts.get(n - 2)?, pts.get(n - 1)?);
+    let dt = last.t - prev.t;
+    if dt == 0 {
+        return None;
+    }
+    let mut h = last.h.as_ref().clone();
+    if !rate || !last.h.detect_reset(&prev.h) {
+        h = h.sub(&prev.h).ok()?;
+    }
+    h.hint = ResetHint::Gauge;
+    let h = h.compact();
+    Some(if rate {
+        h.divide(dt as f64 / 1000.0)
+    } else {
+        h
+    })
+}
+
+/// Prometheus' extrapolation of a change measured between the first and
+/// last sample to the window edges; `counter` carries the first value and
+/// the change, to stop extrapolating where a counter would reach zero.
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    n: usize,
+    start: i64,
+    end: i64,
+    counter: Option<(f64, f64)>,
+    rate: bool,
+) -> f64 {
+    let mut to_start = (first_t as f64 - start as f64) / 1000.0;
+    let mut to_end = (end as f64 - last_t as f64) / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_step = sampled / (n - 1) as f64;
+    let threshold = avg_step * 1.1;
+    if to_start >= threshold {
+        to_start = avg_step / 2.0;
+    }
+    if let Some((first, result)) = counter
+        && result > 0.0
+        && first >= 0.0
+    {
+        let to_zero = sampled * (first / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_step / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= (end as f64 - start as f64) / 1000.0;
+    }
+    factor
 }
 
 /// `rate`, `increase`, `delta`: the change over the window, extrapolated

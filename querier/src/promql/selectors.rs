@@ -12,10 +12,20 @@ use std::time::{Duration, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Call, Expr, Offset, VectorSelector};
 use storage::sample::is_stale_nan;
-use storage::{METRIC_NAME, MatchOp, Matcher, Sample, Series};
+use storage::{Labels, METRIC_NAME, MatchOp, Matcher, Sample};
 
-use super::value::{Elem, RangeSeries};
+use super::native_histogram::FloatHistogram;
+use super::value::{Elem, HPoint, RangeSeries};
 use super::{EvalError, Queryable, info};
+
+/// A loaded series: its float samples and its native histogram samples,
+/// each in time order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SelSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub hists: Vec<HPoint>,
+}
 
 /// Subquery step when the query gives none (Prometheus' default global
 /// evaluation interval).
@@ -97,20 +107,20 @@ struct Need {
 /// Samples loaded for every selector node of a query.
 #[derive(Default)]
 pub(crate) struct Loaded {
-    by_node: HashMap<usize, Arc<Vec<Series>>>,
+    by_node: HashMap<usize, Arc<Vec<SelSeries>>>,
     /// Candidate info series of every `info` call, by call node.
-    info_by_call: HashMap<usize, Arc<Vec<Series>>>,
+    info_by_call: HashMap<usize, Arc<Vec<SelSeries>>>,
 }
 
 impl Loaded {
-    pub fn series(&self, vs: &VectorSelector) -> Result<&[Series], EvalError> {
+    pub fn series(&self, vs: &VectorSelector) -> Result<&[SelSeries], EvalError> {
         self.by_node
             .get(&node_id(vs))
             .map(|s| s.as_slice())
             .ok_or_else(|| EvalError::Execution("selector was not loaded".into()))
     }
 
-    pub fn info_series(&self, call: &Call) -> Result<&[Series], EvalError> {
+    pub fn info_series(&self, call: &Call) -> Result<&[SelSeries], EvalError> {
         self.info_by_call
             .get(&node_id(call))
             .map(|s| s.as_slice())
@@ -245,10 +255,54 @@ pub(crate) async fn load(
     let mut total = 0usize;
     for need in planner.needs.into_values() {
         // Windows are left-open, so the first millisecond is never needed.
-        let series = q
-            .select(&need.matchers, need.min.saturating_add(1), need.max)
-            .await?;
-        total = total.saturating_add(series.iter().map(|s| s.samples.len()).sum::<usize>());
+        let (lo, hi) = (need.min.saturating_add(1), need.max);
+        let (floats, hists) = futures::join!(
+            q.select(&need.matchers, lo, hi),
+            q.select_histograms(&need.matchers, lo, hi)
+        );
+        let mut series: Vec<SelSeries> = floats?
+            .into_iter()
+            .map(|s| SelSeries {
+                labels: s.labels,
+                samples: s.samples,
+                hists: Vec::new(),
+            })
+            .collect();
+        let hists = hists?;
+        if !hists.is_empty() {
+            let mut index: HashMap<Labels, usize> = series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.labels.clone(), i))
+                .collect();
+            for hs in hists {
+                let points: Vec<HPoint> = hs
+                    .histograms
+                    .iter()
+                    .map(|h| HPoint {
+                        t: h.timestamp,
+                        h: Arc::new(FloatHistogram::from_stored(h)),
+                    })
+                    .collect();
+                let i = *index.entry(hs.labels.clone()).or_insert_with(|| {
+                    series.push(SelSeries {
+                        labels: hs.labels.clone(),
+                        ..SelSeries::default()
+                    });
+                    series.len() - 1
+                });
+                if let Some(s) = series.get_mut(i) {
+                    s.hists.extend(points);
+                    s.hists.sort_by_key(|p| p.t);
+                }
+            }
+        }
+        total = total.saturating_add(
+            series
+                .iter()
+                .map(|s| s.samples.len() + s.hists.len())
+                .sum::<usize>(),
+        );
         if total > max_samples {
             return Err(EvalError::TooManySamples);
         }
@@ -273,35 +327,57 @@ pub(crate) fn instant_sample(s: &[Sample], t: i64, lookback: i64) -> Option<Samp
     Some(*last)
 }
 
+/// The latest float or histogram sample of a series in `(t - lookback, t]`,
+/// as an element, with the sample's time.
+fn instant_value(s: &SelSeries, t: i64, lookback: i64) -> Option<(Elem, i64)> {
+    let h = if s.hists.is_empty() {
+        None
+    } else {
+        let idx = s.hists.partition_point(|x| x.t <= t);
+        idx.checked_sub(1)
+            .and_then(|i| s.hists.get(i))
+            .filter(|p| p.t > t.saturating_sub(lookback))
+    };
+    let f_idx = s.samples.partition_point(|x| x.t <= t);
+    let f = f_idx.checked_sub(1).and_then(|i| s.samples.get(i));
+    let elem = |v: f64, h: Option<Arc<FloatHistogram>>| Elem {
+        labels: s.labels.clone(),
+        v,
+        h,
+        drop_name: false,
+    };
+    match (f, h) {
+        (Some(f), Some(h)) if f.t >= h.t => {
+            // A stale marker after a histogram ends the series too.
+            if f.t <= t.saturating_sub(lookback) || is_stale_nan(f.v) {
+                None
+            } else {
+                Some((elem(f.v, None), f.t))
+            }
+        }
+        (_, Some(h)) => Some((elem(0.0, Some(Arc::clone(&h.h))), h.t)),
+        (Some(_), None) => instant_sample(&s.samples, t, lookback).map(|x| (elem(x.v, None), x.t)),
+        (None, None) => None,
+    }
+}
+
 /// Instant selector at reference time `t` (offset and `@` already applied);
 /// returns elements with the samples' own timestamps alongside.
-pub(crate) fn select_instant(series: &[Series], t: i64, lookback: i64) -> Vec<(Elem, i64)> {
+pub(crate) fn select_instant(series: &[SelSeries], t: i64, lookback: i64) -> Vec<(Elem, i64)> {
     series
         .iter()
-        .filter_map(|s| {
-            instant_sample(&s.samples, t, lookback).map(|x| {
-                (
-                    Elem {
-                        labels: s.labels.clone(),
-                        v: x.v,
-                        drop_name: false,
-                    },
-                    x.t,
-                )
-            })
-        })
+        .filter_map(|s| instant_value(s, t, lookback))
         .collect()
 }
 
 /// Range selector: samples in `(t - range, t]` without stale markers; series
 /// with no sample there are left out.
-pub(crate) fn select_range(series: &[Series], t: i64, range: i64) -> Vec<RangeSeries> {
+pub(crate) fn select_range(series: &[SelSeries], t: i64, range: i64) -> Vec<RangeSeries> {
+    let from_t = t.saturating_sub(range);
     series
         .iter()
         .filter_map(|s| {
-            let from = s
-                .samples
-                .partition_point(|x| x.t <= t.saturating_sub(range));
+            let from = s.samples.partition_point(|x| x.t <= from_t);
             let to = s.samples.partition_point(|x| x.t <= t);
             let samples: Vec<Sample> = s
                 .samples
@@ -310,12 +386,20 @@ pub(crate) fn select_range(series: &[Series], t: i64, range: i64) -> Vec<RangeSe
                 .filter(|x| !is_stale_nan(x.v))
                 .copied()
                 .collect();
-            if samples.is_empty() {
+            let hists: Vec<HPoint> = if s.hists.is_empty() {
+                Vec::new()
+            } else {
+                let from = s.hists.partition_point(|x| x.t <= from_t);
+                let to = s.hists.partition_point(|x| x.t <= t);
+                s.hists.get(from..to)?.to_vec()
+            };
+            if samples.is_empty() && hists.is_empty() {
                 return None;
             }
             Some(RangeSeries {
                 labels: s.labels.clone(),
                 samples,
+                hists,
                 drop_name: false,
             })
         })

@@ -39,6 +39,7 @@ fn apply(
         let v = f(&Civil::from_unix(ts.div_euclid(1000)));
         return Ok(Val::Vector(vec![Elem {
             labels: Labels::empty(),
+            h: None,
             v,
             drop_name: false,
         }]));
@@ -54,6 +55,7 @@ fn apply(
                 };
                 Elem {
                     labels: e.labels,
+                    h: None,
                     v,
                     drop_name: true,
                 }

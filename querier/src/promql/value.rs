@@ -7,16 +7,28 @@
 //! still read it and aggregations may still group by it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use storage::{Label, Labels, METRIC_NAME, Sample};
 
 use super::EvalError;
+use super::native_histogram::FloatHistogram;
+
+/// A native histogram sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HPoint {
+    pub t: i64,
+    pub h: Arc<FloatHistogram>,
+}
 
 /// One element of an instant vector at the current evaluation time.
 #[derive(Clone, Debug)]
 pub(crate) struct Elem {
     pub labels: Labels,
+    /// The float value; meaningless when `h` is set.
     pub v: f64,
+    /// The value when the sample is a native histogram.
+    pub h: Option<Arc<FloatHistogram>>,
     /// The metric name is to be removed when the query finishes.
     pub drop_name: bool,
 }
@@ -26,6 +38,9 @@ pub(crate) struct Elem {
 pub(crate) struct RangeSeries {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Histogram samples, apart from the floats so that float-only series
+    /// pay nothing for them.
+    pub hists: Vec<HPoint>,
     pub drop_name: bool,
 }
 
@@ -114,6 +129,7 @@ pub(crate) fn finish_vector(v: Vec<Elem>) -> Result<Vec<Elem>, EvalError> {
         .map(|e| Elem {
             labels: final_labels(&e.labels, e.drop_name),
             v: e.v,
+            h: e.h,
             drop_name: false,
         })
         .collect();

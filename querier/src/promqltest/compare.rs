@@ -14,10 +14,12 @@
 
 use std::collections::HashMap;
 
-use storage::{Labels, Series};
+use storage::Labels;
 
+use super::histogram_literal::text as htext;
 use super::parser::{Expected, Point, SeriesDef};
-use crate::promql::{Value, VectorSample};
+use crate::promql::native_histogram::FloatHistogram;
+use crate::promql::{MatrixSeries, Value, VectorSample};
 
 /// Prometheus' relative tolerance for sample values.
 pub const EPSILON: f64 = 1e-6;
@@ -45,6 +47,35 @@ pub fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < epsilon
 }
 
+/// Prometheus' runner comparison of histograms: both compacted (empty
+/// buckets dropped), then equal schema, zero threshold, bucket indices and
+/// custom bounds, and count, sum, zero count and bucket counts within
+/// [`EPSILON`]. The counter-reset hint is not compared.
+pub fn histograms_match(exp: &FloatHistogram, got: &FloatHistogram) -> bool {
+    let (e, g) = (exp.clone().compact(), got.clone().compact());
+    let buckets = |a: &[(i32, f64)], b: &[(i32, f64)]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.0 == y.0 && almost_equal(x.1, y.1, EPSILON))
+    };
+    e.schema == g.schema
+        && almost_equal(e.count, g.count, EPSILON)
+        && almost_equal(e.sum, g.sum, EPSILON)
+        && (!e.uses_custom_buckets() || e.custom_values == g.custom_values)
+        && e.zero_threshold == g.zero_threshold
+        && almost_equal(e.zero_count, g.zero_count, EPSILON)
+        && buckets(&e.negative, &g.negative)
+        && buckets(&e.positive, &g.positive)
+}
+
+fn sample_text(s: &VectorSample) -> String {
+    match &s.histogram {
+        Some(h) => htext(h),
+        None => s.sample.v.to_string(),
+    }
+}
+
 /// Short text of a value for messages.
 pub fn describe(v: &Value) -> String {
     const MAX: usize = 8;
@@ -55,7 +86,7 @@ pub fn describe(v: &Value) -> String {
             let mut parts: Vec<String> = vs
                 .iter()
                 .take(MAX)
-                .map(|s| format!("{} {}", s.labels, s.sample.v))
+                .map(|s| format!("{} {}", s.labels, sample_text(s)))
                 .collect();
             if vs.len() > MAX {
                 parts.push(format!("... ({} more)", vs.len() - MAX));
@@ -72,16 +103,23 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
-fn describe_series(s: &Series) -> String {
+fn describe_series(s: &MatrixSeries) -> String {
     const MAX: usize = 12;
     let mut pts: Vec<String> = s
         .samples
         .iter()
         .take(MAX)
         .map(|p| format!("{}@{}", p.v, p.t))
+        .chain(
+            s.histograms
+                .iter()
+                .take(MAX)
+                .map(|p| format!("{}@{}", htext(&p.h), p.t)),
+        )
         .collect();
-    if s.samples.len() > MAX {
-        pts.push(format!("... ({} more)", s.samples.len() - MAX));
+    let n = s.samples.len() + s.histograms.len();
+    if n > 2 * MAX {
+        pts.push(format!("... ({} more)", n - 2 * MAX));
     }
     format!("{} [{}]", s.labels, pts.join(" "))
 }
@@ -101,7 +139,7 @@ pub fn describe_expected(e: &Expected) -> String {
                     .map(|p| match p {
                         Point::Missing => "_".to_string(),
                         Point::Float(v) => v.to_string(),
-                        Point::Histogram(h) => h.clone(),
+                        Point::Histogram(h) => htext(h),
                     })
                     .collect();
                 let more = if d.points.len() > 12 {
@@ -144,7 +182,8 @@ pub fn compare_vector(
         let Some((epos, def)) = map.get(&s.labels) else {
             return Err(format!(
                 "unexpected series {} in result, with value {}",
-                s.labels, s.sample.v
+                s.labels,
+                sample_text(s)
             ));
         };
         if ordered && *epos != pos + 1 {
@@ -154,8 +193,25 @@ pub fn compare_vector(
                 pos + 1
             ));
         }
-        match def.points.first() {
-            Some(Point::Float(v)) => {
+        match (def.points.first(), &s.histogram) {
+            (Some(Point::Float(v)), Some(h)) => {
+                return Err(format!(
+                    "expected float value {v} for {} but got histogram {}",
+                    s.labels,
+                    htext(h)
+                ));
+            }
+            (Some(Point::Histogram(e)), Some(h)) => {
+                if !histograms_match(e, h) {
+                    return Err(format!(
+                        "expected {} for {} but got {}",
+                        htext(e),
+                        s.labels,
+                        htext(h)
+                    ));
+                }
+            }
+            (Some(Point::Float(v)), None) => {
                 if !almost_equal(*v, s.sample.v, EPSILON) {
                     return Err(format!(
                         "expected {v} for {} but got {}",
@@ -163,16 +219,20 @@ pub fn compare_vector(
                     ));
                 }
             }
-            Some(Point::Histogram(h)) => {
+            (Some(Point::Histogram(h)), None) => {
                 return Err(format!(
-                    "expected histogram {h} for {} but got float value {}",
-                    s.labels, s.sample.v
+                    "expected histogram {} for {} but got float value {}",
+                    htext(h),
+                    s.labels,
+                    s.sample.v
                 ));
             }
-            Some(Point::Missing) | None => {
+            (Some(Point::Missing) | None, _) => {
                 return Err(format!(
                     "series {} has no expected value (line {}) but got {}",
-                    s.labels, def.line, s.sample.v
+                    s.labels,
+                    def.line,
+                    sample_text(s)
                 ));
             }
         }
@@ -190,7 +250,7 @@ pub fn compare_vector(
 /// Compares a matrix with expectations whose i-th value is at `start + i*step`.
 pub fn compare_matrix(
     expected: &Expected,
-    got: &[Series],
+    got: &[MatrixSeries],
     start_ms: i64,
     end_ms: i64,
     step_ms: i64,
@@ -216,7 +276,7 @@ pub fn compare_matrix(
         };
         seen[*epos - 1] = true;
         let mut want: Vec<(i64, f64)> = Vec::new();
-        let mut histograms = 0usize;
+        let mut want_h: Vec<(i64, &FloatHistogram)> = Vec::new();
         for (i, p) in def.points.iter().enumerate() {
             let t = start_ms + i as i64 * step_ms;
             if t > end_ms {
@@ -228,25 +288,36 @@ pub fn compare_matrix(
             }
             match p {
                 Point::Float(v) => want.push((t, *v)),
-                Point::Histogram(_) => histograms += 1,
+                Point::Histogram(h) => want_h.push((t, h)),
                 Point::Missing => {}
             }
         }
-        if histograms > 0 {
+        if want.len() != s.samples.len() || want_h.len() != s.histograms.len() {
             return Err(format!(
-                "expected {} float and {histograms} histogram points for {}, but got {} (the engine has no native histograms)",
+                "expected {} float and {} histogram points for {}, but got {}",
                 want.len(),
+                want_h.len(),
                 def.labels,
                 describe_series(s)
             ));
         }
-        if want.len() != s.samples.len() {
-            return Err(format!(
-                "expected {} points for {}, but got {}",
-                want.len(),
-                def.labels,
-                describe_series(s)
-            ));
+        for (i, ((t, h), got)) in want_h.iter().zip(&s.histograms).enumerate() {
+            if *t != got.t {
+                return Err(format!(
+                    "expected histogram point {i} of {} at t={t}, but it is at t={} (result has {})",
+                    def.labels,
+                    got.t,
+                    describe_series(s)
+                ));
+            }
+            if !histograms_match(h, &got.h) {
+                return Err(format!(
+                    "expected histogram point {i} (t={t}) of {} to be {}, but got {}",
+                    def.labels,
+                    htext(h),
+                    htext(&got.h)
+                ));
+            }
         }
         for (i, ((t, v), got)) in want.iter().zip(&s.samples).enumerate() {
             if *t != got.t {
@@ -277,7 +348,7 @@ pub fn compare_matrix(
 }
 
 /// Prometheus requires matrices to be sorted by labels.
-pub fn assert_sorted(m: &[Series]) -> Result<(), String> {
+pub fn assert_sorted(m: &[MatrixSeries]) -> Result<(), String> {
     for w in m.windows(2) {
         if w[0].labels > w[1].labels {
             return Err(format!(
@@ -305,6 +376,7 @@ mod tests {
     use storage::Sample;
 
     use super::*;
+    use crate::promql::HPoint;
     use crate::promqltest::parser::parse_series_line;
 
     fn exp(lines: &[&str]) -> Expected {
@@ -332,6 +404,7 @@ mod tests {
         VectorSample {
             labels: lbl(l),
             sample: Sample::new(0, v),
+            histogram: None,
         }
     }
 
@@ -379,17 +452,19 @@ mod tests {
     #[test]
     fn matrices_check_timestamps_gaps_and_order() {
         let e = exp(&[r#"m{a="1"} 1 _ 3"#, r#"m{a="2"} 1+1x2"#]);
-        let s1 = Series {
+        let s1 = MatrixSeries {
             labels: lbl(r#"m{a="1"}"#),
             samples: vec![Sample::new(0, 1.0), Sample::new(20, 3.0)],
+            histograms: Vec::new(),
         };
-        let s2 = Series {
+        let s2 = MatrixSeries {
             labels: lbl(r#"m{a="2"}"#),
             samples: vec![
                 Sample::new(0, 1.0),
                 Sample::new(10, 2.0),
                 Sample::new(20, 3.0),
             ],
+            histograms: Vec::new(),
         };
         assert!(compare_matrix(&e, &[s1.clone(), s2.clone()], 0, 20, 10).is_ok());
         // Unsorted.
@@ -404,6 +479,40 @@ mod tests {
         assert!(compare_matrix(&e, &[s1.clone(), short], 0, 20, 10).is_err());
         // More expected points than the range holds.
         assert!(compare_matrix(&e, &[s1, s2], 0, 10, 10).is_err());
+    }
+
+    #[test]
+    fn histograms_compare_compacted_with_tolerance() {
+        let e = exp(&["m {{schema:0 count:3 sum:2 buckets:[1 0 2]}}"]);
+        let h = |count: f64, buckets: Vec<(i32, f64)>| {
+            std::sync::Arc::new(FloatHistogram {
+                count,
+                sum: 2.0,
+                positive: buckets,
+                ..Default::default()
+            })
+        };
+        let got = |x| VectorSample {
+            labels: lbl("m"),
+            sample: Sample::new(0, 0.0),
+            histogram: Some(x),
+        };
+        // The empty middle bucket may be absent; counts within 1e-6.
+        assert!(compare_vector(&e, &[got(h(3.0000001, vec![(0, 1.0), (2, 2.0)]))], false).is_ok());
+        assert!(compare_vector(&e, &[got(h(3.0, vec![(0, 1.0), (1, 2.0)]))], false).is_err());
+        assert!(compare_vector(&e, &[got(h(3.1, vec![(0, 1.0), (2, 2.0)]))], false).is_err());
+        assert!(compare_vector(&e, &[vs("m", 3.0)], false).is_err());
+        let m = MatrixSeries {
+            labels: lbl("m"),
+            samples: Vec::new(),
+            histograms: vec![HPoint {
+                t: 10,
+                h: h(3.0, vec![(0, 1.0), (2, 2.0)]),
+            }],
+        };
+        let em = exp(&["m _ {{schema:0 count:3 sum:2 buckets:[1 0 2]}}"]);
+        assert!(compare_matrix(&em, std::slice::from_ref(&m), 0, 10, 10).is_ok());
+        assert!(compare_matrix(&em, &[m], 0, 20, 5).is_err());
     }
 
     #[test]

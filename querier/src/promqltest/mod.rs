@@ -10,6 +10,7 @@
 //! The `promqltest` binary drives it over a folder.
 
 pub mod compare;
+pub mod histogram_literal;
 pub mod parser;
 pub mod runner;
 

@@ -16,7 +16,7 @@
 //! (missing), `_xN` (N missing), `v` (one value), `vxN` (N+1 copies),
 //! `a+bxN` / `a-bxN` (N+1 values a, a+b, ...; repeated addition as Prometheus
 //! does), `stale` (stale marker), `Inf`/`-Inf`/`NaN`, hex integers, and native
-//! histograms `{{...}}` (with `xN` and `{{..}}+{{..}}xN`), which are kept as text.
+//! histograms `{{...}}` (with `xN` and `{{..}}+{{..}}xN`, see `histogram_literal`).
 //!
 //! A malformed command never aborts the file: it becomes [`Cmd::Invalid`] and
 //! parsing resumes at the next blank line.
@@ -25,6 +25,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use storage::{Label, Labels, METRIC_NAME};
+
+use super::histogram_literal;
+use crate::promql::native_histogram::FloatHistogram;
 
 /// Bit pattern of Prometheus' stale marker.
 pub fn stale_nan() -> f64 {
@@ -37,8 +40,8 @@ pub enum Point {
     /// `_`: no sample at this position.
     Missing,
     Float(f64),
-    /// A native histogram literal, kept as text (`{{...}}`).
-    Histogram(String),
+    /// A native histogram value (from a `{{...}}` literal).
+    Histogram(Box<FloatHistogram>),
 }
 
 /// A series line of a `load` or of an expected result.
@@ -897,46 +900,23 @@ fn parse_item(item: &str, out: &mut Vec<Point>) -> Result<(), String> {
     Ok(())
 }
 
-/// `{{..}}`, `{{..}}xN`, `{{..}}+{{..}}xN`, `{{..}}-{{..}}xN`: kept as text, with
-/// the right number of positions.
+/// `{{..}}`, `{{..}}xN`, `{{..}}+{{..}}xN`, `{{..}}-{{..}}xN`.
 fn parse_histogram_item(item: &str, out: &mut Vec<Point>) -> Result<(), String> {
     if !item.starts_with("{{") {
         return Err(format!("invalid histogram item {item:?}"));
     }
-    let Some(end) = item.find("}}") else {
-        return Err(format!("unterminated histogram literal {item:?}"));
-    };
-    let first = &item[..end + 2];
-    let rest = &item[end + 2..];
-    if rest.is_empty() {
-        out.push(Point::Histogram(first.to_string()));
-        return Ok(());
+    if let Some(n) = item
+        .rfind("}}x")
+        .and_then(|p| item[p + 3..].parse::<u64>().ok())
+        && n > 10_000_000
+    {
+        return Err(format!("repeat count too large in {item:?}"));
     }
-    let count = |s: &str| -> Result<u64, String> {
-        let n = s
-            .strip_prefix('x')
-            .ok_or_else(|| format!("invalid histogram item {item:?}"))?;
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("invalid repeat count in {item:?}"))?;
-        if n > 10_000_000 {
-            return Err(format!("repeat count too large in {item:?}"));
-        }
-        Ok(n)
-    };
-    let n = if rest.starts_with(['+', '-']) {
-        let r = &rest[1..];
-        let Some(e2) = r.find("}}") else {
-            return Err(format!("unterminated histogram literal {item:?}"));
-        };
-        if !r.starts_with("{{") {
-            return Err(format!("invalid histogram item {item:?}"));
-        }
-        count(&r[e2 + 2..])?
-    } else {
-        count(rest)?
-    };
-    out.extend((0..=n).map(|_| Point::Histogram(item.to_string())));
+    out.extend(
+        histogram_literal::expand(item)?
+            .into_iter()
+            .map(|h| Point::Histogram(Box::new(h))),
+    );
     Ok(())
 }
 
@@ -996,8 +976,9 @@ mod tests {
         .expect("parse");
         assert_eq!(p.len(), 1 + 3 + 2 + 1);
         assert!(
-            matches!(&p[0], Point::Histogram(h) if h == "{{schema:0 sum:1 count:1 buckets:[1]}}")
+            matches!(&p[0], Point::Histogram(h) if h.positive == vec![(0, 1.0)] && h.sum == 1.0)
         );
+        assert!(matches!(&p[5], Point::Histogram(h) if h.sum == 3.0));
         assert_eq!(p[6], Point::Missing);
     }
 

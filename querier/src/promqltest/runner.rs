@@ -1,14 +1,14 @@
 //! Runs parsed scripts against the engine, with data written through Strata's
 //! storage (or, as a debug aid, an in-memory [`Queryable`]).
 //!
-//! * `load` = one [`Storage::write_segment`] call with the float samples of all
-//!   its series; `clear` = a fresh [`Storage::in_memory`].
-//! * Series holding native histogram samples cannot be stored (samples are
-//!   floats): they are not written, and every eval whose selectors match such a
-//!   series fails without running, as does every eval whose selectors match a
-//!   series of a load that failed. `load_with_nhcb` writes the float series and
-//!   registers the native histograms it would have derived (`foo` from
-//!   `foo_bucket`/`foo_count`/`foo_sum`) as such unstorable series.
+//! * `load` = what a group commit does with one request: one
+//!   [`Storage::write_segment`] call with the float samples of all its series
+//!   and one [`Storage::write_sidecar`] with its native histogram samples
+//!   (float histograms, as Prometheus' runner appends them); `clear` = a fresh
+//!   [`Storage::in_memory`]. Every eval whose selectors match a series of a
+//!   load that failed fails without running. `load_with_nhcb` writes the float
+//!   series and registers the native histograms it would have derived (`foo`
+//!   from `foo_bucket`/`foo_count`/`foo_sum`) as unstorable series.
 //! * Instant evals are also checked in range mode, as Prometheus' runner does: a
 //!   range query from t-1m to t+1m step 1m must give the same result at t
 //!   (skipped for `expect fail`, `expect string`, `expect range vector`,
@@ -24,6 +24,7 @@ use std::time::Duration;
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use regex::Regex;
+use storage::sidecar::{HistogramSeries, Sidecar};
 use storage::{Labels, METRIC_NAME, Sample, Series, Storage, TenantId};
 
 use super::compare::{
@@ -70,28 +71,43 @@ pub enum DataPath {
 }
 
 enum Db {
-    Storage(TenantQueryable),
+    Storage(Box<TenantQueryable>),
     Mem(MemQueryable),
 }
 
 impl Db {
     fn fresh(path: DataPath, tenant: &TenantId) -> Self {
         match path {
-            DataPath::Storage => Db::Storage(TenantQueryable {
+            DataPath::Storage => Db::Storage(Box::new(TenantQueryable {
                 storage: Storage::in_memory(),
                 tenant: tenant.clone(),
                 warnings: Default::default(),
-            }),
+            })),
             DataPath::Memory => Db::Mem(MemQueryable::default()),
         }
     }
 
-    async fn write(&mut self, series: Vec<Series>) -> Result<(), String> {
+    async fn write(
+        &mut self,
+        series: Vec<Series>,
+        histograms: Vec<HistogramSeries>,
+    ) -> Result<(), String> {
         match self {
             Db::Storage(q) => {
                 let q = q.clone();
-                let task =
-                    tokio::spawn(async move { q.storage.write_segment(&q.tenant, &series).await });
+                let task = tokio::spawn(async move {
+                    if !series.is_empty() {
+                        q.storage.write_segment(&q.tenant, &series).await?;
+                    }
+                    if !histograms.is_empty() {
+                        let sidecar = Sidecar {
+                            histograms,
+                            ..Sidecar::default()
+                        };
+                        q.storage.write_sidecar(&q.tenant, &sidecar).await?;
+                    }
+                    Ok::<_, storage::StorageError>(())
+                });
                 match tokio::time::timeout(QUERY_TIMEOUT, task).await {
                     Err(_) => Err(format!("write_segment timed out after {QUERY_TIMEOUT:?}")),
                     Ok(Err(join)) => Err(format!("write_segment panicked: {}", panic_text(join))),
@@ -101,6 +117,7 @@ impl Db {
             }
             Db::Mem(m) => {
                 m.write(&series);
+                m.write_histograms(&histograms);
                 Ok(())
             }
         }
@@ -108,7 +125,7 @@ impl Db {
 
     fn queryable(&self) -> Arc<dyn Queryable> {
         match self {
-            Db::Storage(q) => Arc::new(q.clone()),
+            Db::Storage(q) => Arc::new(q.as_ref().clone()),
             Db::Mem(m) => Arc::new(m.clone()),
         }
     }
@@ -430,33 +447,31 @@ async fn run_load(load: &Load, db: &mut Db, state: &mut State, report: &mut File
     }
     state.any_histogram_text |= load.has_histograms();
     let mut to_write: Vec<Series> = Vec::new();
+    let mut hists_to_write: Vec<HistogramSeries> = Vec::new();
     let mut entries: Vec<LoadedSeries> = Vec::new();
     for def in &load.series {
-        let histogram = def.points.iter().any(|p| matches!(p, Point::Histogram(_)));
-        if histogram {
-            entries.push(LoadedSeries {
-                labels: def.labels.clone(),
-                histogram: true,
-                labels_from_nhcb: false,
-                broken: Some(format!(
-                    "series {} (line {}) holds native histogram samples, which the storage cannot hold",
-                    def.labels, def.line
-                )),
-            });
-            continue;
-        }
+        let t = |i: usize| i as i64 * load.step_ms;
         let samples: Vec<Sample> = def
             .points
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match p {
-                Point::Float(v) => Some(Sample::new(i as i64 * load.step_ms, *v)),
+                Point::Float(v) => Some(Sample::new(t(i), *v)),
+                _ => None,
+            })
+            .collect();
+        let histograms: Vec<storage::histogram::Histogram> = def
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Point::Histogram(h) => Some(h.to_stored(t(i))),
                 _ => None,
             })
             .collect();
         entries.push(LoadedSeries {
             labels: def.labels.clone(),
-            histogram: false,
+            histogram: !histograms.is_empty(),
             labels_from_nhcb: false,
             broken: None,
         });
@@ -464,6 +479,12 @@ async fn run_load(load: &Load, db: &mut Db, state: &mut State, report: &mut File
             to_write.push(Series {
                 labels: def.labels.clone(),
                 samples,
+            });
+        }
+        if !histograms.is_empty() {
+            hists_to_write.push(HistogramSeries {
+                labels: def.labels.clone(),
+                histograms,
             });
         }
     }
@@ -486,8 +507,8 @@ async fn run_load(load: &Load, db: &mut Db, state: &mut State, report: &mut File
             }
         }
     }
-    if !to_write.is_empty()
-        && let Err(e) = db.write(to_write).await
+    if (!to_write.is_empty() || !hists_to_write.is_empty())
+        && let Err(e) = db.write(to_write, hists_to_write).await
     {
         let msg = format!("load at line {} failed: {e}", load.line);
         report.load_errors.push(format!("{}: {e}", load.line));
@@ -691,11 +712,22 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
             assert_sorted(&m).map_err(|e| format!("range mode: {e}"))?;
             let vec: Vec<VectorSample> = m
                 .iter()
-                .filter_map(|s| {
-                    s.samples.iter().find(|p| p.t == t).map(|p| VectorSample {
+                .flat_map(|s| {
+                    let f = s.samples.iter().find(|p| p.t == t).map(|p| VectorSample {
                         labels: s.labels.clone(),
                         sample: *p,
-                    })
+                        histogram: None,
+                    });
+                    let h = s
+                        .histograms
+                        .iter()
+                        .find(|p| p.t == t)
+                        .map(|p| VectorSample {
+                            labels: s.labels.clone(),
+                            sample: Sample::new(t, 0.0),
+                            histogram: Some(p.h.clone()),
+                        });
+                    f.into_iter().chain(h)
                 })
                 .collect();
             if is_scalar {
@@ -762,14 +794,7 @@ mod tests {
         assert_eq!(r.evals.len(), 3, "{r:?}");
         assert_eq!(r.evals[0].tier, Tier::T1);
         assert_eq!(r.evals[1].tier, Tier::T2);
-        assert!(
-            r.evals[1]
-                .failure
-                .as_deref()
-                .is_some_and(|f| f.contains("native histogram")),
-            "{:?}",
-            r.evals[1]
-        );
+        assert_eq!(r.evals[1].failure, None, "{:?}", r.evals[1]);
         assert_eq!(r.parse_errors.len(), 1);
         let r = run_script("limit.test", script, &Engine::default(), &opts).await;
         assert!(r.evals.iter().all(|e| e.tier == Tier::T3));
