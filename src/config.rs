@@ -16,6 +16,7 @@ use querier::api::QueryConfig;
 use serde::Deserialize;
 use storage::TenantId;
 use storage::config::{Backend, StorageConfig};
+use storage::lease::{LeasesBackend, LeasesConfig};
 
 /// The whole configuration file. Every field has a default, so an empty file
 /// (or none) is a working laptop setup: local storage in `./data`.
@@ -35,6 +36,8 @@ pub struct StrataConfig {
     pub aggregate: AggregateConfig,
     /// `[rules]`: where rule sets live (object store or etcd).
     pub rules: RulesConfig,
+    /// `[leases]`: where job leases are taken (object store or etcd).
+    pub leases: LeasesConfig,
     pub auth: AuthConfig,
     /// `[limits]`: per-tenant limits (`src/limits.rs`).
     pub limits: LimitsConfig,
@@ -54,6 +57,7 @@ impl Default for StrataConfig {
             compact: CompactorConfig::default(),
             aggregate: AggregateConfig::default(),
             rules: RulesConfig::default(),
+            leases: LeasesConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
@@ -130,6 +134,15 @@ pub struct Overrides {
     /// Prefix of the rule keys in etcd (rules.etcd_prefix) [default: /strata/rules] [env: STRATA_RULES_ETCD_PREFIX]
     #[arg(long, value_name = "PREFIX")]
     pub rules_etcd_prefix: Option<String>,
+    /// Where the compactor and aggregator take their leases: object_store or etcd (leases.backend) [default: object_store] [env: STRATA_LEASES_BACKEND]
+    #[arg(long, value_name = "BACKEND")]
+    pub leases_backend: Option<LeasesBackend>,
+    /// etcd endpoints of the leases, comma-separated (leases.etcd_endpoints) [env: STRATA_LEASES_ETCD_ENDPOINTS]
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub leases_etcd_endpoints: Option<Vec<String>>,
+    /// Prefix of the lease keys in etcd (leases.etcd_prefix) [default: /strata/leases] [env: STRATA_LEASES_ETCD_PREFIX]
+    #[arg(long, value_name = "PREFIX")]
+    pub leases_etcd_prefix: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +276,26 @@ impl StrataConfig {
                     self.rules.etcd_request_timeout =
                         humantime::parse_duration(v).map_err(|e| invalid(key, e))?
                 }
+                "STRATA_LEASES_BACKEND" => {
+                    self.leases.backend = v.parse().map_err(|e| invalid(key, e))?
+                }
+                "STRATA_LEASES_ETCD_ENDPOINTS" => {
+                    self.leases.etcd_endpoints = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                "STRATA_LEASES_ETCD_PREFIX" => self.leases.etcd_prefix = v.clone(),
+                "STRATA_LEASES_ETCD_CONNECT_TIMEOUT" => {
+                    self.leases.etcd_connect_timeout =
+                        humantime::parse_duration(v).map_err(|e| invalid(key, e))?
+                }
+                "STRATA_LEASES_ETCD_REQUEST_TIMEOUT" => {
+                    self.leases.etcd_request_timeout =
+                        humantime::parse_duration(v).map_err(|e| invalid(key, e))?
+                }
                 "STRATA_CONFIG" => {}
                 other if other.starts_with("STRATA_") => {
                     return Err(invalid(other, "unknown environment variable (typo?)"));
@@ -332,6 +365,15 @@ impl StrataConfig {
         if let Some(v) = &f.rules_etcd_prefix {
             self.rules.etcd_prefix = v.clone();
         }
+        if let Some(v) = f.leases_backend {
+            self.leases.backend = v;
+        }
+        if let Some(v) = &f.leases_etcd_endpoints {
+            self.leases.etcd_endpoints = v.clone();
+        }
+        if let Some(v) = &f.leases_etcd_prefix {
+            self.leases.etcd_prefix = v.clone();
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -347,6 +389,7 @@ impl StrataConfig {
             .validate()
             .map_err(|e| invalid("aggregate", e))?;
         self.rules.validate().map_err(|e| invalid("rules", e))?;
+        self.leases.validate().map_err(|e| invalid("leases", e))?;
         self.auth.validate().map_err(|e| invalid("auth", e))?;
         self.limits.validate().map_err(|e| invalid("limits", e))?;
         self.tls.validate().map_err(|e| invalid("tls", e))?;
@@ -479,6 +522,61 @@ lookback_delta = "1m"
         .unwrap_err()
         .to_string();
         assert!(err.contains("STRATA_TLS_CLIENT_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn leases_backend_from_file_env_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "[leases]\nbackend = \"etcd\"\netcd_endpoints = [\"http://file:2379\"]\netcd_request_timeout = \"1s\"\n",
+        )
+        .expect("write");
+        let flags = Overrides {
+            config: Some(path),
+            leases_etcd_prefix: Some("/flag".into()),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(
+            &flags,
+            &env(&[
+                (
+                    "STRATA_LEASES_ETCD_ENDPOINTS",
+                    "http://a:2379,http://b:2379",
+                ),
+                ("STRATA_LEASES_ETCD_PREFIX", "/env"),
+                ("STRATA_LEASES_ETCD_CONNECT_TIMEOUT", "300ms"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.leases.backend, LeasesBackend::Etcd);
+        assert_eq!(c.leases.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(c.leases.etcd_prefix, "/flag", "flag wins over env");
+        assert_eq!(c.leases.etcd_connect_timeout.as_millis(), 300);
+        assert_eq!(c.leases.etcd_request_timeout.as_secs(), 1);
+        assert_eq!(c.rules, RulesConfig::default(), "rules are separate");
+        let flags = Overrides {
+            leases_backend: Some(LeasesBackend::ObjectStore),
+            ..Default::default()
+        };
+        let c = StrataConfig::load(&flags, &env(&[("STRATA_LEASES_BACKEND", "etcd")]))
+            .expect("flag wins over env: no endpoints needed");
+        assert_eq!(c.leases.backend, LeasesBackend::ObjectStore);
+        let err = |e: &[(&str, &str)]| {
+            StrataConfig::load(&Overrides::default(), &env(e))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&[("STRATA_LEASES_BACKEND", "etcd")]);
+        assert!(e.contains("leases.etcd_endpoints"), "{e}");
+        let e = err(&[("STRATA_LEASES_BACKEND", "zookeeper")]);
+        assert!(e.contains("STRATA_LEASES_BACKEND"), "{e}");
+        let e = err(&[
+            ("STRATA_LEASES_BACKEND", "etcd"),
+            ("STRATA_LEASES_ETCD_ENDPOINTS", "etcd:2379"),
+        ]);
+        assert!(e.contains("leases.etcd_endpoints[0]"), "{e}");
     }
 
     #[test]

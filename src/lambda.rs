@@ -230,14 +230,18 @@ impl JobContext {
         store: Arc<dyn ObjectStore>,
     ) -> anyhow::Result<Self> {
         Ok(match job {
-            Job::Compact => JobContext::Compact(Compactor::new(
-                store,
-                config.compact.clone(),
-                CompactorMetrics::default(),
-            )),
+            Job::Compact => {
+                let c = Compactor::new(store, config.compact.clone(), CompactorMetrics::default());
+                JobContext::Compact(match server::lease_backend(config, Default::default())? {
+                    Some(l) => c.with_leases(l),
+                    None => c,
+                })
+            }
             Job::Aggregate => {
                 let rules = server::rule_store(config, store.clone())?;
-                JobContext::Aggregate(Aggregator::new(store, rules, config.aggregate.clone()))
+                let job = Aggregator::new(store, rules, config.aggregate.clone());
+                let leases = server::lease_backend(config, Default::default())?;
+                JobContext::Aggregate(server::aggregator_with_leases(job, &leases))
             }
         })
     }

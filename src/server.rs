@@ -29,6 +29,7 @@ use storage::Storage;
 use storage::cached_store::{CacheMetrics, CachedStore};
 use storage::instrumented_store::{InstrumentedStore, StoreMetrics};
 use storage::latency_store::LatencyStore;
+use storage::lease::{LeaseBackend, LeasesBackend};
 use tracing::{Instrument, info, info_span};
 
 use crate::config::StrataConfig;
@@ -83,6 +84,8 @@ pub struct App {
     pub compactor: Option<Arc<Compactor>>,
     /// The rule store (`[rules]`), for the aggregation timer.
     pub rules: Arc<dyn aggregator::RuleStore>,
+    /// The job leases' backend when not the object store (`[leases]`).
+    pub leases: Option<Arc<dyn LeaseBackend>>,
 }
 
 /// The router of the selected roles, plus `/metrics`, health endpoints and
@@ -108,9 +111,21 @@ pub fn app(
         std::time::Duration::ZERO
     };
     let storage = Storage::new(store.clone()).with_view_max_age(view_max_age);
+    // Job leases (`[leases]`): etcd requests counted on /metrics.
+    let leases = match config.leases.backend {
+        LeasesBackend::Etcd => lease_backend(
+            config,
+            aggregator::EtcdMetrics::register_for(&mut registry, "leases"),
+        )?,
+        LeasesBackend::ObjectStore => None,
+    };
     let compactor = (roles.compact && !config.compact.every.is_zero()).then(|| {
         let metrics = CompactorMetrics::register(&mut registry);
-        Arc::new(Compactor::new(store, config.compact.clone(), metrics))
+        let c = Compactor::new(store, config.compact.clone(), metrics);
+        Arc::new(match &leases {
+            Some(l) => c.with_leases(l.clone()),
+            None => c,
+        })
     });
     let mut app = Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
@@ -188,7 +203,31 @@ pub fn app(
         router,
         compactor,
         rules: rule_store,
+        leases,
     })
+}
+
+/// The job leases' backend (`[leases]`) when it is not the object store,
+/// where each job takes its leases on its own store.
+pub fn lease_backend(
+    config: &StrataConfig,
+    metrics: aggregator::EtcdMetrics,
+) -> anyhow::Result<Option<Arc<dyn LeaseBackend>>> {
+    config
+        .leases
+        .build(metrics)
+        .context("building the lease backend ([leases])")
+}
+
+/// `job` taking its leases from `leases`, if set.
+pub fn aggregator_with_leases(
+    job: aggregator::Aggregator,
+    leases: &Option<Arc<dyn LeaseBackend>>,
+) -> aggregator::Aggregator {
+    match leases {
+        Some(l) => job.with_leases(l.clone()),
+        None => job,
+    }
 }
 
 /// The configured rule store (`[rules]`: the object store `store`, or etcd).
@@ -327,6 +366,7 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
         router: app,
         compactor,
         rules,
+        leases,
     } = app(&config, roles, store)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = compactor.map(|c| {
@@ -343,6 +383,7 @@ pub async fn run(config: StrataConfig, roles: Roles) -> anyhow::Result<()> {
     let aggregation = (roles.compact && !config.aggregate.every.is_zero()).then(|| {
         let store = store_for_jobs.clone();
         let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
+        let job = aggregator_with_leases(job, &leases);
         let every = config.aggregate.every;
         let mut stop = stop_rx.clone();
         info!(every = ?every, "aggregator runs on a timer");
@@ -396,6 +437,10 @@ pub async fn compact_once(config: StrataConfig) -> anyhow::Result<()> {
         .build()
         .context("building the object store")?;
     let compactor = Compactor::new(store, config.compact.clone(), CompactorMetrics::default());
+    let compactor = match lease_backend(&config, Default::default())? {
+        Some(l) => compactor.with_leases(l),
+        None => compactor,
+    };
     let stats = compactor
         .run_until_idle(ONE_SHOT_MAX_PASSES)
         .await
@@ -415,6 +460,7 @@ pub async fn aggregate(
         .context("building the object store")?;
     let rules = rule_store(&config, store.clone())?;
     let job = aggregator::Aggregator::new(store, rules, config.aggregate.clone());
+    let job = aggregator_with_leases(job, &lease_backend(&config, Default::default())?);
     match every {
         Some(every) => job.run_every(every, shutdown_signal()).await,
         None => {

@@ -17,9 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::ObjectStore;
 use storage::block::{BlockOptions, BlockWriter, RAW};
+use storage::lease::{self, LeaseBackend, ObjectStoreLeases};
 use storage::manifest::{self, BlockEntry, Change, Retired, SegmentEntry};
 use storage::storage::{Snapshot, Source};
-use storage::{Labels, Storage, StorageError, TenantId, lease, paths};
+use storage::{Labels, Storage, StorageError, TenantId, paths};
 use tracing::{Instrument, debug, info, info_span, warn};
 use ulid::Ulid;
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -84,6 +85,8 @@ pub fn now_ms() -> i64 {
 /// The aggregator of one process.
 pub struct Aggregator {
     storage: Storage,
+    /// Where leases are taken: by default the object store (`[leases]`).
+    leases: Arc<dyn LeaseBackend>,
     rules: Arc<dyn RuleStore>,
     config: AggregateConfig,
     owner: String,
@@ -128,11 +131,18 @@ impl Aggregator {
         config: AggregateConfig,
     ) -> Self {
         Self {
+            leases: Arc::new(ObjectStoreLeases::new(store.clone())),
             storage: Storage::new(store),
             rules,
             config,
             owner: format!("{}-{}", std::process::id(), Ulid::new()),
         }
+    }
+
+    /// Takes leases from `leases` (etcd, `[leases]`) instead of the object store.
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseBackend>) -> Self {
+        self.leases = leases;
+        self
     }
 
     pub fn storage(&self) -> &Storage {
@@ -235,16 +245,10 @@ impl Aggregator {
         let wlen = self.config.window_ms(policy.resolution_ms);
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let lease_shard = format!("{res}-{shard}");
-        let Some(mut lease) = lease::try_acquire(
-            self.storage.object_store().clone(),
-            JOB,
-            tenant,
-            &lease_shard,
-            &self.owner,
-            ttl,
-            now_ms(),
-        )
-        .await?
+        let Some(mut lease) = self
+            .leases
+            .try_acquire(JOB, tenant, &lease_shard, &self.owner, ttl, now_ms())
+            .await?
         else {
             debug!(
                 shard = lease_shard,

@@ -5,7 +5,7 @@
 //!   `_system/rules/<tenant>/<version>.json`, each version created with
 //!   create-if-absent (the manifest's chain of versions);
 //! - etcd ([`etcd::EtcdRuleStore`]), over etcd's JSON gateway
-//!   ([`etcd_gateway`]): a head key per tenant and a key per version,
+//!   ([`storage::etcd`], shared with the job leases): a head key per tenant and a key per version,
 //!   committed by compare-and-swap in one transaction.
 //!
 //! Every version is kept as history; deleting a rule set commits an empty
@@ -31,12 +31,9 @@ pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod etcd;
-pub mod etcd_gateway;
-pub mod metrics;
 
 pub use config::{RulesBackend, RulesConfig};
-pub use etcd_gateway::EtcdError;
-pub use metrics::EtcdMetrics;
+pub use storage::etcd::{EtcdError, EtcdMetrics};
 
 /// The format of stored rule set versions.
 pub const FORMAT_VERSION: u32 = 1;

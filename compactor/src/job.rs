@@ -16,9 +16,10 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use storage::block::{BlockOptions, BlockWriter, RAW};
 use storage::instrumented_store::{InstrumentedStore, StoreMetrics};
+use storage::lease::{self, LeaseBackend, ObjectStoreLeases};
 use storage::manifest::{self, BlockEntry, Change, Retired, Versioned};
 use storage::storage::{Snapshot, Source};
-use storage::{Storage, StorageError, TenantId, lease, paths};
+use storage::{Storage, StorageError, TenantId, paths};
 use tracing::{Instrument, debug, info, info_span, warn};
 use ulid::Ulid;
 
@@ -99,6 +100,9 @@ impl PassStats {
 /// The compactor of one process.
 pub struct Compactor {
     storage: Storage,
+    /// Where leases are taken: by default the object store, as generations
+    /// next to the data (`[leases]`).
+    leases: Arc<dyn LeaseBackend>,
     requests: StoreMetrics,
     config: CompactorConfig,
     owner: String,
@@ -123,12 +127,19 @@ impl Compactor {
         let requests = StoreMetrics::unregistered();
         let store: Arc<dyn ObjectStore> = Arc::new(InstrumentedStore::new(store, requests.clone()));
         Self {
+            leases: Arc::new(ObjectStoreLeases::new(store.clone())),
             storage: Storage::new(store),
             requests,
             config,
             owner: format!("{}-{}", std::process::id(), Ulid::new()),
             metrics,
         }
+    }
+
+    /// Takes leases from `leases` (etcd, `[leases]`) instead of the object store.
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseBackend>) -> Self {
+        self.leases = leases;
+        self
     }
 
     pub fn storage(&self) -> &Storage {
@@ -318,17 +329,10 @@ impl Compactor {
         let top = levels.last().copied().unwrap_or(levels[0]);
         let shard = plan::window_of(target.window.start, top).start.to_string();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        let store = self.storage.object_store().clone();
-        let Some(mut lease) = lease::try_acquire(
-            store.clone(),
-            JOB,
-            tenant,
-            &shard,
-            &self.owner,
-            ttl,
-            now_ms(),
-        )
-        .await?
+        let Some(mut lease) = self
+            .leases
+            .try_acquire(JOB, tenant, &shard, &self.owner, ttl, now_ms())
+            .await?
         else {
             debug!(shard, "lease held by another compactor; skipping");
             stats.lease_skips += 1;

@@ -58,6 +58,9 @@ pub enum StorageError {
     Conflict { key: String, attempts: usize },
     #[error("invalid storage config field {field}: {reason}")]
     Config { field: &'static str, reason: String },
+    /// etcd, when it keeps the job leases (`[leases] backend = "etcd"`).
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
 }
 
 impl StorageError {

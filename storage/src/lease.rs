@@ -1,18 +1,26 @@
-//! Job leases on the object store: a compactor (or aggregator) takes a lease
-//! per shard of work before it touches that shard, so two copies of a job
-//! never work on the same shard at once, and a crashed holder's lease simply
-//! expires.
+//! Job leases: a compactor (or aggregator) takes a lease per shard of work
+//! before it touches that shard, so two copies of a job never work on the
+//! same shard at once, and a crashed holder's lease simply expires. The
+//! manifest's conditional commit, not the lease, is what keeps results
+//! correct if a lease ever fails (clock skew, a paused holder).
 //!
-//! A shard's lease is a sequence of generations,
-//! `_system/leases/<job>/<tenant>/<shard>/<generation>.json`, each holding
-//! `{owner, expires_ms}`. Taking the lease means creating the next generation
-//! with create-if-absent, which only one contender can win, and only once the
-//! newest generation has expired or been released. The holder renews by
-//! rewriting its own generation before it expires and then checking that no
-//! newer generation exists. Like every lease this relies on clocks being
-//! roughly in sync; the manifest's conditional commit, not the lease, is what
-//! keeps results correct if that ever fails.
+//! One trait, [`LeaseBackend`], with two backends chosen by `[leases]`
+//! ([`config`]), both passing the same suite ([`conformance`]):
+//!
+//! - the object store ([`ObjectStoreLeases`], the default). A shard's lease
+//!   is a sequence of generations,
+//!   `_system/leases/<job>/<tenant>/<shard>/<generation>.json`, each holding
+//!   `{owner, expires_ms}`. Taking the lease means creating the next
+//!   generation with create-if-absent, which only one contender can win, and
+//!   only once the newest generation has expired or been released. The
+//!   holder renews by rewriting its own generation before it expires and
+//!   then checking that no newer generation exists. Expiry is judged on the
+//!   contenders' clocks, so this relies on them being roughly in sync.
+//! - etcd ([`etcd::EtcdLeases`]): a key per shard created under an etcd
+//!   lease with a TTL, renewed by keep-alive, released by revoking; expiry
+//!   is judged by etcd's clock alone.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -25,15 +33,95 @@ use crate::error::{Result, StorageError};
 use crate::paths;
 use crate::tenant::TenantId;
 
+pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod etcd;
+
+pub use config::{LeasesBackend, LeasesConfig};
+
+/// Where leases are taken.
+#[async_trait]
+pub trait LeaseBackend: Send + Sync {
+    /// Takes the lease of (`job`, `tenant`, `shard`) for `owner` for
+    /// `ttl_ms` unless someone else holds it. `Ok(None)`: held by another
+    /// owner (or lost a race to take it). `now_ms` is the caller's clock.
+    async fn try_acquire(
+        &self,
+        job: &str,
+        tenant: &TenantId,
+        shard: &str,
+        owner: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lease>>;
+}
+
+/// A lease this process holds.
+pub type Lease = Box<dyn HeldLease>;
+
+/// A lease this process holds, of either backend.
+#[async_trait]
+pub trait HeldLease: Send + Sync + std::fmt::Debug {
+    /// When the lease runs out unless renewed, on the caller's clock (for
+    /// etcd an estimate that errs early).
+    fn expires_ms(&self) -> i64;
+
+    /// Extends the lease by its ttl from `now_ms`. `Ok(false)`: the lease is
+    /// lost (it expired before the renewal, or someone else took it); the
+    /// holder must stop working on the shard.
+    async fn renew(&mut self, now_ms: i64) -> Result<bool>;
+
+    /// Gives the lease up so the next contender need not wait for expiry.
+    async fn release(self: Box<Self>) -> Result<()>;
+}
+
+/// Leases as generations of objects on `store` (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ObjectStoreLeases {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl ObjectStoreLeases {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl LeaseBackend for ObjectStoreLeases {
+    async fn try_acquire(
+        &self,
+        job: &str,
+        tenant: &TenantId,
+        shard: &str,
+        owner: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lease>> {
+        let lease = try_acquire(
+            self.store.clone(),
+            job,
+            tenant,
+            shard,
+            owner,
+            ttl_ms,
+            now_ms,
+        )
+        .await?;
+        Ok(lease.map(|l| Box::new(l) as Lease))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct LeaseBody {
     owner: String,
     expires_ms: i64,
 }
 
-/// A lease this process holds.
+/// A lease on the object store.
 #[derive(Debug)]
-pub struct Lease {
+struct ObjectLease {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     key: Path,
@@ -43,9 +131,7 @@ pub struct Lease {
     ttl_ms: i64,
 }
 
-/// Takes the lease of `shard` for `owner` unless someone else holds it.
-/// `Ok(None)`: held by another owner (or lost a race to take it).
-pub async fn try_acquire(
+async fn try_acquire(
     store: Arc<dyn ObjectStore>,
     job: &str,
     tenant: &TenantId,
@@ -53,7 +139,7 @@ pub async fn try_acquire(
     owner: &str,
     ttl_ms: i64,
     now_ms: i64,
-) -> Result<Option<Lease>> {
+) -> Result<Option<ObjectLease>> {
     let prefix = paths::lease_prefix(job, tenant, shard);
     let mut generations: Vec<(u64, Path)> = store
         .list(Some(&prefix))
@@ -97,7 +183,7 @@ pub async fn try_acquire(
     for (_, old) in &generations {
         let _ = store.delete(old).await;
     }
-    Ok(Some(Lease {
+    Ok(Some(ObjectLease {
         store,
         prefix,
         key,
@@ -108,15 +194,13 @@ pub async fn try_acquire(
     }))
 }
 
-impl Lease {
-    pub fn expires_ms(&self) -> i64 {
+#[async_trait]
+impl HeldLease for ObjectLease {
+    fn expires_ms(&self) -> i64 {
         self.expires_ms
     }
 
-    /// Extends the lease by its ttl from `now_ms`. `Ok(false)`: the lease is
-    /// lost (it expired before the renewal, or someone took a newer
-    /// generation); the holder must stop working on the shard.
-    pub async fn renew(&mut self, now_ms: i64) -> Result<bool> {
+    async fn renew(&mut self, now_ms: i64) -> Result<bool> {
         if now_ms >= self.expires_ms {
             return Ok(false);
         }
@@ -141,8 +225,7 @@ impl Lease {
         Ok(true)
     }
 
-    /// Gives the lease up so the next contender need not wait for expiry.
-    pub async fn release(self) -> Result<()> {
+    async fn release(self: Box<Self>) -> Result<()> {
         let body = LeaseBody {
             owner: self.owner.clone(),
             expires_ms: 0,
@@ -175,95 +258,4 @@ async fn read(store: &dyn ObjectStore, key: &Path) -> Result<Option<LeaseBody>> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use object_store::memory::InMemory;
-
-    fn setup() -> (Arc<dyn ObjectStore>, TenantId) {
-        (
-            Arc::new(InMemory::new()),
-            TenantId::new("t").expect("tenant"),
-        )
-    }
-
-    #[tokio::test]
-    async fn only_one_holder_until_release_or_expiry() {
-        let (store, t) = setup();
-        let a = try_acquire(store.clone(), "compactor", &t, "0", "a", 1000, 0)
-            .await
-            .expect("acquire")
-            .expect("free lease");
-        assert!(
-            try_acquire(store.clone(), "compactor", &t, "0", "b", 1000, 500)
-                .await
-                .expect("acquire")
-                .is_none()
-        );
-        // Another shard is independent.
-        assert!(
-            try_acquire(store.clone(), "compactor", &t, "1", "b", 1000, 500)
-                .await
-                .expect("acquire")
-                .is_some()
-        );
-        a.release().await.expect("release");
-        let b = try_acquire(store.clone(), "compactor", &t, "0", "b", 1000, 600)
-            .await
-            .expect("acquire")
-            .expect("released lease is free");
-        // b crashes (never renews): after expiry c takes over.
-        assert!(
-            try_acquire(store.clone(), "compactor", &t, "0", "c", 1000, 1599)
-                .await
-                .expect("acquire")
-                .is_none()
-        );
-        let c = try_acquire(store.clone(), "compactor", &t, "0", "c", 1000, 1600)
-            .await
-            .expect("acquire");
-        assert!(c.is_some());
-        // b wakes up: its renewal fails, so it stops.
-        let mut b = b;
-        assert!(!b.renew(1700).await.expect("renew"));
-    }
-
-    #[tokio::test]
-    async fn renewal_extends_and_detects_a_takeover() {
-        let (store, t) = setup();
-        let mut a = try_acquire(store.clone(), "j", &t, "s", "a", 1000, 0)
-            .await
-            .expect("acquire")
-            .expect("free");
-        assert!(a.renew(900).await.expect("renew"));
-        assert_eq!(a.expires_ms(), 1900);
-        assert!(
-            try_acquire(store.clone(), "j", &t, "s", "b", 1000, 1500)
-                .await
-                .expect("acquire")
-                .is_none()
-        );
-        // A takeover that happened anyway (clock skew) is noticed on renewal.
-        let b = try_acquire(store.clone(), "j", &t, "s", "b", 1000, 5000)
-            .await
-            .expect("acquire");
-        assert!(b.is_some());
-        assert!(!a.renew(1800).await.expect("renew"));
-    }
-
-    #[tokio::test]
-    async fn racing_contenders_get_one_lease() {
-        let (store, t) = setup();
-        let tries = (0..8).map(|i| {
-            let store = store.clone();
-            let t = t.clone();
-            async move {
-                try_acquire(store, "j", &t, "s", &format!("w{i}"), 1000, 0)
-                    .await
-                    .expect("acquire")
-                    .is_some()
-            }
-        });
-        let won = futures::future::join_all(tries).await;
-        assert_eq!(won.iter().filter(|w| **w).count(), 1);
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@ pub mod cached_store;
 pub mod chunk;
 pub mod config;
 pub mod error;
+pub mod etcd;
 pub mod failing_store;
 pub mod histogram;
 pub mod instrumented_store;

@@ -45,7 +45,7 @@ window = "{window}"
     path
 }
 
-fn local_args(config: &Path, data: &Path) -> Vec<String> {
+pub(crate) fn local_args(config: &Path, data: &Path) -> Vec<String> {
     [
         "--config",
         &config.display().to_string(),
@@ -60,7 +60,11 @@ fn local_args(config: &Path, data: &Path) -> Vec<String> {
 }
 
 /// `strata aggregate ARGS` (one pass), started in the background.
-fn spawn_aggregate(args: &[String], envs: &[(String, String)], log: &Path) -> std::process::Child {
+pub(crate) fn spawn_aggregate(
+    args: &[String],
+    envs: &[(String, String)],
+    log: &Path,
+) -> std::process::Child {
     let out = std::fs::File::create(log).expect("log file");
     let err = out.try_clone().expect("log file");
     let mut cmd = Command::new(strata_bin());
@@ -75,7 +79,7 @@ fn spawn_aggregate(args: &[String], envs: &[(String, String)], log: &Path) -> st
 }
 
 /// Runs `strata aggregate` to completion and checks its exit status.
-fn aggregate(args: &[String], envs: &[(String, String)], log: &Path) {
+pub(crate) fn aggregate(args: &[String], envs: &[(String, String)], log: &Path) {
     let status = spawn_aggregate(args, envs, log)
         .wait()
         .expect("wait for strata aggregate");
@@ -86,7 +90,7 @@ fn aggregate(args: &[String], envs: &[(String, String)], log: &Path) {
     );
 }
 
-async fn put_rules(strata: &Strata, tenant: &str, rules: Value) {
+pub(crate) async fn put_rules(strata: &Strata, tenant: &str, rules: Value) {
     let resp = client()
         .put(format!("{}/api/v1/rules", strata.url))
         .header("X-Scope-OrgID", tenant)
@@ -236,7 +240,14 @@ fn dataset(start: i64, end: i64, every: i64) -> Vec<TimeSeries> {
 }
 
 /// Sends `dataset` in requests of at most `chunk` ms of samples.
-async fn load(strata: &Strata, tenant: &str, start: i64, end: i64, every: i64, chunk: i64) {
+pub(crate) async fn load(
+    strata: &Strata,
+    tenant: &str,
+    start: i64,
+    end: i64,
+    every: i64,
+    chunk: i64,
+) {
     let mut t = start;
     while t < end {
         write(strata, tenant, dataset(t, (t + chunk).min(end), every)).await;
@@ -244,7 +255,7 @@ async fn load(strata: &Strata, tenant: &str, start: i64, end: i64, every: i64, c
     }
 }
 
-fn rules() -> Value {
+pub(crate) fn rules() -> Value {
     json!({
         "mapping_rules": [
             {"name": "temp", "filter": {"__name__": "temp"}, "storage_policies": ["1m:40d"]},
@@ -263,7 +274,7 @@ fn rules() -> Value {
 
 /// The first aligned 2 h window start at least 6 h before now: its data
 /// and the next window's are closed for the aggregator.
-fn closed_start() -> i64 {
+pub(crate) fn closed_start() -> i64 {
     (now_ms() - 6 * H).div_euclid(2 * H) * 2 * H
 }
 
@@ -433,7 +444,11 @@ async fn rollups_match_raw_data_and_rule_changes_apply_without_restart() {
 }
 
 /// The live blocks of a resolution (manifest) with their bytes.
-fn live_blocks(data: &Path, tenant: &str, resolution: &str) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn live_blocks(
+    data: &Path,
+    tenant: &str,
+    resolution: &str,
+) -> BTreeMap<String, Vec<u8>> {
     let dir = data.join("tenants").join(tenant).join("manifest");
     // No manifest yet: killed before its first commit.
     let Some(newest) = std::fs::read_dir(&dir)
@@ -466,7 +481,7 @@ fn live_blocks(data: &Path, tenant: &str, resolution: &str) -> BTreeMap<String, 
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read dir").flatten() {
         let p = e.path();

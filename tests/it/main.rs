@@ -17,6 +17,7 @@ mod e2e;
 mod fuzz_corpus;
 mod isolation;
 mod lambda;
+mod leases_etcd;
 mod limits;
 mod metadata_exemplars;
 mod otlp;

@@ -44,15 +44,15 @@ fn etcd_bin() -> PathBuf {
 }
 
 /// A single-member etcd on free loopback ports and a temporary data directory.
-struct Etcd {
-    proc: Proc,
+pub(crate) struct Etcd {
+    pub(crate) proc: Proc,
     /// `http://127.0.0.1:PORT`
-    endpoint: String,
+    pub(crate) endpoint: String,
     _dir: TempDir,
 }
 
 impl Etcd {
-    async fn start(log_dir: &Path) -> Self {
+    pub(crate) async fn start(log_dir: &Path) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("strata-etcd-")
             .tempdir()
@@ -68,7 +68,12 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=it={peer}"));
+            .arg(format!("--initial-cluster=it={peer}"))
+            // A single member needs no elections after its first; short
+            // timings bring etcd's minimum lease TTL down to 1 s (from 2 s)
+            // for the lease tests.
+            .arg("--heartbeat-interval=20")
+            .arg("--election-timeout=200");
         let mut proc = Proc::spawn("etcd", cmd, log_dir);
         wait_http_ok(
             &mut proc,
@@ -84,7 +89,7 @@ impl Etcd {
     }
 
     /// The value of `key`, read through the JSON gateway.
-    async fn get(&self, key: &str) -> Option<String> {
+    pub(crate) async fn get(&self, key: &str) -> Option<String> {
         let text = client()
             .post(format!("{}/v3/kv/range", self.endpoint))
             .body(json!({"key": B64.encode(key)}).to_string())

@@ -9,9 +9,9 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use tracing::info;
 
+use storage::etcd::{EtcdMetrics, Gateway, check_endpoint};
+
 use super::etcd::EtcdRuleStore;
-use super::etcd_gateway::Gateway;
-use super::metrics::EtcdMetrics;
 use super::{ObjectRuleStore, RuleStore, RuleStoreError};
 
 /// The rule store backend.
@@ -123,22 +123,6 @@ impl RulesConfig {
             }
         })
     }
-}
-
-fn check_endpoint(e: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(e).map_err(|err| format!("{e:?} is not a URL: {err}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{e:?}: the scheme must be http or https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{e:?} names no host"));
-    }
-    if url.path() != "/" || url.query().is_some() {
-        return Err(format!(
-            "{e:?}: give only scheme, host and port (the gateway paths are added)"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use storage::TenantId;
 use tracing::{info, warn};
 
-use super::etcd_gateway::{Compare, EtcdError, Gateway};
 use super::{FORMAT_VERSION, RuleStore, RuleStoreError, StoredRuleSet};
 use crate::rules::{RuleError, RuleSetSpec};
+use storage::etcd::{Compare, EtcdError, Gateway};
 
 /// The largest rule set version stored, as JSON: etcd refuses requests
 /// over 1.5 MiB by default (`--max-request-bytes`), and a commit carries a

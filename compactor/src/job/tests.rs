@@ -310,8 +310,9 @@ async fn a_held_lease_makes_a_compactor_skip_the_partition() {
     let e = env();
     load(&reader(&e)).await;
     let now = 3 * DAY + 10 * H;
-    let held = storage::lease::try_acquire(
-        e.store.clone(),
+    let leases = storage::lease::ObjectStoreLeases::new(e.store.clone());
+    let held = storage::lease::LeaseBackend::try_acquire(
+        &leases,
         JOB,
         &tenant(),
         &DAY.to_string(),

@@ -1,8 +1,10 @@
 //! A small client of etcd's v3 JSON gateway (`POST /v3/kv/range`,
-//! `/v3/kv/txn`): JSON over HTTP/1.1 with base64 keys and values, through
-//! the `reqwest` client the object store already builds, so etcd needs no
-//! gRPC stack and no `protoc`. Only what the etcd backends use: ranges
-//! (a key or a prefix) and compare-and-swap transactions.
+//! `/v3/kv/txn`, `/v3/lease/*`): JSON over HTTP/1.1 with base64 keys and
+//! values, through the `reqwest` client the object store already builds, so
+//! etcd needs no gRPC stack and no `protoc`. Only what Strata's etcd
+//! backends use: ranges (a key or a prefix), compare-and-swap transactions
+//! (the rule store, `aggregator::rule_store::etcd`), and leases with keys
+//! created under them (job leases, [`crate::lease::etcd`]).
 //!
 //! Endpoints are tried in turn, starting with the last one that answered;
 //! an endpoint that cannot be reached, times out or answers 503 (etcd's
@@ -19,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::metrics::EtcdMetrics;
+pub mod metrics;
+
+pub use metrics::EtcdMetrics;
 
 /// Errors talking to etcd.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,8 @@ pub struct Kv {
     pub key: Vec<u8>,
     /// Empty for a `keys_only` range.
     pub value: Vec<u8>,
+    /// The etcd lease the key is attached to; 0 for none.
+    pub lease: i64,
 }
 
 /// A compare of a transaction.
@@ -67,6 +73,8 @@ pub enum Compare {
 struct RawKv {
     key: String,
     value: String,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
 }
 
 #[derive(Default, Deserialize)]
@@ -86,6 +94,48 @@ struct RawResponseOp {
 struct RawTxn {
     succeeded: bool,
     responses: Vec<RawResponseOp>,
+}
+
+/// The answer of `/v3/lease/grant`, and the `result` of a keep-alive.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawLease {
+    #[serde(rename = "ID", deserialize_with = "int64")]
+    id: i64,
+    /// Seconds left; absent (0) when the lease does not exist any more.
+    #[serde(rename = "TTL", deserialize_with = "int64")]
+    ttl: i64,
+    error: String,
+}
+
+/// One message of the keep-alive stream: a result or an error.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawKeepAlive {
+    result: Option<RawLease>,
+    error: Option<Value>,
+}
+
+/// The gateway writes int64 fields as JSON strings; numbers are accepted too.
+fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        S(String),
+        I(i64),
+    }
+    match N::deserialize(d)? {
+        N::I(i) => Ok(i),
+        N::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// A lease granted by etcd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granted {
+    pub id: i64,
+    /// The TTL etcd granted, in seconds (at least its minimum TTL).
+    pub ttl_s: i64,
 }
 
 /// The answer of a transaction: whether the compares held, and the ranges
@@ -181,6 +231,45 @@ impl Gateway {
             .iter()
             .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
             .collect();
+        self.txn_ops(compare, success, on_failure).await
+    }
+
+    /// Creates `key` with `value`, attached to lease `lease`, unless the key
+    /// exists. `Ok(None)`: created; `Ok(Some(kv))`: the key as it was, read
+    /// in the same transaction.
+    pub async fn create_with_lease(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+    ) -> Result<Option<Kv>, EtcdError> {
+        let compare = vec![json!({
+            "target": "CREATE", "key": B64.encode(key),
+            "create_revision": "0", "result": "EQUAL",
+        })];
+        let success = vec![json!({"request_put": {
+            "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string(),
+        }})];
+        let r = self.txn_ops(compare, success, &[key.to_vec()]).await?;
+        if r.succeeded {
+            return Ok(None);
+        }
+        let holder = r.ranges.into_iter().flatten().next();
+        // The failure branch runs only if the key exists, and reads it
+        // atomically with the compare.
+        holder.map(Some).ok_or_else(|| EtcdError::Protocol {
+            endpoint: String::new(),
+            op: "txn",
+            reason: "a failed create did not return the existing key".into(),
+        })
+    }
+
+    async fn txn_ops(
+        &self,
+        compare: Vec<Value>,
+        success: Vec<Value>,
+        on_failure: &[Vec<u8>],
+    ) -> Result<TxnResult, EtcdError> {
         let failure: Vec<Value> = on_failure
             .iter()
             .map(|k| json!({"request_range": {"key": B64.encode(k)}}))
@@ -197,6 +286,62 @@ impl Gateway {
             succeeded: raw.succeeded,
             ranges,
         })
+    }
+
+    /// Grants a lease of `ttl_s` seconds (etcd may grant more: its minimum
+    /// TTL).
+    pub async fn lease_grant(&self, ttl_s: i64) -> Result<Granted, EtcdError> {
+        let body = json!({"TTL": ttl_s.to_string(), "ID": "0"});
+        let (endpoint, raw): (String, RawLease) =
+            self.call("lease_grant", "/v3/lease/grant", &body).await?;
+        if !raw.error.is_empty() || raw.id == 0 || raw.ttl <= 0 {
+            return Err(EtcdError::Protocol {
+                endpoint,
+                op: "lease_grant",
+                reason: format!(
+                    "no lease granted (id {}, ttl {}): {}",
+                    raw.id, raw.ttl, raw.error
+                ),
+            });
+        }
+        Ok(Granted {
+            id: raw.id,
+            ttl_s: raw.ttl,
+        })
+    }
+
+    /// Refreshes lease `id` to its full TTL; the seconds it now has left,
+    /// 0 when it does not exist any more (expired or revoked).
+    pub async fn lease_keepalive(&self, id: i64) -> Result<i64, EtcdError> {
+        // A bidirectional stream in gRPC; through the gateway one request
+        // message in the body gets one answer message back.
+        let body = json!({"ID": id.to_string()});
+        let (endpoint, raw): (String, RawKeepAlive) = self
+            .call("lease_keepalive", "/v3/lease/keepalive", &body)
+            .await?;
+        match (raw.result, raw.error) {
+            (Some(r), None) => Ok(r.ttl.max(0)),
+            (_, e) => Err(EtcdError::Protocol {
+                endpoint,
+                op: "lease_keepalive",
+                reason: format!("no result: {}", e.unwrap_or_default()),
+            }),
+        }
+    }
+
+    /// Revokes lease `id`, deleting the keys attached to it. `Ok(false)`:
+    /// there was no such lease (it had expired).
+    pub async fn lease_revoke(&self, id: i64) -> Result<bool, EtcdError> {
+        let body = json!({"ID": id.to_string()});
+        match self
+            .call::<Value>("lease_revoke", "/v3/lease/revoke", &body)
+            .await
+        {
+            Ok(_) => Ok(true),
+            // etcd's NotFound ("requested lease not found").
+            Err(EtcdError::Refused { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// POSTs `body` to `path` on the first endpoint that answers; returns
@@ -286,6 +431,7 @@ fn decode_kvs(endpoint: &str, op: &'static str, raw: RawRange) -> Result<Vec<Kv>
             Ok(Kv {
                 key: B64.decode(kv.key).map_err(|e| bad("a key", e))?,
                 value: B64.decode(kv.value).map_err(|e| bad("a value", e))?,
+                lease: kv.lease,
             })
         })
         .collect()
@@ -302,6 +448,24 @@ fn error_message(body: &[u8]) -> String {
         Ok(e) => e.error,
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
+}
+
+/// Checks an etcd client URL as config gives it: `http(s)://host[:port]`
+/// and nothing else (the gateway paths are added). The reason when not.
+pub fn check_endpoint(e: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(e).map_err(|err| format!("{e:?} is not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{e:?}: the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{e:?} names no host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!(
+            "{e:?}: give only scheme, host and port (the gateway paths are added)"
+        ));
+    }
+    Ok(())
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's convention:
@@ -351,7 +515,8 @@ mod tests {
             kvs,
             [Kv {
                 key: b"/a/head".to_vec(),
-                value: b"1".to_vec()
+                value: b"1".to_vec(),
+                lease: 0,
             }]
         );
         let empty: RawRange =
@@ -361,5 +526,42 @@ mod tests {
             error_message(br#"{"error":"etcdserver: request is too large","code":3}"#),
             "etcdserver: request is too large"
         );
+    }
+
+    #[test]
+    fn decodes_lease_answers() {
+        // etcd 3.4: a grant, a keep-alive of a live lease, and one of a
+        // lease that expired (TTL left out, as zero values are).
+        let g: RawLease = serde_json::from_str(
+            r#"{"header":{"revision":"1"},"ID":"1879586637533641989","TTL":"2"}"#,
+        )
+        .expect("grant");
+        assert_eq!((g.id, g.ttl), (1879586637533641989, 2));
+        let live: RawKeepAlive = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"2"},"ID":"1879586637533641991","TTL":"3"}}"#,
+        )
+        .expect("keepalive");
+        assert_eq!(live.result.map(|r| r.ttl), Some(3));
+        let gone: RawKeepAlive =
+            serde_json::from_str(r#"{"result":{"header":{"revision":"3"},"ID":"123"}}"#)
+                .expect("keepalive");
+        assert_eq!(gone.result.map(|r| r.ttl), Some(0));
+        let kv: RawRange = serde_json::from_str(
+            r#"{"kvs":[{"key":"L2wvYQ==","create_revision":"2","value":"b3duZXIx","lease":"1879586637533641991"}]}"#,
+        )
+        .expect("range");
+        let kvs = decode_kvs("e", "range", kv).expect("kvs");
+        assert_eq!(kvs[0].lease, 1879586637533641991);
+        assert_eq!(kvs[0].value, b"owner1");
+        assert!(serde_json::from_str::<RawLease>(r#"{"ID":"x1"}"#).is_err());
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert_eq!(check_endpoint("http://127.0.0.1:2379"), Ok(()));
+        assert_eq!(check_endpoint("https://etcd:2379/"), Ok(()));
+        assert!(check_endpoint("etcd:2379").is_err());
+        assert!(check_endpoint("http://etcd:2379/v3").is_err());
+        assert!(check_endpoint("ftp://etcd").is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Metrics of the etcd rule store, `strata_rules_etcd_*`: requests by
-//! operation and outcome, and their duration.
+//! Metrics of an etcd client ([`super::Gateway`]), `strata_<user>_etcd_*`
+//! (`strata_rules_etcd_*` for the rule store, `strata_leases_etcd_*` for
+//! job leases): requests by operation and outcome, and their duration.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,17 +40,23 @@ impl Default for EtcdMetrics {
 }
 
 impl EtcdMetrics {
+    /// The rule store's client: `strata_rules_etcd_*`.
     pub fn register(registry: &mut Registry) -> Self {
+        Self::register_for(registry, "rules")
+    }
+
+    /// The client of `user` (`rules`, `leases`): `strata_<user>_etcd_*`.
+    pub fn register_for(registry: &mut Registry, user: &str) -> Self {
         let m = Self::default();
-        let r = registry.sub_registry_with_prefix("strata_rules_etcd");
+        let r = registry.sub_registry_with_prefix(format!("strata_{user}_etcd"));
         r.register(
             "requests",
-            "Requests of the etcd rule store by operation and outcome",
+            format!("Requests of the etcd client of {user} by operation and outcome"),
             m.requests.clone(),
         );
         r.register(
             "request_seconds",
-            "Duration of the etcd rule store's requests that were answered",
+            format!("Duration of the answered requests of the etcd client of {user}"),
             m.seconds.clone(),
         );
         m
