@@ -11,6 +11,7 @@
 
 pub mod compare;
 pub mod histogram_literal;
+mod nhcb;
 pub mod parser;
 pub mod runner;
 

@@ -7,8 +7,8 @@
 //!   (float histograms, as Prometheus' runner appends them); `clear` = a fresh
 //!   [`Storage::in_memory`]. Every eval whose selectors match a series of a
 //!   load that failed fails without running. `load_with_nhcb` writes the float
-//!   series and registers the native histograms it would have derived (`foo`
-//!   from `foo_bucket`/`foo_count`/`foo_sum`) as unstorable series.
+//!   series and also the native histograms with custom buckets derived from
+//!   them (`foo` from `foo_bucket`/`foo_count`/`foo_sum`, see `nhcb`).
 //! * Instant evals are also checked in range mode, as Prometheus' runner does: a
 //!   range query from t-1m to t+1m step 1m must give the same result at t
 //!   (skipped for `expect fail`, `expect string`, `expect range vector`,
@@ -425,19 +425,6 @@ pub async fn run_script(name: &str, text: &str, engine: &Engine, opts: &RunOptio
     report
 }
 
-/// Labels of the native histogram with custom buckets that `load_with_nhcb`
-/// derives from a classic histogram series, if it is one.
-fn nhcb_labels(l: &Labels) -> Option<Labels> {
-    let name = l.metric_name()?;
-    let base = ["_bucket", "_count", "_sum"]
-        .iter()
-        .find_map(|s| name.strip_suffix(s))?;
-    if name.ends_with("_bucket") && l.get("le").is_none() {
-        return None;
-    }
-    Some(l.without("le").with(METRIC_NAME, base))
-}
-
 async fn run_load(load: &Load, db: &mut Db, state: &mut State, report: &mut FileReport) {
     if load.ignored_st_lines > 0 {
         report.notes.push(format!(
@@ -489,27 +476,37 @@ async fn run_load(load: &Load, db: &mut Db, state: &mut State, report: &mut File
         }
     }
     if load.with_nhcb {
-        let mut seen: Vec<Labels> = Vec::new();
-        for def in &load.series {
-            if let Some(l) = nhcb_labels(&def.labels)
-                && !seen.contains(&l)
-            {
-                seen.push(l.clone());
-                entries.push(LoadedSeries {
-                    labels: l,
-                    histogram: true,
-                    labels_from_nhcb: true,
-                    broken: Some(format!(
-                        "load_with_nhcb at line {}: conversion of classic histograms to native histograms with custom buckets is not supported",
-                        load.line
-                    )),
-                });
-            }
+        for (labels, samples) in super::nhcb::convert(load) {
+            entries.push(LoadedSeries {
+                labels: labels.clone(),
+                histogram: true,
+                labels_from_nhcb: true,
+                broken: None,
+            });
+            hists_to_write.push(HistogramSeries {
+                labels,
+                histograms: samples
+                    .iter()
+                    .map(|(i, h)| h.to_stored(*i as i64 * load.step_ms))
+                    .collect(),
+            });
         }
     }
-    if (!to_write.is_empty() || !hists_to_write.is_empty())
-        && let Err(e) = db.write(to_write, hists_to_write).await
-    {
+    // Ingest refuses what storage would not read back; so does a load.
+    let invalid = hists_to_write.iter().find_map(|s| {
+        s.histograms
+            .iter()
+            .find_map(|h| h.validate().err())
+            .map(|e| format!("series {}: {e}", s.labels))
+    });
+    let written = match invalid {
+        Some(e) => Err(e),
+        None if !to_write.is_empty() || !hists_to_write.is_empty() => {
+            db.write(to_write, hists_to_write).await
+        }
+        None => Ok(()),
+    };
+    if let Err(e) = written {
         let msg = format!("load at line {} failed: {e}", load.line);
         report.load_errors.push(format!("{}: {e}", load.line));
         for en in entries.iter_mut().filter(|en| en.broken.is_none()) {
@@ -745,24 +742,6 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nhcb_names() {
-        let l = |s: &str| {
-            super::super::parser::parse_series_line(&format!("{s} 1"))
-                .expect("labels")
-                .0
-        };
-        assert_eq!(
-            nhcb_labels(&l(r#"foo_bucket{le="0.1", a="b"}"#)),
-            Some(l(r#"foo{a="b"}"#))
-        );
-        assert_eq!(
-            nhcb_labels(&l(r#"foo_sum{a="b"}"#)),
-            Some(l(r#"foo{a="b"}"#))
-        );
-        assert_eq!(nhcb_labels(&l(r#"foo{a="b"}"#)), None);
-    }
 
     #[test]
     fn selectors_match_loaded_labels() {
