@@ -10,6 +10,7 @@ use storage::{Labels, METRIC_NAME};
 
 use super::EvalError;
 use super::eval::Evaluator;
+use super::native_histogram::HistogramSum;
 use super::value::{Elem, KahanSum, Val, format_float, quantile};
 
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val, EvalError> {
@@ -169,23 +170,19 @@ fn with_histograms(input: Vec<Elem>, g: &Grouping, mean: bool) -> Vec<Elem> {
         if hists.len() != members.len() {
             continue;
         }
-        let mut acc = hists[0].as_ref().clone();
-        let mut ok = true;
-        for h in &hists[1..] {
-            match acc.add(h) {
-                Ok(x) => acc = x,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
+        // The mean sums the scaled inputs: no overflow for huge values.
+        let n = hists.len() as f64;
+        let mut acc = HistogramSum::default();
+        let ok = hists.iter().all(|h| {
+            if mean {
+                acc.add(&h.as_ref().clone().divide(n)).is_ok()
+            } else {
+                acc.add(h).is_ok()
             }
-        }
-        if !ok {
+        });
+        let Some(acc) = acc.value().filter(|_| ok) else {
             continue;
-        }
-        if mean {
-            acc = acc.divide(hists.len() as f64);
-        }
+        };
         out.push(Elem {
             labels,
             h: Some(Arc::new(acc.compact())),

@@ -557,6 +557,135 @@ impl FloatHistogram {
     }
 }
 
+/// Kahan-Babuska-Neumaier step: adds `inc` to `sum` with compensation `c`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    if t.is_infinite() {
+        (t, 0.0)
+    } else if sum.abs() >= inc.abs() {
+        (t, c + ((sum - t) + inc))
+    } else {
+        (t, c + ((inc - t) + sum))
+    }
+}
+
+/// Compensated sum of bucket lists: returns the new sums and compensations.
+fn kahan_buckets(
+    sum: &[(i32, f64)],
+    comp: &[(i32, f64)],
+    inc: &[(i32, f64)],
+) -> (Vec<(i32, f64)>, Vec<(i32, f64)>) {
+    let value = |v: &[(i32, f64)], i: i32| {
+        v.binary_search_by_key(&i, |x| x.0)
+            .ok()
+            .and_then(|k| v.get(k))
+            .map_or(0.0, |x| x.1)
+    };
+    let mut idx: Vec<i32> = sum.iter().chain(comp).chain(inc).map(|x| x.0).collect();
+    idx.sort_unstable();
+    idx.dedup();
+    let mut s_out = Vec::with_capacity(idx.len());
+    let mut c_out = Vec::with_capacity(idx.len());
+    for i in idx {
+        let (s, c) = kahan_inc(value(inc, i), value(sum, i), value(comp, i));
+        s_out.push((i, s));
+        c_out.push((i, c));
+    }
+    (s_out, c_out)
+}
+
+/// A compensated running sum of histograms (Prometheus sums histograms with
+/// Kahan summation too, so `1e100 + x - 1e100` keeps `x`).
+#[derive(Clone, Debug, Default)]
+pub struct HistogramSum {
+    sum: Option<FloatHistogram>,
+    comp: FloatHistogram,
+}
+
+impl HistogramSum {
+    pub fn add(&mut self, h: &FloatHistogram) -> Result<(), Incompatible> {
+        let Some(mut sum) = self.sum.take() else {
+            self.sum = Some(h.clone());
+            self.comp = FloatHistogram {
+                schema: h.schema,
+                zero_threshold: h.zero_threshold,
+                custom_values: h.custom_values.clone(),
+                ..FloatHistogram::default()
+            };
+            return Ok(());
+        };
+        let mut comp = std::mem::take(&mut self.comp);
+        let mut other = h.clone();
+        let other_zero;
+        match (sum.uses_custom_buckets(), other.uses_custom_buckets()) {
+            (true, true) => {
+                if sum.custom_values != other.custom_values {
+                    let common: Vec<f64> = sum
+                        .custom_values
+                        .iter()
+                        .copied()
+                        .filter(|v| other.custom_values.contains(v))
+                        .collect();
+                    sum = sum.with_custom_bounds(&common);
+                    comp = comp.with_custom_bounds(&common);
+                    other = other.with_custom_bounds(&common);
+                }
+                other_zero = 0.0;
+            }
+            (false, false) => {
+                let schema = sum.schema.min(other.schema);
+                sum = sum.to_schema(schema);
+                comp = comp.to_schema(schema);
+                other = other.to_schema(schema);
+                other_zero = sum.reconcile_zero(&other);
+                // The compensation follows the sum's zero bucket.
+                let t = sum.zero_threshold;
+                let inside = |b: &(i32, f64)| exp_bound(b.0, schema) <= t;
+                comp.zero_count += comp
+                    .positive
+                    .iter()
+                    .chain(&comp.negative)
+                    .filter(|b| inside(b))
+                    .map(|b| b.1)
+                    .sum::<f64>();
+                comp.positive.retain(|b| !inside(b));
+                comp.negative.retain(|b| !inside(b));
+                comp.zero_threshold = t;
+                other.positive.retain(|b| !inside(b));
+                other.negative.retain(|b| !inside(b));
+            }
+            _ => {
+                self.sum = Some(sum);
+                self.comp = comp;
+                return Err(Incompatible::MixedSchemas);
+            }
+        }
+        (sum.count, comp.count) = kahan_inc(other.count, sum.count, comp.count);
+        (sum.sum, comp.sum) = kahan_inc(other.sum, sum.sum, comp.sum);
+        (sum.zero_count, comp.zero_count) = kahan_inc(other_zero, sum.zero_count, comp.zero_count);
+        (sum.positive, comp.positive) =
+            kahan_buckets(&sum.positive, &comp.positive, &other.positive);
+        (sum.negative, comp.negative) =
+            kahan_buckets(&sum.negative, &comp.negative, &other.negative);
+        sum.hint = combine_hints(sum.hint, other.hint);
+        self.sum = Some(sum);
+        self.comp = comp;
+        Ok(())
+    }
+
+    /// The sum with its compensation applied; `None` when nothing was added.
+    pub fn value(self) -> Option<FloatHistogram> {
+        let mut s = self.sum?;
+        let c = self.comp;
+        s.count += c.count;
+        s.sum += c.sum;
+        s.zero_count += c.zero_count;
+        s.positive = merge(&s.positive, &c.positive, 1.0);
+        s.negative = merge(&s.negative, &c.negative, 1.0);
+        Some(s)
+    }
+}
+
 /// Upper bound of custom bucket `idx`: `-Inf` below the first, `+Inf` past
 /// the last.
 fn custom_bound(values: &[f64], idx: i32) -> f64 {
@@ -893,6 +1022,25 @@ mod tests {
         assert!(h(0, 3.0, 3.0, &[]).detect_reset(&a));
         let finer = h(1, 5.0, 5.0, &[]);
         assert!(finer.detect_reset(&a));
+    }
+
+    #[test]
+    fn sums_are_compensated() {
+        let mut s = HistogramSum::default();
+        for (sum, b) in [(3.1, 1.0), (1e100, 1e100), (-1e100, -1e100), (1.3, 2.0)] {
+            let mut x = h(0, 1.0, sum, &[(0, b.abs())]);
+            x.positive[0].1 = b;
+            s.add(&x).expect("compatible");
+        }
+        let v = s.value().expect("sum");
+        assert!((v.sum - 4.4).abs() < 1e-12, "{}", v.sum);
+        assert_eq!(v.count, 4.0);
+        assert_eq!(v.positive, vec![(0, 3.0)]);
+        let mut mixed = HistogramSum::default();
+        mixed.add(&h(0, 1.0, 1.0, &[])).expect("first");
+        let mut c = h(CUSTOM_BUCKETS_SCHEMA, 1.0, 1.0, &[]);
+        c.custom_values = vec![1.0];
+        assert!(mixed.add(&c).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use storage::Sample;
 use super::EvalError;
 use super::aggregations::avg;
 use super::eval::Evaluator;
-use super::native_histogram::{FloatHistogram, ResetHint};
+use super::native_histogram::{FloatHistogram, HistogramSum, ResetHint};
 use super::selectors::duration_ms;
 use super::value::{Elem, HPoint, KahanSum, RangeSeries, Val, quantile};
 
@@ -243,14 +243,17 @@ fn with_histograms(
                 if mixed {
                     return None;
                 }
-                let mut it = s.hists.iter();
-                let mut acc = it.next()?.h.as_ref().clone();
-                for p in it {
-                    acc = acc.add(&p.h).ok()?;
+                let n = s.hists.len() as f64;
+                let mut sum = HistogramSum::default();
+                for p in &s.hists {
+                    let r = if name == "avg_over_time" {
+                        sum.add(&p.h.as_ref().clone().divide(n))
+                    } else {
+                        sum.add(&p.h)
+                    };
+                    r.ok()?;
                 }
-                if name == "avg_over_time" {
-                    acc = acc.divide(s.hists.len() as f64);
-                }
+                let mut acc = sum.value()?;
                 acc.hint = ResetHint::Gauge;
                 hist(acc.compact())
             }
