@@ -569,12 +569,14 @@ fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     }
 }
 
+type Buckets = Vec<(i32, f64)>;
+
 /// Compensated sum of bucket lists: returns the new sums and compensations.
 fn kahan_buckets(
     sum: &[(i32, f64)],
     comp: &[(i32, f64)],
     inc: &[(i32, f64)],
-) -> (Vec<(i32, f64)>, Vec<(i32, f64)>) {
+) -> (Buckets, Buckets) {
     let value = |v: &[(i32, f64)], i: i32| {
         v.binary_search_by_key(&i, |x| x.0)
             .ok()
@@ -1027,7 +1029,12 @@ mod tests {
     #[test]
     fn sums_are_compensated() {
         let mut s = HistogramSum::default();
-        for (sum, b) in [(3.1, 1.0), (1e100, 1e100), (-1e100, -1e100), (1.3, 2.0)] {
+        for (sum, b) in [
+            (3.1f64, 1.0f64),
+            (1e100, 1e100),
+            (-1e100, -1e100),
+            (1.3, 2.0),
+        ] {
             let mut x = h(0, 1.0, sum, &[(0, b.abs())]);
             x.positive[0].1 = b;
             s.add(&x).expect("compatible");
