@@ -42,7 +42,7 @@ fn labels<'a>(pairs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
 
 /// 30 h of 30 s samples starting two days ago, in requests of 1 h each,
 /// one of them sent twice (a retry) and the first hour sent last (late).
-async fn load(strata: &Strata, start: i64) {
+pub(crate) async fn load(strata: &Strata, start: i64) {
     let c = client();
     let mut hours: Vec<i64> = (1..30).collect();
     hours.push(0);
@@ -100,7 +100,7 @@ async fn load(strata: &Strata, start: i64) {
     }
 }
 
-async fn answers(url: &str, start: i64, end: i64) -> Vec<Value> {
+pub(crate) async fn answers(url: &str, start: i64, end: i64) -> Vec<Value> {
     let c = client();
     let mut out = Vec::new();
     for q in INSTANT {

@@ -4,7 +4,9 @@
 //! etcd's side of it (keys, revocation, a key deleted by hand), and
 //! `strata aggregate` processes taking their leases in etcd: two at once
 //! never aggregate the same window twice and leave exactly the blocks one
-//! aggregator alone leaves; a lease held in etcd makes them skip its shard.
+//! aggregator alone leaves; a lease held in etcd makes them skip its shard;
+//! two `strata compact` and then `strata serve`'s compaction timer on etcd
+//! leases leave every query answer as it was.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,7 @@ use crate::aggregation::{
     aggregate, closed_start, copy_dir, live_blocks, load, local_args, put_rules, rules,
     spawn_aggregate,
 };
+use crate::compaction;
 use crate::rules_etcd::Etcd;
 
 const H: i64 = 3_600_000;
@@ -266,4 +269,132 @@ async fn aggregators_with_etcd_leases_never_share_a_shard() {
     assert_eq!(g["lease_skips"], 0, "{g:?}");
     assert_eq!(f["windows"] + g["windows"], ref_windows, "{f:?} {g:?}");
     assert_eq!(live_blocks(&dirs[2], "team", "1m"), reference);
+}
+
+/// The value of the sample `series` in a `/metrics` text (0 when absent).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactors_with_etcd_leases_keep_every_answer() {
+    let scratch = Scratch::new("leases-etcd-compactors");
+    let etcd = Etcd::start(&scratch.path()).await;
+    let data = scratch.sub("data");
+    let logs = scratch.sub("logs");
+    let config = scratch.path().join("strata.toml");
+    std::fs::write(&config, "[compact]\nevery = \"0s\"\ngrace = \"1h\"\n").expect("config");
+    let prefix = "/e2e/compactor-leases";
+    let args: Vec<String> = [
+        "--storage",
+        "local",
+        "--data-dir",
+        &data.display().to_string(),
+        "--config",
+        &config.display().to_string(),
+        "--leases-backend",
+        "etcd",
+        "--leases-etcd-endpoints",
+        &etcd.endpoint,
+        "--leases-etcd-prefix",
+        prefix,
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut strata = Strata::start(&strata_bin(), args.clone(), Vec::new(), &logs).await;
+    let start = (strata_tests::remote_write::now_ms() - 2 * 24 * H) / H * H;
+    let end = start + 30 * H;
+    compaction::load(&strata, start).await;
+    let before = compaction::answers(&strata.url, start, end).await;
+
+    // Two one-shot compactors at once, leases in etcd.
+    let spawn = |n: &str| {
+        let log = std::fs::File::create(logs.join(format!("{n}.log"))).expect("log");
+        let mut cmd = std::process::Command::new(strata_bin());
+        cmd.arg("compact")
+            .args(&args)
+            .stderr(log.try_clone().expect("log"))
+            .stdout(log);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STRATA_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.spawn().expect("strata compact")
+    };
+    let (mut a, mut b) = (spawn("compact-a"), spawn("compact-b"));
+    assert!(a.wait().expect("wait").success(), "compactor a failed");
+    assert!(b.wait().expect("wait").success(), "compactor b failed");
+    let passes = |n: &str| {
+        std::fs::read_to_string(logs.join(format!("{n}.log")))
+            .expect("log")
+            .lines()
+            .filter(|l| l.contains("compaction pass done"))
+            .count()
+    };
+    assert!(passes("compact-a") >= 1 && passes("compact-b") >= 1);
+    assert!(
+        std::fs::read_dir(data.join("tenants/default/blocks/raw")).map_or(0, |d| d.count()) >= 2,
+        "the compactors built blocks"
+    );
+    assert_eq!(
+        compaction::answers(&strata.url, start, end).await,
+        before,
+        "answers changed by two compactors at once"
+    );
+    assert!(
+        !data.join("_system/leases").exists(),
+        "leases went to the object store"
+    );
+    assert_eq!(keys(&etcd.endpoint, prefix).await, Vec::<String>::new());
+
+    // (A grace period of an hour: nothing is deleted under a query whose
+    // reused listing, `query.view_max_age`, predates a compaction.)
+    // Older data, then serve's own compaction timer, on etcd leases too:
+    // its etcd requests are on /metrics, the answers stay.
+    let older = start - 3 * 24 * H;
+    compaction::load(&strata, older).await;
+    let before_old = compaction::answers(&strata.url, older, older + 30 * H).await;
+    std::fs::write(&config, "[compact]\nevery = \"1s\"\ngrace = \"1h\"\n").expect("config");
+    strata.kill9_and_restart().await;
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = crate::client()
+            .get(format!("{}/metrics", strata.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let granted = sample(
+            &metrics,
+            r#"strata_leases_etcd_requests_total{op="lease_grant",outcome="ok"}"#,
+        );
+        let revoked = sample(
+            &metrics,
+            r#"strata_leases_etcd_requests_total{op="lease_revoke",outcome="ok"}"#,
+        );
+        let blocks = sample(&metrics, "strata_compactor_blocks_written_total");
+        if granted >= 1.0 && revoked >= 1.0 && blocks >= 1.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve's compactor never took an etcd lease: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        compaction::answers(&strata.url, older, older + 30 * H).await,
+        before_old
+    );
+    let after = compaction::answers(&strata.url, start, end).await;
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(b, a, "answer {i} changed after serve's compaction");
+    }
 }
