@@ -20,7 +20,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val
     // Prometheus does, with an info annotation).
     if !matches!(
         op.as_str(),
-        "sum" | "avg" | "count" | "group" | "limitk" | "limit_ratio"
+        "sum" | "avg" | "count" | "group" | "limitk" | "limit_ratio" | "count_values"
     ) {
         input.retain(|e| e.h.is_none());
     }
@@ -321,7 +321,12 @@ fn count_values(input: Vec<Elem>, g: &Grouping, label: &str) -> Result<Vec<Elem>
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut out: Vec<Elem> = Vec::new();
     for e in &input {
-        let key = g.key(&e.labels).with(label, &format_float(e.v));
+        // A histogram counts by its string form, as in Prometheus.
+        let value = match &e.h {
+            Some(h) => h.to_string(),
+            None => format_float(e.v),
+        };
+        let key = g.key(&e.labels).with(label, &value);
         match index.get(&key) {
             Some(&i) => {
                 if let Some(o) = out.get_mut(i) {

@@ -190,6 +190,17 @@ fn classic_groups(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Gro
             g.1.push(Bucket { upper, count: e.v });
         }
     }
+    // A series that is both a classic and a native histogram gives no
+    // result (Prometheus warns about the mix).
+    let clash: Vec<Labels> = natives
+        .iter()
+        .filter(|(l, _)| index.contains_key(l))
+        .map(|(l, _)| l.clone())
+        .collect();
+    if !clash.is_empty() {
+        groups.retain(|(l, _)| !clash.contains(l));
+        natives.retain(|(l, _)| !clash.contains(l));
+    }
     Ok((groups, natives))
 }
 

@@ -467,7 +467,18 @@ impl FloatHistogram {
         }
         if self.uses_custom_buckets() {
             if self.custom_values != prev.custom_values {
-                return true;
+                // Changed bounds are not a reset by themselves: compare the
+                // counts at the bounds both share.
+                let common: Vec<f64> = self
+                    .custom_values
+                    .iter()
+                    .copied()
+                    .filter(|v| prev.custom_values.contains(v))
+                    .collect();
+                return bucket_reset(
+                    &self.with_custom_bounds(&common).positive,
+                    &prev.with_custom_bounds(&common).positive,
+                );
             }
         } else if self.schema > prev.schema {
             return true;
@@ -554,6 +565,49 @@ impl FloatHistogram {
             && a.positive == b.positive
             && a.negative == b.negative
             && (!a.uses_custom_buckets() || a.custom_values == b.custom_values)
+    }
+}
+
+/// Go's `%g` of a float (shortest digits; an exponent below 1e-4 and from
+/// 1e21 on), as Prometheus prints histograms.
+fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e21).contains(&a) {
+        let e = format!("{v:e}");
+        if let Some((m, x)) = e.split_once('e') {
+            let (sign, digits) = match x.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', x),
+            };
+            return format!("{m}e{sign}{digits:0>2}");
+        }
+    }
+    format!("{v}")
+}
+
+impl std::fmt::Display for FloatHistogram {
+    /// Prometheus' `FloatHistogram.String()`:
+    /// `{count:N, sum:S, [lo,hi):c, ...}` with the populated buckets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{{count:{}, sum:{}", go_g(self.count), go_g(self.sum))?;
+        for b in self.buckets().into_iter().filter(|b| b.count != 0.0) {
+            write!(
+                f,
+                ", {}{},{}{}:{}",
+                if b.lower_inclusive { '[' } else { '(' },
+                go_g(b.lower),
+                go_g(b.upper),
+                if b.upper_inclusive { ']' } else { ')' },
+                go_g(b.count)
+            )?;
+        }
+        f.write_str("}")
     }
 }
 
@@ -798,7 +852,13 @@ pub fn quantile(q: f64, h: &FloatHistogram) -> f64 {
         count = h.count;
     }
     if count < rank {
-        return bucket.upper;
+        // The rank lies among the NaN observations (counted, but in no
+        // bucket): the quantile is NaN.
+        return if h.sum.is_nan() {
+            f64::NAN
+        } else {
+            bucket.upper
+        };
     }
     if forward {
         rank -= count - bucket.count;
@@ -880,11 +940,18 @@ pub fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
         }
         rank += b.count;
     }
+    // NaN observations are in no bucket: they are never inside the range,
+    // but still count in the total.
+    let all = if h.sum.is_nan() {
+        rank.min(h.count)
+    } else {
+        h.count
+    };
     if !lower_set || lower_rank > h.count {
-        lower_rank = h.count;
+        lower_rank = all;
     }
     if !upper_set || upper_rank > h.count {
-        upper_rank = h.count;
+        upper_rank = all;
     }
     (upper_rank - lower_rank) / h.count
 }
@@ -1024,6 +1091,29 @@ mod tests {
         assert!(h(0, 3.0, 3.0, &[]).detect_reset(&a));
         let finer = h(1, 5.0, 5.0, &[]);
         assert!(finer.detect_reset(&a));
+        // New custom bounds: compared where both have a bound.
+        let mut c1 = h(CUSTOM_BUCKETS_SCHEMA, 1.0, 1.0, &[(0, 1.0)]);
+        c1.custom_values = vec![5.0];
+        let mut c2 = c1.clone();
+        c2.custom_values = vec![5.0, 10.0];
+        assert!(!c2.detect_reset(&c1));
+        let mut c3 = c2.clone();
+        c3.positive = vec![(1, 1.0)];
+        assert!(c3.detect_reset(&c1));
+    }
+
+    #[test]
+    fn display_is_prometheus_string_form() {
+        let mut x = h(0, 20.0, 10.0, &[(0, 1.0), (1, 2.0)]);
+        x.negative = vec![(0, 1.0), (1, 2.0), (2, 0.0)];
+        x.zero_count = 2.0;
+        x.zero_threshold = 0.001;
+        assert_eq!(
+            x.to_string(),
+            "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}"
+        );
+        assert_eq!(go_g(1e-5), "1e-05");
+        assert_eq!(go_g(1e21), "1e+21");
     }
 
     #[test]

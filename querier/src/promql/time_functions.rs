@@ -47,6 +47,8 @@ fn apply(
     let v = ev.eval(arg, ts)?.into_vector()?;
     Ok(Val::Vector(
         v.into_iter()
+            // Histogram samples are not timestamps.
+            .filter(|e| e.h.is_none())
             .map(|e| {
                 let v = if e.v.is_finite() {
                     f(&Civil::from_unix(e.v.trunc() as i64))
