@@ -155,6 +155,56 @@ impl Queryable for MemQueryable {
 mod tests {
     use super::*;
 
+    /// Histograms written as ingest writes them (a sidecar) are selected by
+    /// matchers and time, and the engine reads them.
+    #[tokio::test]
+    async fn tenant_queryable_reads_histograms_from_sidecars() {
+        use crate::promql::{Engine, FloatHistogram, Value};
+        use storage::sidecar::Sidecar;
+
+        let q = TenantQueryable {
+            storage: Storage::in_memory(),
+            tenant: TenantId::new("t").expect("tenant"),
+            warnings: ReadWarnings::default(),
+        };
+        let l = Labels::from_pairs([("__name__", "h"), ("a", "1")]).expect("labels");
+        let h = FloatHistogram {
+            count: 3.0,
+            sum: 4.0,
+            positive: vec![(0, 3.0)],
+            ..FloatHistogram::default()
+        };
+        let sidecar = Sidecar {
+            histograms: vec![HistogramSeries {
+                labels: l.clone(),
+                histograms: vec![h.to_stored(1_000), h.clone().scale(2.0).to_stored(2_000)],
+            }],
+            ..Sidecar::default()
+        };
+        q.storage
+            .write_sidecar(&q.tenant, &sidecar)
+            .await
+            .expect("write");
+        let got = q
+            .select_histograms(&[Matcher::eq("a", "1")], 1_500, 3_000)
+            .await
+            .expect("select");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].histograms.len(), 1);
+        assert!(
+            q.select_histograms(&[Matcher::eq("a", "2")], 0, 3_000)
+                .await
+                .expect("select")
+                .is_empty()
+        );
+        let v = Engine::default()
+            .instant_query(&q, "histogram_count(h)", 2_000)
+            .await
+            .expect("query");
+        let Value::Vector(v) = v else { panic!("{v:?}") };
+        assert_eq!(v[0].sample.v, 6.0);
+    }
+
     #[tokio::test]
     async fn mem_queryable_selects_by_matchers_and_time() {
         let mut m = MemQueryable::default();

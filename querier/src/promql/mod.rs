@@ -17,6 +17,8 @@ mod time_functions;
 mod value;
 
 #[cfg(test)]
+mod histogram_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
