@@ -409,7 +409,12 @@ pub async fn resolve(
             headers: plan.headers(),
         });
     }
-    let snapshot = storage.snapshot(tenant).await?;
+    // One snapshot for every namespace the query reads, from the query
+    // view (reused for `view_max_age`, as the raw path's reads are), with
+    // corrupt objects left out and reported like the raw path does.
+    let warnings = ReadWarnings::default();
+    let (snapshot, skipped) = storage.snapshot_reporting(tenant).await?;
+    warnings.add(skipped);
     let aggregated: Vec<Namespace> = policies
         .iter()
         .map(|p| {
@@ -432,7 +437,6 @@ pub async fn resolve(
         .collect();
     let plan = choose(raw, aggregated, lo, now, requested).map_err(ResolveError::Invalid)?;
     debug!(tenant = %tenant, plan = ?plan, "namespaces chosen");
-    let warnings = ReadWarnings::default();
     Ok(Resolved {
         resolution_ms: plan.resolution_ms(),
         headers: plan.headers(),

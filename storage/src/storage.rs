@@ -1175,6 +1175,7 @@ fn chrono_epoch() -> chrono::DateTime<chrono::Utc> {
 
 mod direct;
 mod postings;
+mod query_snapshot;
 pub mod read_cache;
 mod sidecar;
 pub use read_cache::ReadCache;

@@ -351,3 +351,126 @@ async fn without_policies_a_forced_resolution_is_refused() {
     .expect("refused");
     assert!(matches!(e, ResolveError::Invalid(_)), "{e}");
 }
+
+/// Keys under `prefix`.
+async fn keys_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<object_store::path::Path> {
+    use futures::TryStreamExt;
+    store
+        .list(Some(&object_store::path::Path::from(prefix)))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .expect("list")
+}
+
+#[tokio::test]
+async fn corrupt_objects_are_read_around_with_a_warning() {
+    use object_store::ObjectStoreExt;
+    let (storage, rules, now) = setup().await;
+    let store = storage.object_store().clone();
+    // A segment that is not one, next to the real one.
+    let segments = keys_under(&store, "tenants/t/segments").await;
+    let real = storage::paths::parse_segment(&segments[0]).expect("segment id");
+    let bad_segment = storage::paths::segment(&tenant(), real.increment().expect("next id"));
+    store
+        .put(&bad_segment, b"not a segment".to_vec().into())
+        .await
+        .expect("put");
+    // The first window's 1m block overwritten with garbage.
+    let bad_block = keys_under(&store, "tenants/t/blocks/1m")
+        .await
+        .into_iter()
+        .find(|k| storage::paths::parse_block(k).is_some_and(|id| id.timestamp_ms() as i64 == T0))
+        .expect("the first window's block");
+    store
+        .put(&bad_block, b"not a block".to_vec().into())
+        .await
+        .expect("put");
+
+    let fresh = Storage::new(store.clone());
+    let resolver = Resolver {
+        raw_retention: RawRetention {
+            default_ms: Some(H),
+            tenants: HashMap::new(),
+        },
+        rules,
+    };
+    let r = resolve(
+        Some(&resolver),
+        &fresh,
+        &tenant(),
+        &Requested::Auto,
+        T0,
+        now,
+    )
+    .await
+    .expect("a corrupt object does not fail the query");
+    assert_eq!(r.resolution_ms, M);
+    let temp = [Matcher::eq("__name__", "temp")];
+    let got = r
+        .queryable
+        .select(&temp, T0, T0 + 5 * H)
+        .await
+        .expect("select");
+    assert_eq!(got.len(), 2);
+    for s in &got {
+        let count = |lo: i64, hi: i64| s.samples.iter().filter(|x| lo <= x.t && x.t < hi).count();
+        // The corrupt window is missing, the other aggregated window and
+        // the raw hour after the seam are there.
+        assert_eq!(count(T0, T0 + 2 * H), 0);
+        assert_eq!(count(T0 + 2 * H, T0 + 4 * H), 2 * 60);
+        assert_eq!(count(T0 + 4 * H, T0 + 5 * H), 360);
+    }
+    let warnings = r.warnings.take();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for key in [bad_segment.as_ref(), bad_block.as_ref()] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(key) && w.contains("skipped corrupt object")),
+            "{key} not in {warnings:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_query_view_is_reused_by_the_resolution_path() {
+    let (storage, rules, now) = setup().await;
+    let requests = storage::instrumented_store::StoreMetrics::unregistered();
+    let counted: Arc<dyn ObjectStore> =
+        Arc::new(storage::instrumented_store::InstrumentedStore::new(
+            storage.object_store().clone(),
+            requests.clone(),
+        ));
+    let querier = Storage::new(counted).with_view_max_age(Duration::from_secs(3600));
+    let resolver = Resolver {
+        raw_retention: RawRetention {
+            default_ms: Some(H),
+            tenants: HashMap::new(),
+        },
+        rules,
+    };
+    let temp = [Matcher::eq("__name__", "temp")];
+    let first = query(&resolver, &querier, &Requested::Auto, T0, now, &temp).await;
+    assert!(requests.total() > 0, "the first query reads the store");
+    let before = requests.total();
+    // The second query's namespaces come from the same view: no manifest
+    // read, no listing, no footer read.
+    let r = resolve(
+        Some(&resolver),
+        &querier,
+        &tenant(),
+        &Requested::Auto,
+        T0,
+        now,
+    )
+    .await
+    .expect("resolve");
+    assert_eq!(requests.total(), before, "resolving sent requests");
+    let got = r
+        .queryable
+        .select(&temp, T0, T0 + 5 * H)
+        .await
+        .expect("select");
+    assert_eq!((r.resolution_ms, got), first);
+}
