@@ -6,9 +6,10 @@
 //! segment the blocks already hold) and list the tenant's segments; read each
 //! object's series index from its footer (cached: objects are immutable); keep
 //! the objects that overlap the time range and hold a matching series, then
-//! let DataFusion scan only those files for only those series ids and times.
+//! read only those series and times from them directly (`direct`: block
+//! directories, postings and decoded samples cached in `read_cache`).
 //! Block rows are chunks, decoded here; segment samples that a block already
-//! holds are skipped.
+//! holds are skipped. `read_scan` does the same through a DataFusion scan.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -77,8 +78,10 @@ pub struct Storage {
     view_max_age: Duration,
     /// Block directories and decoded samples of the direct read path.
     read_cache: ReadCache,
-    /// Postings of series indexes, by object (bounded like `index_cache`).
-    postings: Arc<Mutex<HashMap<Path, Arc<Postings>>>>,
+    /// Postings of series indexes, by object (bounded like `index_cache`),
+    /// with the index they were built from: callers may pass a source with
+    /// another index of the same object (narrowed to some series).
+    postings: Arc<Mutex<HashMap<Path, PostingsOf>>>,
 }
 
 /// What queries of one tenant read: a manifest and the segment listing taken
@@ -1071,19 +1074,43 @@ impl Storage {
         Ok(index)
     }
 
-    /// The postings of a source's series index (built on first use).
-    fn postings(&self, key: &Path, index: &SegmentIndex) -> Arc<Postings> {
-        if let Some(p) = self.postings.lock().ok().and_then(|c| c.get(key).cloned()) {
-            return p;
-        }
-        let p = Arc::new(Postings::new(index));
-        if let Ok(mut cache) = self.postings.lock() {
-            if cache.len() >= INDEX_CACHE_ENTRIES {
-                cache.clear();
+    /// Positions in `index` of the series matching `matchers`: through the
+    /// postings of the object's index (built on first use and cached), or,
+    /// for an index the caller built (narrowed to some series, so positions
+    /// differ from the object's own index), by testing each series.
+    fn select_series(
+        &self,
+        key: &Path,
+        index: &Arc<SegmentIndex>,
+        matchers: &[Matcher],
+    ) -> Vec<usize> {
+        let cached = self.postings.lock().ok().and_then(|c| c.get(key).cloned());
+        let postings = match cached {
+            Some((built_from, p)) if Arc::ptr_eq(&built_from, index) => p,
+            // Built only for the object's own (cached) index.
+            None if self
+                .index_cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(key).cloned())
+                .is_some_and(|own| Arc::ptr_eq(&own, index)) =>
+            {
+                let p = Arc::new(Postings::new(index));
+                if let Ok(mut cache) = self.postings.lock() {
+                    if cache.len() >= INDEX_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(key.clone(), (index.clone(), p.clone()));
+                }
+                p
             }
-            cache.insert(key.clone(), p.clone());
-        }
-        p
+            _ => {
+                return (0..index.series.len())
+                    .filter(|&i| matches_all(matchers, &index.series[i].labels))
+                    .collect();
+            }
+        };
+        postings.select(index, matchers)
     }
 
     fn cache_index(&self, key: &Path, index: Arc<SegmentIndex>) {
@@ -1095,6 +1122,9 @@ impl Storage {
         }
     }
 }
+
+/// Postings and the series index they were built from.
+type PostingsOf = (Arc<SegmentIndex>, Arc<Postings>);
 
 /// A series' slot in the gathered output and the source position of its run.
 type SlotAt = (usize, usize);

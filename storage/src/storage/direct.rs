@@ -55,9 +55,7 @@ impl Storage {
         let matched: Vec<Vec<(SeriesId, &Labels)>> = sources
             .iter()
             .map(|src| {
-                let postings = self.postings(&src.meta.location, &src.index);
-                postings
-                    .select(&src.index, matchers)
+                self.select_series(&src.meta.location, &src.index, matchers)
                     .into_iter()
                     .filter_map(|i| src.index.series.get(i))
                     .filter(|s| in_ids(s.id))

@@ -7,6 +7,7 @@ use crate::manifest::SegmentEntry;
 use crate::matcher::MatchOp;
 use crate::paths;
 use crate::sample::STALE_NAN_BITS;
+use crate::segment::SegmentIndex;
 use crate::tenant::TenantId;
 use object_store::{ObjectMeta, PutPayload};
 
@@ -72,9 +73,10 @@ async fn put_block(s: &Storage, series: &[Series], start: i64, end: i64) -> Sour
     let (bytes, index) = w.finish().expect("finish");
     let key = paths::block(&tenant(), "raw", super::super::next_segment_id());
     let size = bytes.len() as u64;
-    s.put_block(&key, bytes, index.clone()).await.expect("put");
+    s.put_block(&key, bytes, index).await.expect("put");
     Source {
         kind: SourceKind::Block,
+        index: own_index(s, &key),
         meta: ObjectMeta {
             location: key,
             last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
@@ -82,24 +84,32 @@ async fn put_block(s: &Storage, series: &[Series], start: i64, end: i64) -> Sour
             e_tag: None,
             version: None,
         },
-        index: Arc::new(index),
         done: None,
     }
 }
 
+/// The index the storage cached for `key` (the one reads normally get).
+fn own_index(s: &Storage, key: &Path) -> Arc<SegmentIndex> {
+    s.index_cache
+        .lock()
+        .expect("lock")
+        .get(key)
+        .cloned()
+        .expect("index cached by the write")
+}
+
 async fn put_segment(s: &Storage, series: &[Series], done: Option<SegmentEntry>) -> Source {
     let w = s.write_segment(&tenant(), series).await.expect("segment");
-    let (bytes, index) = segment::encode(series).expect("encode");
     Source {
         kind: SourceKind::Segment,
+        index: own_index(s, &w.key),
         meta: ObjectMeta {
             location: w.key,
             last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-            size: bytes.len() as u64,
+            size: w.bytes as u64,
             e_tag: None,
             version: None,
         },
-        index: Arc::new(index),
         done,
     }
 }
@@ -186,6 +196,42 @@ async fn the_direct_path_answers_as_the_scan_bit_for_bit() {
             .await
             .expect("read");
         assert_eq!(all.len(), 45, "every series of every source");
+        let with_postings = s.postings.lock().expect("lock").len();
+        assert_eq!(with_postings, srcs.len(), "postings of every object");
+        // Sources whose index a caller narrowed to some series (as the
+        // stitched read of resolutions does): positions differ from the
+        // object's own index, which the postings were built from.
+        let narrowed: Vec<Source> = srcs
+            .iter()
+            .map(|src| {
+                let mut index = (*src.index).clone();
+                index.series = index.series.into_iter().skip(1).step_by(2).collect();
+                Source {
+                    index: Arc::new(index),
+                    ..src.clone()
+                }
+            })
+            .collect();
+        for ms in &selectors {
+            let want = s
+                .read_scan(&narrowed, ms, i64::MIN, i64::MAX, None)
+                .await
+                .expect("scan");
+            let got = s
+                .read(&narrowed, ms, i64::MIN, i64::MAX, None)
+                .await
+                .expect("direct");
+            assert_eq!(bits(&got), bits(&want), "narrowed, {ms:?}");
+        }
+        let after = s.postings.lock().expect("lock").len();
+        assert_eq!(after, with_postings, "no postings for narrowed indexes");
+        assert!(
+            s.read(&narrowed, &[], i64::MIN, i64::MAX, None)
+                .await
+                .expect("read")
+                .len()
+                < all.len()
+        );
         let (dirs, samples) = s.read_cache.usage();
         assert!(dirs > 0, "block directories are cached");
         assert_eq!(
