@@ -13,6 +13,7 @@ use promql_parser::parser::{Expr, SubqueryExpr};
 use storage::{Labels, Sample};
 
 use super::EvalError;
+use super::native_histogram::{FloatHistogram, ResetHint};
 use super::selectors::{
     DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms, select_instant,
     select_range,
@@ -132,6 +133,8 @@ impl<'a> Evaluator<'a> {
         }
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<RangeSeries> = Vec::new();
+        // The histogram each series' last step returned, as evaluated.
+        let mut last_hist: Vec<Option<Arc<FloatHistogram>>> = Vec::new();
         let mut it = first;
         while it <= t {
             let vec = self.subquery_step(sq, it)?;
@@ -143,14 +146,28 @@ impl<'a> Evaluator<'a> {
                         hists: Vec::new(),
                         drop_name: false,
                     });
+                    last_hist.push(None);
                     out.len() - 1
                 });
+                let prev = last_hist.get_mut(i).and_then(Option::take);
                 if let Some(rs) = out.get_mut(i) {
                     match &e.h {
-                        Some(h) => rs.hists.push(HPoint {
-                            t: it,
-                            h: Arc::clone(h),
-                        }),
+                        Some(h) => {
+                            // The same stored sample seen again at a later
+                            // step is no new counter reset.
+                            let repeated = prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, h));
+                            if let Some(slot) = last_hist.get_mut(i) {
+                                *slot = Some(Arc::clone(h));
+                            }
+                            let h = if repeated && h.hint == ResetHint::Reset {
+                                let mut c = h.as_ref().clone();
+                                c.hint = ResetHint::NotReset;
+                                Arc::new(c)
+                            } else {
+                                Arc::clone(h)
+                            };
+                            rs.hists.push(HPoint { t: it, h });
+                        }
                         None => rs.samples.push(Sample::new(it, e.v)),
                     }
                     rs.drop_name |= e.drop_name;

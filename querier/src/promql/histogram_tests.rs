@@ -195,6 +195,27 @@ fn range_queries_return_histogram_points_apart_from_floats() {
 }
 
 #[test]
+fn a_reset_sample_repeated_by_a_subquery_counts_once() {
+    let mut m = MemQueryable::default();
+    let mut reset = h(10.0);
+    reset.hint = super::native_histogram::ResetHint::Reset;
+    let pts = [h(100.0), reset, h(20.0), h(30.0)];
+    m.write_histograms(&[HistogramSeries {
+        labels: labels(&[("__name__", "c")]),
+        histograms: pts
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.to_stored(i as i64 * 60_000))
+            .collect(),
+    }]);
+    // Steps of 15s return the reset sample four times.
+    let v =
+        block_on(Engine::default().instant_query(&m, "resets(c[3m:15s])", 180_000)).expect("query");
+    let Value::Vector(v) = v else { panic!("{v:?}") };
+    assert_eq!(v[0].sample.v, 1.0);
+}
+
+#[test]
 fn over_time_functions_handle_histograms() {
     let s = instant(r#"sum_over_time(hist{job="a"}[3m])"#, 180);
     assert_eq!(hist_of(&s, r#"{job="a"}"#).count, 360.0);

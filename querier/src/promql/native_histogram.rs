@@ -276,6 +276,11 @@ impl FloatHistogram {
         self.count /= f;
         self.sum /= f;
         self.zero_count /= f;
+        if f == 0.0 {
+            // As Prometheus: division by zero leaves no buckets.
+            self.positive.clear();
+            self.negative.clear();
+        }
         for b in self.positive.iter_mut().chain(self.negative.iter_mut()) {
             b.1 /= f;
         }
@@ -899,7 +904,18 @@ pub fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
                 b.upper = 0.0;
             }
         }
-        let linear = |v: f64| rank + b.count * (v - b.lower) / (b.upper - b.lower);
+        let linear = |v: f64| {
+            // Observations of an infinitely wide bucket sit at its finite
+            // end: all below a value inside it (first bucket), or none
+            // (last bucket).
+            if b.lower == f64::NEG_INFINITY {
+                rank + b.count
+            } else if b.upper == f64::INFINITY {
+                rank
+            } else {
+                rank + b.count * (v - b.lower) / (b.upper - b.lower)
+            }
+        };
         let exponential = |v: f64| {
             let (ll, lu, lv) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
             let f = if v > 0.0 {
@@ -1148,6 +1164,22 @@ mod tests {
         assert!((fraction(1.0, 2.0, &x) - 0.5).abs() < 1e-12);
         assert_eq!(fraction(0.0, 8.0, &x), 1.0);
         assert!(quantile(0.5, &h(0, 0.0, 0.0, &[])).is_nan());
+    }
+
+    #[test]
+    fn division_by_zero_and_infinite_custom_buckets() {
+        let x = h(0, 2.0, 3.0, &[(1, 2.0)]).divide(0.0);
+        assert_eq!((x.count, x.sum), (f64::INFINITY, f64::INFINITY));
+        assert!(x.positive.is_empty());
+        // (-Inf, -3]: 10, (-3, -2]: 2, (-2, +Inf]: 88.
+        let mut c = h(
+            CUSTOM_BUCKETS_SCHEMA,
+            100.0,
+            0.0,
+            &[(0, 10.0), (1, 2.0), (2, 88.0)],
+        );
+        c.custom_values = vec![-3.0, -2.0];
+        assert!((fraction(-4.0, -2.0, &c) - 0.02).abs() < 1e-12);
     }
 
     #[test]

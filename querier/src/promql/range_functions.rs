@@ -138,7 +138,8 @@ fn eval_kind(
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let mut out = Vec::with_capacity(w.series.len());
     for s in &w.series {
-        if !s.hists.is_empty() {
+        // Smoothing ignores histogram samples entirely.
+        if !s.hists.is_empty() && name != "double_exponential_smoothing" {
             if let Some((v, h)) = with_histograms(name, kind, s, w.start, w.end, param) {
                 out.push(Elem {
                     labels: s.labels.clone(),
