@@ -1,7 +1,8 @@
 //! Remote write 2.0 end to end against the real binary: a request built by
 //! hand to the 2.0 spec (the Debian Prometheus 2.42 cannot send 2.0) with
 //! floats, a native histogram, exemplars and metadata; the written-count
-//! headers; the floats read back through `/api/v1/query`, the histogram
+//! headers; the floats read back through `/api/v1/query` (the histogram too,
+//! with `histogram_count` and as Prometheus' JSON), the histogram
 //! through remote read (bit for bit), the exemplar through
 //! `/api/v1/query_exemplars`, the metadata through `/api/v1/metadata`; a
 //! partial write and the 415 cases. Remote write 1.0 from a real Prometheus
@@ -201,6 +202,35 @@ async fn a_2_0_request_round_trips_through_every_api() {
         series[0].histograms,
         vec![histogram(t0), histogram(t0 + 15_000)]
     );
+
+    // The histogram through PromQL: a function of it, and the sample in
+    // Prometheus' JSON (count, sum, the zero bucket and three buckets).
+    let got = promapi::query(
+        &c,
+        &strata.url,
+        "histogram_count(rw2_latency_seconds)",
+        at,
+        None,
+    )
+    .await
+    .expect("query");
+    assert_eq!(got.single_value(), Some(7.5));
+    let params = [
+        ("query", "rw2_latency_seconds".to_string()),
+        ("time", promapi::api_time(at)),
+    ];
+    let v = promapi::get(&c, &strata.url, "/api/v1/query", &params, None)
+        .await
+        .expect("query");
+    let h = &v["result"][0]["histogram"][1];
+    assert_eq!(h["count"], "7.5", "{v}");
+    assert_eq!(h["sum"], "42.25", "{v}");
+    assert_eq!(
+        h["buckets"][0],
+        serde_json::json!([3, "-0.0001", "0.0001", "0.5"]),
+        "{v}"
+    );
+    assert_eq!(h["buckets"].as_array().map(Vec::len), Some(4), "{v}");
 
     // The exemplar and the metadata through their APIs.
     let params = [
