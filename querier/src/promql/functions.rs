@@ -14,13 +14,16 @@ use super::EvalError;
 use super::eval::Evaluator;
 use super::selectors::select_instant;
 use super::value::{Elem, Val, check_unique, labels_from};
-use super::{histogram, info, range_functions, time_functions};
+use super::{histogram, info, range_functions, start_timestamp, time_functions};
 
 pub(crate) fn eval(ev: &Evaluator<'_>, call: &Call, ts: i64) -> Result<Val, EvalError> {
     let name = call.func.name;
     let args = &call.args.args;
     if name == "info" {
         return info::eval(ev, call, ts);
+    }
+    if name == "start_timestamp" {
+        return start_timestamp::eval(ev, args, ts);
     }
     if let Some(r) = range_functions::eval(ev, name, args, ts) {
         return r;

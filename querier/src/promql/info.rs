@@ -16,7 +16,7 @@ use storage::{Label, Labels, METRIC_NAME, MatchOp, Matcher};
 
 use super::EvalError;
 use super::eval::Evaluator;
-use super::selectors::{at_ms, instant_sample, offset_ms, to_storage_matchers};
+use super::selectors::{at_ms, offset_ms, select_instant, to_storage_matchers};
 use super::value::{Elem, Val, labels_from};
 
 /// Info metric used when the selector names none.
@@ -153,24 +153,34 @@ pub(crate) fn eval(ev: &Evaluator<'_>, call: &Call, ts: i64) -> Result<Val, Eval
         let relevant = wanted
             .iter()
             .all(|(n, vals)| s.labels.get(n).is_some_and(|v| vals.contains(v)));
-        let Some(sample) = relevant
-            .then(|| instant_sample(&s.samples, t, ev.lookback))
-            .flatten()
+        if !relevant {
+            continue;
+        }
+        let Some((latest, sample_t)) =
+            select_instant(std::slice::from_ref(s), t, ev.lookback).pop()
         else {
             continue;
         };
+        // Info metrics carry their data in labels; a histogram there is a
+        // mistake in the selector, not something to join (Prometheus fails too).
+        if latest.h.is_some() {
+            return Err(EvalError::Execution(format!(
+                "info series {} has a native histogram sample at {sample_t}; info series must be floats",
+                s.labels
+            )));
+        }
         let name = s.labels.get(METRIC_NAME).unwrap_or("");
         let sig = (name, identifying(&s.labels));
         match infos.get(&sig) {
-            Some((_, prev)) if *prev > sample.t => {}
-            Some((prev, pt)) if *pt == sample.t => {
+            Some((_, prev)) if *prev > sample_t => {}
+            Some((prev, pt)) if *pt == sample_t => {
                 return Err(EvalError::Execution(format!(
                     "found duplicate series for info metric: existing {prev} @ {pt}, new {} @ {}",
-                    s.labels, sample.t
+                    s.labels, sample_t
                 )));
             }
             _ => {
-                infos.insert(sig, (&s.labels, sample.t));
+                infos.insert(sig, (&s.labels, sample_t));
             }
         }
     }

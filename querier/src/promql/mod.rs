@@ -13,6 +13,7 @@ mod info;
 pub mod native_histogram;
 mod range_functions;
 mod selectors;
+mod start_timestamp;
 mod time_functions;
 mod value;
 
@@ -20,6 +21,8 @@ mod value;
 mod histogram_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tier3_tests;
 
 use std::collections::HashMap;
 
