@@ -760,6 +760,35 @@ mod tests {
         assert!(selector_matches(&s[0], &l("bar")));
     }
 
+    /// Histograms and load_with_nhcb go through the real write path
+    /// (segment and sidecar) and are evaluated and compared.
+    #[tokio::test]
+    async fn histograms_are_loaded_through_storage() {
+        let script = "load 1m\n  h {{schema:0 count:4 sum:5 buckets:[1 2 1]}}+{{count:1 sum:1 buckets:[1]}}x2\n\n\
+                      eval instant at 2m h\n  h {{count:6 sum:7 buckets:[3 2 1]}}\n\n\
+                      eval instant at 2m histogram_count(h)\n  {} 6\n\n\
+                      eval instant at 2m histogram_count(h)\n  {} 7\n\n\
+                      clear\nload_with_nhcb 1m\n  c_bucket{le=\"1\"} 1\n  c_bucket{le=\"+Inf\"} 3\n  c_count 3\n  c_sum 4\n\n\
+                      eval instant at 0 histogram_fraction(-Inf, 1, c)\n  {} 0.3333333333333333\n";
+        let r = run_script(
+            "native_histograms.test",
+            script,
+            &Engine::default(),
+            &RunOptions::default(),
+        )
+        .await;
+        assert!(r.load_errors.is_empty(), "{:?}", r.load_errors);
+        let failures: Vec<Option<&str>> = r.evals.iter().map(|e| e.failure.as_deref()).collect();
+        assert_eq!(failures.len(), 4, "{r:?}");
+        assert_eq!(failures[0], None);
+        assert_eq!(failures[1], None);
+        assert!(
+            failures[2].is_some_and(|f| f.contains("expected 7")),
+            "{failures:?}"
+        );
+        assert_eq!(failures[3], None);
+    }
+
     /// An engine stub that fails everything still yields a full, counted report.
     #[tokio::test]
     async fn runs_scripts_and_counts_failures() {
