@@ -70,10 +70,13 @@ impl Queryable for TenantQueryable {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<HistogramSeries>, EvalError> {
-        self.storage
-            .select_histograms(&self.tenant, matchers, start_ms, end_ms)
+        let (series, skipped) = self
+            .storage
+            .select_histograms_reporting(&self.tenant, matchers, start_ms, end_ms)
             .await
-            .map_err(|e| EvalError::Storage(e.to_string()))
+            .map_err(|e| EvalError::Storage(e.to_string()))?;
+        self.warnings.add(skipped);
+        Ok(series)
     }
 }
 

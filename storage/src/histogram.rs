@@ -3,8 +3,8 @@
 //! same field numbers), so a histogram written by any protocol round-trips
 //! bit for bit, and its stored encoding is that protobuf message.
 //!
-//! Querying native histograms with PromQL is not built yet; storage keeps them
-//! losslessly so remote read can return them.
+//! PromQL converts them to its float histogram
+//! (`querier::promql::native_histogram`); remote read returns them as stored.
 
 use prost::Message;
 

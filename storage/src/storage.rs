@@ -93,6 +93,8 @@ struct TenantViews {
     view: Option<Arc<View>>,
     /// Segments written by this process, with when their put completed.
     recent: Vec<(Instant, Ulid, Source)>,
+    /// Sidecars written by this process, likewise.
+    recent_sidecars: Vec<(Instant, Ulid, Path)>,
 }
 
 struct View {
@@ -104,6 +106,8 @@ struct View {
     segments: Vec<(Ulid, Source)>,
     /// Segments whose index did not decode (left out of `segments`).
     corrupt: Vec<Skipped>,
+    /// The tenant's sidecars, oldest first, listed with the segments.
+    sidecars: Vec<(Ulid, Path)>,
 }
 
 /// Segment ids of this process, strictly increasing even within one
@@ -503,7 +507,10 @@ impl Storage {
         }
         let taken = Instant::now();
         let manifest = self.manifest(tenant).await?;
-        let (segments, corrupt) = self.live_segments(tenant, &manifest, true).await?;
+        let ((segments, corrupt), sidecars) = futures::try_join!(
+            self.live_segments(tenant, &manifest, true),
+            self.list_sidecars(tenant)
+        )?;
         if let Ok(mut v) = self.verified.lock() {
             let prefix = paths::segments_prefix(tenant);
             let live: HashSet<&Path> = segments.iter().map(|(_, s)| &s.meta.location).collect();
@@ -514,6 +521,7 @@ impl Storage {
             manifest,
             segments,
             corrupt,
+            sidecars,
         });
         if !self.view_max_age.is_zero()
             && let Ok(mut m) = self.views.lock()
@@ -523,6 +531,7 @@ impl Storage {
                 t.view = Some(view.clone());
                 // Writes before the listing began are in it.
                 t.recent.retain(|(at, _, _)| *at >= taken);
+                t.recent_sidecars.retain(|(at, _, _)| *at >= taken);
             }
         }
         Ok(view)

@@ -251,3 +251,139 @@ async fn compaction_merges_sidecars_by_write_window_without_changing_answers() {
     let (h, e, m) = answers(storage.clone()).await;
     assert!(h.is_empty() && e.is_empty() && m.is_empty());
 }
+
+fn one_histogram(job: &str, t: i64) -> Sidecar {
+    Sidecar {
+        histograms: vec![HistogramSeries {
+            labels: labels(&[("__name__", "rpc_seconds"), ("job", job)]),
+            histograms: vec![histogram(t, 1)],
+        }],
+        ..Default::default()
+    }
+}
+
+async fn query_jobs(s: &Storage, tenant: &TenantId) -> (Vec<String>, usize) {
+    let (series, skipped) = s
+        .select_histograms_reporting(tenant, &[], 0, 10_000)
+        .await
+        .unwrap();
+    let jobs = series
+        .iter()
+        .map(|h| h.labels.get("job").unwrap_or_default().to_string())
+        .collect();
+    (jobs, skipped.len())
+}
+
+#[tokio::test]
+async fn query_reads_of_sidecars_use_the_view_and_see_own_writes_at_once() {
+    use std::time::Duration;
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let tenant = TenantId::new("t1").unwrap();
+    let reader = Storage::new(store.clone()).with_view_max_age(Duration::from_secs(3600));
+    let other = Storage::new(store.clone());
+    other
+        .write_sidecar(&tenant, &one_histogram("a", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(query_jobs(&reader, &tenant).await, (vec!["a".into()], 0));
+    // Another process's sidecar: not listed again while the view is fresh
+    // (a query sends no listing per selector)...
+    other
+        .write_sidecar(&tenant, &one_histogram("b", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(query_jobs(&reader, &tenant).await, (vec!["a".into()], 0));
+    // ...this process's own write is seen at once...
+    reader
+        .write_sidecar(&tenant, &one_histogram("c", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        query_jobs(&reader, &tenant).await,
+        (vec!["a".into(), "c".into()], 0)
+    );
+    // ...and strict reads (and storages without a view) always list.
+    let all = reader
+        .select_histograms(&tenant, &[], 0, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(query_jobs(&other, &tenant).await.0.len(), 3);
+}
+
+#[tokio::test]
+async fn a_sidecar_merged_away_under_a_cached_view_is_found_after_a_relist() {
+    use object_store::ObjectStoreExt;
+    use std::time::Duration;
+    use ulid::Ulid;
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let tenant = TenantId::new("t1").unwrap();
+    const HOUR: i64 = 3_600_000;
+    for (i, job) in ["a", "b"].iter().enumerate() {
+        let key = crate::paths::sidecar(&tenant, Ulid::from_parts(HOUR as u64 + i as u64, 0));
+        store
+            .put(
+                &key,
+                encode(&one_histogram(job, 1_000), HOUR).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    let reader = Storage::new(store.clone()).with_view_max_age(Duration::from_secs(3600));
+    let before = query_jobs(&reader, &tenant).await;
+    assert_eq!(before, (vec!["a".into(), "b".into()], 0));
+    // Another process merges both into one and deletes the inputs, which
+    // the reader's cached view still names.
+    let stats = Storage::new(store.clone())
+        .compact_sidecars(&tenant, 10 * HOUR, 0, &[HOUR], None)
+        .await
+        .unwrap();
+    assert_eq!((stats.merged, stats.written), (2, 1));
+    assert_eq!(query_jobs(&reader, &tenant).await, before);
+}
+
+#[tokio::test]
+async fn a_corrupt_sidecar_is_read_around_by_queries_and_fails_strict_reads() {
+    use object_store::ObjectStoreExt;
+    let storage = Storage::in_memory();
+    let tenant = TenantId::new("t1").unwrap();
+    storage
+        .write_sidecar(&tenant, &one_histogram("a", 1_000))
+        .await
+        .unwrap();
+    let bad = storage
+        .write_sidecar(&tenant, &one_histogram("b", 2_000))
+        .await
+        .unwrap();
+    let mut bytes = storage
+        .object_store()
+        .get(&bad.key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    storage
+        .object_store()
+        .put(&bad.key, bytes.into())
+        .await
+        .unwrap();
+    let (series, skipped) = storage
+        .select_histograms_reporting(&tenant, &[], 0, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].labels.get("job"), Some("a"));
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].key, bad.key.to_string());
+    let strict = storage.select_histograms(&tenant, &[], 0, 10_000).await;
+    assert!(matches!(
+        strict,
+        Err(crate::error::StorageError::Corrupt { .. })
+    ));
+}

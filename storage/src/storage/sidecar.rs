@@ -3,6 +3,7 @@
 //! object read twice (a retried write, a merged copy) never changes an answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -10,7 +11,7 @@ use object_store::path::Path;
 use tracing::debug;
 use ulid::Ulid;
 
-use super::{Storage, next_segment_id};
+use super::{RECENT_WRITES_MARGIN, Skipped, Storage, next_segment_id, skip_if_corrupt};
 use crate::error::{Result, StorageError};
 use crate::labels::Labels;
 use crate::matcher::{Matcher, matches_all};
@@ -56,6 +57,7 @@ impl Storage {
             .await
             .map_err(|e| StorageError::store("put", key.as_ref(), e))?;
         debug!(key = %key, bytes = size, "sidecar written");
+        self.remember_sidecar(tenant, id, key.clone());
         Ok(WrittenSidecar {
             key,
             bytes: size,
@@ -66,26 +68,90 @@ impl Storage {
     }
 
     /// Every sidecar of `tenant` (oldest first) whose time range overlaps
-    /// `[start_ms, end_ms]`. An object listed but gone when fetched was
-    /// merged (see [`Storage::compact_sidecars`]) after the listing: the
-    /// merged copy was written before the delete, so one fresh listing
-    /// finds it.
+    /// `[start_ms, end_ms]`, from a fresh listing; any corrupt sidecar is an
+    /// error. An object listed but gone when fetched was merged (see
+    /// [`Storage::compact_sidecars`]) after the listing: the merged copy was
+    /// written before the delete, so one fresh listing finds it.
     pub async fn sidecars(
         &self,
         tenant: &TenantId,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<(Ulid, Sidecar)>> {
-        match self.sidecars_once(tenant, start_ms, end_ms).await {
-            Err(StorageError::ObjectStore {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }) => self.sidecars_once(tenant, start_ms, end_ms).await,
+        let read = |keys| self.read_sidecars(keys, start_ms, end_ms, false);
+        let found = match read(self.list_sidecars(tenant).await?).await {
+            Err(e) if is_not_found(&e) => read(self.list_sidecars(tenant).await?).await,
+            other => other,
+        }?;
+        Ok(found.0)
+    }
+
+    /// [`Storage::sidecars`] for queries: the listing comes from the
+    /// tenant's query view (reused for `view_max_age`, with this process's
+    /// own writes), so a query sends no listing while the view is fresh, and
+    /// corrupt sidecars are read around and reported.
+    pub(super) async fn sidecars_reporting(
+        &self,
+        tenant: &TenantId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<(Ulid, Sidecar)>, Vec<Skipped>)> {
+        let read = |keys| self.read_sidecars(keys, start_ms, end_ms, true);
+        match read(self.query_sidecar_keys(tenant).await?).await {
+            Err(e) if is_not_found(&e) => {
+                // Merged away since the view was listed: list afresh.
+                self.drop_view(tenant);
+                read(self.query_sidecar_keys(tenant).await?).await
+            }
             other => other,
         }
     }
 
-    async fn list_sidecars(&self, tenant: &TenantId) -> Result<Vec<(Ulid, Path)>> {
+    /// The sidecar keys a query reads: the view's listing plus what this
+    /// process wrote since, oldest first.
+    async fn query_sidecar_keys(&self, tenant: &TenantId) -> Result<Vec<(Ulid, Path)>> {
+        if self.view_max_age.is_zero() {
+            return self.list_sidecars(tenant).await;
+        }
+        let view = self.view(tenant).await?;
+        let mut keys = view.sidecars.clone();
+        if let Ok(m) = self.views.lock()
+            && let Some(t) = m.get(tenant)
+        {
+            for (at, id, key) in &t.recent_sidecars {
+                if *at >= view.taken && keys.binary_search_by_key(id, |(i, _)| *i).is_err() {
+                    keys.push((*id, key.clone()));
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Lets queries see a sidecar this process wrote before the next
+    /// listing (read-your-writes, as for segments).
+    fn remember_sidecar(&self, tenant: &TenantId, id: Ulid, key: Path) {
+        if self.view_max_age.is_zero() {
+            return;
+        }
+        if let Ok(mut m) = self.views.lock() {
+            let t = m.entry(tenant.clone()).or_default();
+            let keep = self.view_max_age + RECENT_WRITES_MARGIN;
+            t.recent_sidecars.retain(|(at, _, _)| at.elapsed() < keep);
+            t.recent_sidecars.push((Instant::now(), id, key));
+        }
+    }
+
+    /// Forgets the tenant's cached query view: the next read lists afresh.
+    fn drop_view(&self, tenant: &TenantId) {
+        if let Ok(mut m) = self.views.lock()
+            && let Some(t) = m.get_mut(tenant)
+        {
+            t.view = None;
+        }
+    }
+
+    pub(super) async fn list_sidecars(&self, tenant: &TenantId) -> Result<Vec<(Ulid, Path)>> {
         let prefix = paths::sidecars_prefix(tenant);
         let mut keys: Vec<(Ulid, Path)> = self
             .store
@@ -101,33 +167,60 @@ impl Storage {
     }
 
     async fn get_sidecar(&self, key: &Path) -> Result<(sidecar::Header, Sidecar)> {
-        let bytes = self
-            .store
+        let bytes = self.get_sidecar_bytes(key).await?;
+        sidecar::decode(key.as_ref(), &bytes)
+    }
+
+    async fn get_sidecar_bytes(&self, key: &Path) -> Result<bytes::Bytes> {
+        self.store
             .get(key)
             .await
             .map_err(|e| StorageError::store("get", key.as_ref(), e))?
             .bytes()
             .await
-            .map_err(|e| StorageError::store("get", key.as_ref(), e))?;
-        sidecar::decode(key.as_ref(), &bytes)
+            .map_err(|e| StorageError::store("get", key.as_ref(), e))
     }
 
-    async fn sidecars_once(
+    /// Fetches `keys` and decodes those whose header says they overlap the
+    /// range (the header is checked first: most sidecars of a long-lived
+    /// tenant lie outside a query's range). With `read_around`, a corrupt
+    /// sidecar is skipped and reported instead of failing the read.
+    async fn read_sidecars(
         &self,
-        tenant: &TenantId,
+        keys: Vec<(Ulid, Path)>,
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<(Ulid, Sidecar)>> {
-        let keys = self.list_sidecars(tenant).await?;
+        read_around: bool,
+    ) -> Result<(Vec<(Ulid, Sidecar)>, Vec<Skipped>)> {
         let reads = keys.into_iter().map(|(id, key)| async move {
-            let (header, s) = self.get_sidecar(&key).await?;
-            Ok::<_, StorageError>(header.overlaps(start_ms, end_ms).then_some((id, s)))
+            let bytes = self.get_sidecar_bytes(&key).await?;
+            let decoded = sidecar::decode_header(key.as_ref(), &bytes).and_then(|header| {
+                if header.overlaps(start_ms, end_ms) {
+                    sidecar::decode(key.as_ref(), &bytes).map(|(_, s)| Some((id, s)))
+                } else {
+                    Ok(None)
+                }
+            });
+            match decoded {
+                Err(e) if read_around => Ok(Err(skip_if_corrupt(e, key.as_ref())?)),
+                other => other.map(Ok),
+            }
         });
-        let found: Vec<Option<(Ulid, Sidecar)>> = futures::stream::iter(reads)
-            .buffered(SIDECAR_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
+        let found: Vec<std::result::Result<Option<(Ulid, Sidecar)>, Skipped>> =
+            futures::stream::iter(reads)
+                .buffered(SIDECAR_CONCURRENCY)
+                .try_collect()
+                .await?;
+        let mut sidecars = Vec::new();
+        let mut skipped = Vec::new();
+        for f in found {
+            match f {
+                Ok(Some(s)) => sidecars.push(s),
+                Ok(None) => {}
+                Err(s) => skipped.push(s),
+            }
+        }
+        Ok((sidecars, skipped))
     }
 
     /// Merges the tenant's sidecars written in the same closed window of
@@ -290,6 +383,21 @@ impl Storage {
         Ok(out)
     }
 
+    /// [`Storage::select_histograms`] for queries: the listing from the
+    /// tenant's query view (no request while it is fresh) and corrupt
+    /// sidecars read around, returned for the response's warnings.
+    pub async fn select_histograms_reporting(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Vec<HistogramSeries>, Vec<Skipped>)> {
+        let (inputs, skipped) = self.sidecars_reporting(tenant, start_ms, end_ms).await?;
+        let selected = cut(inputs, &[matchers], start_ms, end_ms);
+        Ok((selected.histograms, skipped))
+    }
+
     /// The tenant's sidecars overlapping the range, cut to series matching
     /// any of `sets` and to samples in the range, merged as reads dedupe.
     async fn selected(
@@ -299,21 +407,42 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Sidecar> {
-        let wanted = |l: &Labels| sets.iter().any(|m| matches_all(m, l));
-        let in_range = |t: i64| (start_ms..=end_ms).contains(&t);
-        let mut inputs = self.sidecars(tenant, start_ms, end_ms).await?;
-        for (_, s) in &mut inputs {
-            s.histograms.retain(|h| wanted(&h.labels));
-            for h in &mut s.histograms {
-                h.histograms.retain(|x| in_range(x.timestamp));
-            }
-            s.exemplars.retain(|e| wanted(&e.labels));
-            for e in &mut s.exemplars {
-                e.exemplars.retain(|x| in_range(x.timestamp));
-            }
-        }
-        Ok(merge(inputs, i64::MIN))
+        let inputs = self.sidecars(tenant, start_ms, end_ms).await?;
+        Ok(cut(inputs, sets, start_ms, end_ms))
     }
+}
+
+fn is_not_found(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::ObjectStore {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }
+    )
+}
+
+/// `inputs` (oldest first) cut to series matching any of `sets` and to
+/// samples in `[start_ms, end_ms]`, merged as reads dedupe.
+fn cut(
+    mut inputs: Vec<(Ulid, Sidecar)>,
+    sets: &[&[Matcher]],
+    start_ms: i64,
+    end_ms: i64,
+) -> Sidecar {
+    let wanted = |l: &Labels| sets.iter().any(|m| matches_all(m, l));
+    let in_range = |t: i64| (start_ms..=end_ms).contains(&t);
+    for (_, s) in &mut inputs {
+        s.histograms.retain(|h| wanted(&h.labels));
+        for h in &mut s.histograms {
+            h.histograms.retain(|x| in_range(x.timestamp));
+        }
+        s.exemplars.retain(|e| wanted(&e.labels));
+        for e in &mut s.exemplars {
+            e.exemplars.retain(|x| in_range(x.timestamp));
+        }
+    }
+    merge(inputs, i64::MIN)
 }
 
 /// One sidecar holding what `inputs` (oldest first) hold, deduplicated as
