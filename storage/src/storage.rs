@@ -507,10 +507,17 @@ impl Storage {
         }
         let taken = Instant::now();
         let manifest = self.manifest(tenant).await?;
-        let ((segments, corrupt), sidecars) = futures::try_join!(
-            self.live_segments(tenant, &manifest, true),
-            self.list_sidecars(tenant)
-        )?;
+        // Sidecar reads use the listing only from a reused view; without
+        // one they list for themselves (see `query_sidecar_keys`).
+        let sidecars = async {
+            if self.view_max_age.is_zero() {
+                Ok(Vec::new())
+            } else {
+                self.list_sidecars(tenant).await
+            }
+        };
+        let ((segments, corrupt), sidecars) =
+            futures::try_join!(self.live_segments(tenant, &manifest, true), sidecars)?;
         if let Ok(mut v) = self.verified.lock() {
             let prefix = paths::segments_prefix(tenant);
             let live: HashSet<&Path> = segments.iter().map(|(_, s)| &s.meta.location).collect();
