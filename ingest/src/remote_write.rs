@@ -205,7 +205,7 @@ pub fn decode_validated(
 ) -> Result<Validated, IngestError> {
     let raw = decompress(body, max_decoded)?;
     let mut out = Validated::default();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     let mut w = Wire::new(&raw);
     while !w.done() {
         let (field, wire) = w.key()?;
@@ -233,6 +233,16 @@ pub fn decode_validated(
     Ok(out)
 }
 
+/// Buffers reused from series to series of a request (this runs for every
+/// series of every request: no allocation but the samples').
+#[derive(Default)]
+struct Scratch {
+    /// Byte ranges of a series' label fields (key, length and payload).
+    label_fields: Vec<(usize, usize)>,
+    /// The label fields' bytes, when they are not contiguous.
+    raw: Vec<u8>,
+}
+
 /// One `TimeSeries` message: the outer error is a malformed message (the
 /// whole request is bad), the inner one an invalid series. Floats take the
 /// fast path; exemplars and histograms (rare) are decoded by prost once the
@@ -241,10 +251,10 @@ fn time_series(
     ts: &[u8],
     limits: &SeriesLimits,
     cache: &SeriesCache,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<Result<SeriesData, (String, String)>, IngestError> {
-    // Byte ranges of the label fields (key, length and payload).
-    let mut label_fields: Vec<(usize, usize)> = Vec::with_capacity(16);
+    let Scratch { label_fields, raw } = scratch;
+    label_fields.clear();
     let mut samples = Vec::new();
     let mut exemplars: Vec<&[u8]> = Vec::new();
     let mut histograms: Vec<&[u8]> = Vec::new();
@@ -274,18 +284,18 @@ fn time_series(
     let raw: &[u8] = match (label_fields.first(), label_fields.last()) {
         (Some(first), Some(last)) if contiguous => &ts[first.0..last.1],
         _ => {
-            scratch.clear();
-            for &(a, b) in &label_fields {
-                scratch.extend_from_slice(&ts[a..b]);
+            raw.clear();
+            for &(a, b) in label_fields.iter() {
+                raw.extend_from_slice(&ts[a..b]);
             }
-            scratch
+            raw
         }
     };
     let labels = match cache.get(raw) {
         Some(labels) => Ok(labels),
         None => {
             let mut pairs = Vec::with_capacity(label_fields.len());
-            for &(a, b) in &label_fields {
+            for &(a, b) in label_fields.iter() {
                 let mut w = Wire::new(&ts[a..b]);
                 w.key()?;
                 pairs.push(label(w.bytes()?)?);

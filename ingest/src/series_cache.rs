@@ -9,6 +9,7 @@
 //! within one scrape interval).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use storage::Labels;
@@ -21,8 +22,32 @@ struct Entry {
     labels: Labels,
 }
 
+/// Keys are xxh3 hashes already: the map uses them as they are instead of
+/// hashing them again (SipHash was a visible share of a lookup).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for `u64` keys; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
+
 pub struct SeriesCache {
-    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
 }
 
@@ -35,8 +60,10 @@ impl SeriesCache {
         }
     }
 
-    fn shard(&self, hash: u64) -> Option<&Mutex<HashMap<u64, Entry>>> {
-        self.shards.get((hash as usize) % SHARDS)
+    fn shard(&self, hash: u64) -> Option<&Mutex<Shard>> {
+        // Middle bits: the map itself uses the low bits (bucket) and the top
+        // seven (tag) of the same hash.
+        self.shards.get(((hash >> 32) as usize) % SHARDS)
     }
 
     /// The label set whose labels were encoded as exactly `raw`, if cached.

@@ -35,9 +35,18 @@ impl Label {
 /// A sorted set of labels with unique, non-empty names. Immutable and shared:
 /// a clone is a reference-count increment, so the same series can sit in
 /// many requests, batches and query results without copying its strings.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+///
+/// The series id is computed once, when the set is built, and travels with
+/// every clone: ingest asks for it for every series of every batch (segment
+/// rows, the segment index), where hashing the strings again was a visible
+/// share of CPU. It also makes `Hash` one integer and lets `==` reject
+/// different sets without comparing strings.
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "Vec<Label>")]
-pub struct Labels(Arc<[Label]>);
+pub struct Labels {
+    labels: Arc<[Label]>,
+    id: SeriesId,
+}
 
 impl Default for Labels {
     fn default() -> Self {
@@ -45,10 +54,46 @@ impl Default for Labels {
     }
 }
 
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Labels").field(&self.labels).finish()
+    }
+}
+
+/// Equal label sets have equal ids, so comparing ids first only skips work.
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && (Arc::ptr_eq(&self.labels, &other.labels) || self.labels == other.labels)
+    }
+}
+
+impl Eq for Labels {}
+
+/// Consistent with `Eq`: equal sets have equal ids.
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.id);
+    }
+}
+
+/// Ordered by the labels (name, then value, label by label), not by id.
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.labels.cmp(&other.labels)
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Serialized as a list of labels, straight from the shared slice.
 impl Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
+        s.collect_seq(self.labels.iter())
     }
 }
 
@@ -56,9 +101,15 @@ impl Serialize for Labels {
 pub type SeriesId = u64;
 
 impl Labels {
+    /// The one constructor: every label set carries its id.
+    fn new(labels: Arc<[Label]>) -> Self {
+        let id = hash_labels(&labels);
+        Self { labels, id }
+    }
+
     /// The empty label set (a valid result of PromQL aggregations, never stored).
     pub fn empty() -> Self {
-        Self(Arc::new([]))
+        Self::new(Arc::new([]))
     }
 
     /// Builds a label set from pairs that are already sorted by name, as remote
@@ -66,7 +117,7 @@ impl Labels {
     /// name; label values are not checked here (see [`Labels::validate`]).
     pub fn from_sorted(labels: Vec<Label>) -> Result<Self, LabelError> {
         check_sorted(&labels)?;
-        Ok(Self(labels.into()))
+        Ok(Self::new(labels.into()))
     }
 
     /// Builds a label set from pairs in any order; a duplicate name is an error.
@@ -93,7 +144,7 @@ impl Labels {
                 name: name.to_string(),
             });
         }
-        for l in self.0.iter() {
+        for l in self.labels.iter() {
             if l.name != METRIC_NAME && !is_valid_label_name(&l.name) {
                 return Err(LabelError::InvalidLabelName {
                     name: l.name.clone(),
@@ -109,10 +160,10 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.labels
             .binary_search_by(|l| l.name.as_str().cmp(name))
             .ok()
-            .map(|i| self.0[i].value.as_str())
+            .map(|i| self.labels[i].value.as_str())
     }
 
     pub fn metric_name(&self) -> Option<&str> {
@@ -120,29 +171,29 @@ impl Labels {
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+        self.labels.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.labels.is_empty()
     }
 
     pub fn as_slice(&self) -> &[Label] {
-        &self.0
+        &self.labels
     }
 
     pub fn into_vec(self) -> Vec<Label> {
-        self.0.to_vec()
+        self.labels.to_vec()
     }
 
     /// Returns a copy with `name` set to `value`; an empty value removes the
     /// label, as in Prometheus.
     pub fn with(&self, name: &str, value: &str) -> Self {
-        let mut v = self.0.to_vec();
+        let mut v = self.labels.to_vec();
         match v.binary_search_by(|l| l.name.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
                 v.remove(i);
@@ -151,31 +202,48 @@ impl Labels {
             Err(_) if value.is_empty() => {}
             Err(i) => v.insert(i, Label::new(name, value)),
         }
-        Self(v.into())
+        Self::new(v.into())
     }
 
     /// Returns a copy without the named label.
     pub fn without(&self, name: &str) -> Self {
-        Self(self.0.iter().filter(|l| l.name != name).cloned().collect())
+        Self::new(
+            self.labels
+                .iter()
+                .filter(|l| l.name != name)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Keeps only the labels for which `keep` returns true.
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) -> Self {
-        Self(self.0.iter().filter(|l| keep(&l.name)).cloned().collect())
+        Self::new(
+            self.labels
+                .iter()
+                .filter(|l| keep(&l.name))
+                .cloned()
+                .collect(),
+        )
     }
 
-    /// The stable series id of this label set.
+    /// The stable series id of this label set (computed when it was built).
     pub fn series_id(&self) -> SeriesId {
-        // Streaming: the same bytes as hashing the concatenation, no buffer.
-        let mut h = Xxh3Default::new();
-        for l in self.0.iter() {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
-        }
-        h.digest()
+        self.id
     }
+}
+
+/// The series id of sorted labels: xxh3-64 over `name 0xFF value 0xFF ...`.
+fn hash_labels(labels: &[Label]) -> SeriesId {
+    // Streaming: the same bytes as hashing the concatenation, no buffer.
+    let mut h = Xxh3Default::new();
+    for l in labels {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 impl TryFrom<Vec<Label>> for Labels {
@@ -187,7 +255,7 @@ impl TryFrom<Vec<Label>> for Labels {
 
 impl From<Labels> for Vec<Label> {
     fn from(l: Labels) -> Self {
-        l.0.to_vec()
+        l.labels.to_vec()
     }
 }
 
@@ -195,7 +263,7 @@ impl<'a> IntoIterator for &'a Labels {
     type Item = &'a Label;
     type IntoIter = std::slice::Iter<'a, Label>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.labels.iter()
     }
 }
 
@@ -206,7 +274,11 @@ impl fmt::Display for Labels {
         if let Some(n) = name {
             f.write_str(n)?;
         }
-        let rest: Vec<&Label> = self.0.iter().filter(|l| l.name != METRIC_NAME).collect();
+        let rest: Vec<&Label> = self
+            .labels
+            .iter()
+            .filter(|l| l.name != METRIC_NAME)
+            .collect();
         if rest.is_empty() && name.is_some() {
             return Ok(());
         }
@@ -325,6 +397,31 @@ mod tests {
         assert_ne!(l(&[("ab", "c")]).series_id(), l(&[("a", "bc")]).series_id());
         // Frozen: a change of this value changes the on-disk meaning of series ids.
         assert_eq!(a.series_id(), 12_819_889_991_823_688_648);
+    }
+
+    #[test]
+    fn equality_hash_and_order_follow_the_labels() {
+        use std::collections::HashSet;
+        let a = l(&[("__name__", "up"), ("job", "x")]);
+        let b = l(&[("job", "x"), ("__name__", "up")]); // another allocation
+        let c = l(&[("__name__", "up"), ("job", "y")]);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let set: HashSet<Labels> = [a.clone(), b, c.clone()].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        // Order is by labels, whatever the ids.
+        assert!(a < c);
+        assert!(l(&[("a", "1")]) < l(&[("a", "1"), ("b", "1")]));
+        assert_eq!(Labels::empty(), Labels::default());
+        // The id survives every way of building a set.
+        assert_eq!(c.with("job", "x").series_id(), a.series_id());
+        assert_eq!(
+            a.without("job").series_id(),
+            l(&[("__name__", "up")]).series_id()
+        );
+        let json = serde_json::to_string(&a).expect("serialize");
+        let back: Labels = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back.series_id(), a.series_id());
     }
 
     #[test]

@@ -11,7 +11,6 @@
 //! readers ([`decode_index`]) refuse a corrupt index too. See
 //! `docs/format/segment.md`.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -102,55 +101,13 @@ impl SegmentIndex {
 /// by time. Duplicate timestamps are kept (readers deduplicate), so a segment
 /// never drops what a client sent.
 pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
-    // One row per sample, sorted by (series id, time); the sort is stable, so
-    // equal timestamps keep their arrival order and "the last one written
-    // wins" is well defined for readers.
-    let total: usize = series.iter().map(|s| s.samples.len()).sum();
-    let mut rows: Vec<(SeriesId, i64, f64)> = Vec::with_capacity(total);
-    // Label sets are shared (`Labels` clones are reference counts).
-    let mut labels_of: HashMap<SeriesId, &Labels> = HashMap::with_capacity(series.len());
-    for s in series {
-        let id = s.labels.series_id();
-        labels_of.entry(id).or_insert(&s.labels);
-        rows.extend(s.samples.iter().map(|x| (id, x.t, x.v)));
-    }
-    rows.sort_by_key(|&(id, t, _)| (id, t));
-
-    let mut ids = Vec::with_capacity(total);
-    let mut ts = Vec::with_capacity(total);
-    let mut vs = Vec::with_capacity(total);
-    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-    for &(id, t, v) in &rows {
-        ids.push(id);
-        ts.push(t);
-        vs.push(v);
-        min_time = min_time.min(t);
-        max_time = max_time.max(t);
-    }
-    if total == 0 {
-        (min_time, max_time) = (0, 0);
-    }
-    let mut index_series: Vec<IndexedSeries> = labels_of
-        .into_iter()
-        .map(|(id, labels)| IndexedSeries {
-            id,
-            labels: labels.clone(),
-        })
-        .collect();
-    index_series.sort_unstable_by_key(|s| s.id);
-    let index = SegmentIndex {
-        min_time,
-        max_time,
-        samples: total as u64,
-        series: index_series,
-    };
-
+    let (rows, index) = sorted_rows(series);
     let batch = RecordBatch::try_new(
         sample_schema(),
         vec![
-            Arc::new(UInt64Array::from(ids)),
-            Arc::new(Int64Array::from(ts)),
-            Arc::new(Float64Array::from(vs)),
+            Arc::new(UInt64Array::from(rows.ids)),
+            Arc::new(Int64Array::from(rows.ts)),
+            Arc::new(Float64Array::from(rows.vs)),
         ],
     )
     .map_err(|e| StorageError::Encode(e.to_string()))?;
@@ -179,6 +136,79 @@ pub fn encode(series: &[Series]) -> Result<(Bytes, SegmentIndex)> {
         .map_err(|e| StorageError::Encode(e.to_string()))?;
     seal("(new segment)", &mut buf)?;
     Ok((Bytes::from(buf), index))
+}
+
+/// A batch's sample columns in row order.
+struct Rows {
+    ids: Vec<SeriesId>,
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+}
+
+/// The rows of a segment, sorted by (series id, time) with equal timestamps
+/// in arrival order, and its index. Equivalent to a stable sort of all rows,
+/// but sorts entries, not rows: a batch holds each series' samples in a few
+/// entries that are already in time order, so rows are copied once and only
+/// a series whose samples arrive out of order sorts its own rows.
+fn sorted_rows(series: &[Series]) -> (Rows, SegmentIndex) {
+    let total: usize = series.iter().map(|s| s.samples.len()).sum();
+    // (id, position): unique keys, so an unstable sort keeps entries of one
+    // series in arrival order.
+    let mut order: Vec<(SeriesId, usize)> = series
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.samples.is_empty())
+        .map(|(i, s)| (s.labels.series_id(), i))
+        .collect();
+    order.sort_unstable();
+    let mut rows = Rows {
+        ids: Vec::with_capacity(total),
+        ts: Vec::with_capacity(total),
+        vs: Vec::with_capacity(total),
+    };
+    let mut index_series = Vec::new();
+    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    let mut scratch: Vec<(i64, f64)> = Vec::new();
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        let (id, first) = group[0];
+        // Label sets are shared (`Labels` clones are reference counts).
+        index_series.push(IndexedSeries {
+            id,
+            labels: series[first].labels.clone(),
+        });
+        let start = rows.ts.len();
+        for &(_, i) in group {
+            for x in &series[i].samples {
+                rows.ts.push(x.t);
+                rows.vs.push(x.v);
+            }
+        }
+        let (ts, vs) = (&mut rows.ts[start..], &mut rows.vs[start..]);
+        if !ts.is_sorted() {
+            scratch.clear();
+            scratch.extend(ts.iter().copied().zip(vs.iter().copied()));
+            scratch.sort_by_key(|&(t, _)| t); // stable
+            for (k, &(t, v)) in scratch.iter().enumerate() {
+                ts[k] = t;
+                vs[k] = v;
+            }
+        }
+        if let (Some(&lo), Some(&hi)) = (ts.first(), ts.last()) {
+            min_time = min_time.min(lo);
+            max_time = max_time.max(hi);
+        }
+        rows.ids.resize(rows.ts.len(), id);
+    }
+    if total == 0 {
+        (min_time, max_time) = (0, 0);
+    }
+    let index = SegmentIndex {
+        min_time,
+        max_time,
+        samples: total as u64,
+        series: index_series,
+    };
+    (rows, index)
 }
 
 /// The footer entries of a segment written by this code: magic, version,

@@ -356,3 +356,49 @@ fn a_column_chunk_outside_the_object_is_corrupt() {
     seal("k", &mut data).expect("the input has a checksum slot");
     assert!(read("k", Bytes::from(data)).is_err());
 }
+
+/// Several entries of one series, out of order within and across entries,
+/// with repeated timestamps: rows come out sorted by (id, time) with equal
+/// timestamps in arrival order, exactly as a stable sort of all rows.
+#[test]
+fn entries_of_one_series_merge_in_time_then_arrival_order() {
+    let a = [("__name__", "a")];
+    let b = [("__name__", "b")];
+    let input = vec![
+        series(&a, &[(3, 1.0), (1, 2.0)]),
+        series(&b, &[(5, 9.0)]),
+        series(&a, &[(2, 3.0), (1, 4.0)]),
+        series(&b, &[]),
+        series(&a, &[(3, 5.0)]),
+    ];
+    let (bytes, index) = encode(&input).expect("encode");
+    assert_eq!((index.min_time, index.max_time, index.samples), (1, 5, 6));
+    assert_eq!(index.series.len(), 2);
+    let (_, rows) = read("k", bytes).expect("read");
+    let got: Vec<(String, Vec<(i64, f64)>)> = rows
+        .iter()
+        .map(|s| {
+            let pts = s.samples.iter().map(|x| (x.t, x.v)).collect();
+            (s.labels.to_string(), pts)
+        })
+        .collect();
+    // The reference: every row, stably sorted by (series id, time).
+    let mut all: Vec<(u64, i64, f64, String)> = input
+        .iter()
+        .flat_map(|s| {
+            let (id, name) = (s.labels.series_id(), s.labels.to_string());
+            s.samples.iter().map(move |x| (id, x.t, x.v, name.clone()))
+        })
+        .collect();
+    all.sort_by_key(|r| (r.0, r.1));
+    let mut want: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+    for (_, t, v, name) in all {
+        match want.last_mut() {
+            Some((n, pts)) if *n == name => pts.push((t, v)),
+            _ => want.push((name, vec![(t, v)])),
+        }
+    }
+    assert_eq!(got, want);
+    let a_rows = &want.iter().find(|(n, _)| n == "a").expect("a").1;
+    assert_eq!(a_rows, &[(1, 2.0), (1, 4.0), (2, 3.0), (3, 1.0), (3, 5.0)]);
+}

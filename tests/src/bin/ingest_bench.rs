@@ -372,6 +372,60 @@ struct RunResult {
     first_failure: Option<String>,
 }
 
+/// One run's figures: wall-clock rate, and the CPU time the server and this
+/// sender used during the send (user + system, all threads).
+struct Measured {
+    rate: f64,
+    server_cpu: Option<f64>,
+    sender_cpu: Option<f64>,
+}
+
+/// The pid of the process whose command line contains `needle` (a listen
+/// address, unique per run), from `/proc`.
+fn find_pid(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        text.contains(needle).then_some(pid)
+    })
+}
+
+/// CPU seconds (user + system, every thread) a process has used so far, from
+/// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces), from field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Sends the workload and measures the CPU `server_pid` and this process
+/// used meanwhile.
+async fn send_measured(
+    server_pid: Option<u32>,
+    write_url: &str,
+    w: &Arc<Workload>,
+    protocol: Protocol,
+) -> (RunResult, Option<f64>, Option<f64>) {
+    let server_before = server_pid.and_then(|p| cpu_seconds(Some(p)));
+    let sender_before = cpu_seconds(None);
+    let r = send_all(write_url, w, protocol).await;
+    let server = server_pid
+        .and_then(|p| cpu_seconds(Some(p)))
+        .zip(server_before)
+        .map(|(a, b)| a - b);
+    let sender = cpu_seconds(None).zip(sender_before).map(|(a, b)| a - b);
+    (r, server, sender)
+}
+
 /// POSTs one line-protocol or OTLP body; returns the status and response
 /// body.
 async fn send_body(
@@ -498,7 +552,13 @@ fn dir_size(path: &std::path::Path) -> u64 {
     total
 }
 
-fn report(name: &str, w: &Workload, r: &RunResult) -> f64 {
+fn report(
+    name: &str,
+    w: &Workload,
+    r: &RunResult,
+    server_cpu: Option<f64>,
+    sender_cpu: Option<f64>,
+) -> Measured {
     let rate = w.samples as f64 / r.elapsed.as_secs_f64();
     println!(
         "{name}: {} samples in {:.2} s = {:.0} samples/s ({:.0} requests/s), non-2xx/failed requests: {}",
@@ -508,10 +568,30 @@ fn report(name: &str, w: &Workload, r: &RunResult) -> f64 {
         w.requests as f64 / r.elapsed.as_secs_f64(),
         r.failures
     );
+    let per_m = |cpu: f64| cpu / (w.samples as f64 / 1e6);
+    if let (Some(server), Some(sender)) = (server_cpu, sender_cpu) {
+        println!(
+            "  CPU: {name} {server:.2} s ({:.3} s per million samples), sender {sender:.2} s; load average {}",
+            per_m(server),
+            load_average()
+        );
+    }
     if let Some(f) = &r.first_failure {
         println!("  first failure: {f}");
     }
-    rate
+    Measured {
+        rate,
+        server_cpu: server_cpu.map(per_m),
+        sender_cpu,
+    }
+}
+
+/// The 1-minute load average, to judge how shared the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 #[tokio::main]
@@ -549,8 +629,9 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut strata_rates = Vec::new();
-    let mut prom_rates = Vec::new();
+    let mut strata_runs: Vec<Measured> = Vec::new();
+    let mut prom_runs: Vec<Measured> = Vec::new();
+    let mut stopped_prometheus = Vec::new();
     let strata_path = args.strata_bin.clone().unwrap_or_else(strata_bin);
     println!("strata binary: {}", strata_path.display());
     if args.protocol == Protocol::RemoteWrite {
@@ -564,17 +645,27 @@ async fn main() {
             // Flush the previous run's dirty pages so writeback does not land
             // on the next run.
             let _ = std::process::Command::new("sync").status();
+            // Data directories are kept until the end (the temporary
+            // directory goes then): deleting thousands of segment files just
+            // before the next run makes that run's file creation slower on
+            // ext4 without a journal (its inode allocator skips recently
+            // deleted inodes one by one), which measured the file system's
+            // state rather than the server.
             if run_strata && args.target != "prometheus" {
                 let data = work.path().join(format!("strata-data-{round}"));
-                strata_rates
+                strata_runs
                     .push(bench_strata(&strata_path, &data, &logs, &w, &args, verify_now).await);
-                let _ = std::fs::remove_dir_all(&data);
             }
             if !run_strata && args.target != "strata" && args.protocol == Protocol::RemoteWrite {
-                prom_rates.push(bench_prometheus(&logs, &w, &args, verify_now).await);
+                let (m, stopped) = bench_prometheus(&logs, &w, &args, verify_now).await;
+                prom_runs.push(m);
+                stopped_prometheus.push(stopped);
             }
         }
     }
+    drop(stopped_prometheus);
+    let mut strata_rates: Vec<f64> = strata_runs.iter().map(|m| m.rate).collect();
+    let mut prom_rates: Vec<f64> = prom_runs.iter().map(|m| m.rate).collect();
     let (s, p) = (median(&mut strata_rates), median(&mut prom_rates));
     if let Some(s) = s {
         let protocol = match args.protocol {
@@ -598,6 +689,33 @@ async fn main() {
     if let (Some(s), Some(p)) = (s, p) {
         println!("ratio strata/prometheus (medians): {:.2}", s / p);
     }
+    // CPU per sample does not depend on what else shares the machine as
+    // much as wall-clock rates do: the second figure to read.
+    let cpu = |runs: &[Measured]| {
+        let mut v: Vec<f64> = runs.iter().filter_map(|m| m.server_cpu).collect();
+        median(&mut v)
+    };
+    let (sc, pc) = (cpu(&strata_runs), cpu(&prom_runs));
+    if let Some(sc) = sc {
+        println!("strata median CPU: {sc:.3} s per million samples");
+    }
+    if let Some(pc) = pc {
+        println!("prometheus median CPU: {pc:.3} s per million samples");
+    }
+    if let (Some(sc), Some(pc)) = (sc, pc) {
+        println!(
+            "CPU per sample ratio prometheus/strata (medians): {:.2}",
+            pc / sc
+        );
+    }
+    let mut sender: Vec<f64> = strata_runs
+        .iter()
+        .chain(&prom_runs)
+        .filter_map(|m| m.sender_cpu)
+        .collect();
+    if let Some(c) = median(&mut sender) {
+        println!("sender median CPU per run: {c:.2} s");
+    }
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -612,7 +730,7 @@ async fn bench_strata(
     w: &Arc<Workload>,
     args: &Args,
     verify_now: bool,
-) -> f64 {
+) -> Measured {
     std::fs::create_dir_all(data).expect("create strata data dir");
     let strata_args = vec![
         "--storage".into(),
@@ -637,8 +755,9 @@ async fn bench_strata(
             "strata (M3 JSON write)",
         ),
     };
-    let r = send_all(&url, w, args.protocol).await;
-    let rate = report(name, w, &r);
+    let pid = find_pid(&format!("--listen 127.0.0.1:{}", strata.port));
+    let (r, server_cpu, sender_cpu) = send_measured(pid, &url, w, args.protocol).await;
+    let measured = report(name, w, &r, server_cpu, sender_cpu);
     println!(
         "  strata data dir: {:.1} MiB",
         dir_size(data) as f64 / (1024.0 * 1024.0)
@@ -654,31 +773,36 @@ async fn bench_strata(
         );
     }
     strata.proc.kill();
-    rate
+    measured
 }
 
+/// Also returns the stopped Prometheus, whose temporary data directory is
+/// deleted when it is dropped: the caller keeps it until the end.
 async fn bench_prometheus(
     logs: &std::path::Path,
     w: &Arc<Workload>,
     args: &Args,
     verify_now: bool,
-) -> f64 {
+) -> (Measured, Prometheus) {
     let mut prom = Prometheus::start(
         |_| "global:\n  scrape_interval: 1m\n".to_string(),
         &["--web.enable-remote-write-receiver", "--log.level=warn"],
         logs,
     )
     .await;
-    let r = send_all(
+    let data = prom.data_dir();
+    let pid = find_pid(&format!("--web.listen-address=127.0.0.1:{}", prom.port));
+    let (r, server_cpu, sender_cpu) = send_measured(
+        pid,
         &format!("{}/api/v1/write", prom.url),
         w,
         Protocol::RemoteWrite,
     )
     .await;
-    let rate = report("prometheus", w, &r);
+    let measured = report("prometheus", w, &r, server_cpu, sender_cpu);
     println!(
         "  prometheus data dir: {:.1} MiB (WAL, not yet compacted)",
-        dir_size(&prom.data_dir()) as f64 / (1024.0 * 1024.0)
+        dir_size(&data) as f64 / (1024.0 * 1024.0)
     );
     if verify_now {
         verify("prometheus", &prom.url, w, args).await;
@@ -691,5 +815,5 @@ async fn bench_prometheus(
         );
     }
     prom.proc.kill();
-    rate
+    (measured, prom)
 }
