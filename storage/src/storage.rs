@@ -182,6 +182,22 @@ fn skip_if_corrupt(e: StorageError, key: &str) -> Result<Skipped> {
     Ok(Skipped { key, reason })
 }
 
+/// Whether `e` says an object was not found (directly or inside a
+/// DataFusion error).
+fn is_not_found(e: &StorageError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if matches!(
+            err.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::NotFound { .. })
+        ) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Whether `e` says an object's bytes are bad (as opposed to the store
 /// failing to deliver them, which must fail the query so it is retried).
 fn is_corruption(e: &StorageError) -> bool {
@@ -364,8 +380,35 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>> {
-        let sources = self.sources(tenant, start_ms, end_ms).await?;
-        self.read(&sources, matchers, start_ms, end_ms, None).await
+        let once = || async {
+            let sources = self.sources(tenant, start_ms, end_ms).await?;
+            self.read(&sources, matchers, start_ms, end_ms, None).await
+        };
+        match once().await {
+            Err(e) if self.relist_after(tenant, &e) => once().await,
+            other => other,
+        }
+    }
+
+    /// Whether a read that failed with `e` should be repeated on a fresh
+    /// listing: an object a reused query view named is gone (its deletion
+    /// grace period ended while the view was cached, or a sidecar was
+    /// merged). Drops the view if so.
+    fn relist_after(&self, tenant: &TenantId, e: &StorageError) -> bool {
+        if self.view_max_age.is_zero() || !is_not_found(e) {
+            return false;
+        }
+        self.drop_view(tenant);
+        true
+    }
+
+    /// Forgets the tenant's cached query view: the next read lists afresh.
+    fn drop_view(&self, tenant: &TenantId) {
+        if let Ok(mut m) = self.views.lock()
+            && let Some(t) = m.get_mut(tenant)
+        {
+            t.view = None;
+        }
     }
 
     /// Raw-resolution blocks then segments overlapping `[start_ms, end_ms]`,
@@ -452,12 +495,18 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(Vec<Series>, Vec<Skipped>)> {
-        let (sources, mut skipped) = self.sources_reporting(tenant, start_ms, end_ms).await?;
-        let (series, more) = self
-            .read_reporting(&sources, matchers, start_ms, end_ms, None)
-            .await?;
-        skipped.extend(more);
-        Ok((series, skipped))
+        let once = || async {
+            let (sources, mut skipped) = self.sources_reporting(tenant, start_ms, end_ms).await?;
+            let (series, more) = self
+                .read_reporting(&sources, matchers, start_ms, end_ms, None)
+                .await?;
+            skipped.extend(more);
+            Ok((series, skipped))
+        };
+        match once().await {
+            Err(e) if self.relist_after(tenant, &e) => once().await,
+            other => other,
+        }
     }
 
     /// [`Storage::read`] that reads around corrupt objects. The fast path is

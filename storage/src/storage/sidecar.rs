@@ -11,7 +11,9 @@ use object_store::path::Path;
 use tracing::debug;
 use ulid::Ulid;
 
-use super::{RECENT_WRITES_MARGIN, Skipped, Storage, next_segment_id, skip_if_corrupt};
+use super::{
+    RECENT_WRITES_MARGIN, Skipped, Storage, is_not_found, next_segment_id, skip_if_corrupt,
+};
 use crate::error::{Result, StorageError};
 use crate::labels::Labels;
 use crate::matcher::{Matcher, matches_all};
@@ -139,15 +141,6 @@ impl Storage {
             let keep = self.view_max_age + RECENT_WRITES_MARGIN;
             t.recent_sidecars.retain(|(at, _, _)| at.elapsed() < keep);
             t.recent_sidecars.push((Instant::now(), id, key));
-        }
-    }
-
-    /// Forgets the tenant's cached query view: the next read lists afresh.
-    fn drop_view(&self, tenant: &TenantId) {
-        if let Ok(mut m) = self.views.lock()
-            && let Some(t) = m.get_mut(tenant)
-        {
-            t.view = None;
         }
     }
 
@@ -410,16 +403,6 @@ impl Storage {
         let inputs = self.sidecars(tenant, start_ms, end_ms).await?;
         Ok(cut(inputs, sets, start_ms, end_ms))
     }
-}
-
-fn is_not_found(e: &StorageError) -> bool {
-    matches!(
-        e,
-        StorageError::ObjectStore {
-            source: object_store::Error::NotFound { .. },
-            ..
-        }
-    )
 }
 
 /// `inputs` (oldest first) cut to series matching any of `sets` and to

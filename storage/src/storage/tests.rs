@@ -459,3 +459,29 @@ async fn series_lookups_include_downsampled_blocks() {
         .expect("select");
     assert_eq!(raw.len(), 1);
 }
+
+#[tokio::test]
+async fn a_segment_deleted_under_a_cached_view_is_read_from_a_fresh_listing() {
+    use object_store::ObjectStoreExt;
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let t = tenant("a");
+    let up = |v: f64, at: i64| series(&[("__name__", "up")], &[(at, v)]);
+    let reader = Storage::new(store.clone()).with_view_max_age(Duration::from_secs(3600));
+    let other = Storage::new(store.clone());
+    let first = other.write_segment(&t, &[up(1.0, 1000)]).await.expect("w");
+    assert_eq!(count(&reader, &t).await, 1, "the view now names the segment");
+    // Another process replaces it (as a compaction would, after its grace
+    // period): its samples are elsewhere, the segment is gone.
+    other.write_segment(&t, &[up(1.0, 1000)]).await.expect("w");
+    store.delete(&first.key).await.expect("delete");
+    let strict = reader
+        .select(&t, &[Matcher::eq("__name__", "up")], 0, 5000)
+        .await
+        .expect("strict select relists");
+    assert_eq!(strict.len(), 1);
+    let (series, skipped) = reader
+        .select_reporting(&t, &[Matcher::eq("__name__", "up")], 0, 5000)
+        .await
+        .expect("select relists");
+    assert_eq!((series.len(), series[0].samples.len(), skipped.len()), (1, 1, 0));
+}
