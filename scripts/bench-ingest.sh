@@ -20,8 +20,11 @@ case "${1:-}" in
     --debug) profile=debug; shift ;;
 esac
 
+# Binaries live in $CARGO_TARGET_DIR when set (e.g. a shared release target
+# directory), else in target/.
+target_dir="${CARGO_TARGET_DIR:-target}"
 if [[ -z "$profile" ]]; then
-    if [[ -x target/release/strata ]]; then profile=release; else profile=debug; fi
+    if [[ -x "$target_dir/release/strata" ]]; then profile=release; else profile=debug; fi
 fi
 # Bring the chosen binary up to date with the sources (a clean release build takes ~20 min).
 if [[ "$profile" == release ]]; then
@@ -29,7 +32,7 @@ if [[ "$profile" == release ]]; then
 else
     cargo build -q --bin strata
 fi
-strata_bin="$PWD/target/$profile/strata"
+strata_bin="$(cd "$target_dir" && pwd)/$profile/strata"
 echo "bench-ingest: strata build: $profile ($strata_bin)"
 
 scripts/install-test-deps.sh >/dev/null
@@ -41,4 +44,4 @@ if [[ "$profile" == release ]]; then
 else
     cargo build -q -p strata-tests --bin ingest_bench
 fi
-exec "target/$profile/ingest_bench" --strata-bin "$strata_bin" "$@"
+exec "$target_dir/$profile/ingest_bench" --strata-bin "$strata_bin" "$@"
