@@ -450,6 +450,72 @@ fn error_message(body: &[u8]) -> String {
     }
 }
 
+/// Where a config section ([rules], [leases]) keeps its records: on the
+/// configured object store (the default) or in etcd.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Under `_system/` on the configured object store.
+    #[default]
+    ObjectStore,
+    /// An etcd cluster (the section's `etcd_endpoints`).
+    Etcd,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "object_store" | "object-store" => Ok(Self::ObjectStore),
+            "etcd" => Ok(Self::Etcd),
+            _ => Err(format!("{s:?} is not one of object_store, etcd")),
+        }
+    }
+}
+
+/// The etcd settings a config section carries, for [`EtcdSection::validate`].
+pub struct EtcdSection<'a> {
+    /// The section's name in messages (`rules`, `leases`).
+    pub section: &'a str,
+    pub backend: Backend,
+    pub endpoints: &'a [String],
+    pub prefix: &'a str,
+    /// The section's default prefix, shown as an example.
+    pub example_prefix: &'a str,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl EtcdSection<'_> {
+    /// Checks the settings; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = self.section;
+        if self.backend == Backend::Etcd && self.endpoints.is_empty() {
+            return Err(format!(
+                "{s}.etcd_endpoints: the etcd backend needs at least one endpoint, \
+                 e.g. [\"http://127.0.0.1:2379\"]"
+            ));
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            check_endpoint(e).map_err(|reason| format!("{s}.etcd_endpoints[{i}]: {reason}"))?;
+        }
+        if !self.prefix.starts_with('/') || self.prefix.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "{s}.etcd_prefix: {:?} must start with '/' and name something, e.g. {:?}",
+                self.prefix, self.example_prefix
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(format!("{s}.etcd_connect_timeout: must be positive"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(format!("{s}.etcd_request_timeout: must be positive"));
+        }
+        Ok(())
+    }
+}
+
 /// Checks an etcd client URL as config gives it: `http(s)://host[:port]`
 /// and nothing else (the gateway paths are added). The reason when not.
 pub fn check_endpoint(e: &str) -> Result<(), String> {

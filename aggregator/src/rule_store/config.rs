@@ -1,7 +1,6 @@
 //! The `[rules]` section: where rule sets live (the object store, the
 //! default, or etcd), and building that backend.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,33 +8,16 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use tracing::info;
 
-use storage::etcd::{EtcdMetrics, Gateway, check_endpoint};
+use storage::etcd::{EtcdMetrics, EtcdSection, Gateway};
 
 use super::etcd::EtcdRuleStore;
 use super::{ObjectRuleStore, RuleStore, RuleStoreError};
 
-/// The rule store backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RulesBackend {
-    /// `_system/rules/` on the configured object store.
-    #[default]
-    ObjectStore,
-    /// An etcd cluster (`etcd_endpoints`).
-    Etcd,
-}
+/// Where the section keeps its records (the object store or etcd).
+pub type RulesBackend = storage::etcd::Backend;
 
-impl FromStr for RulesBackend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "object_store" | "object-store" => Ok(Self::ObjectStore),
-            "etcd" => Ok(Self::Etcd),
-            _ => Err(format!("{s:?} is not one of object_store, etcd")),
-        }
-    }
-}
+/// The default `etcd_prefix`.
+const DEFAULT_PREFIX: &str = "/strata/rules";
 
 /// Where rule sets live.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -62,7 +44,7 @@ impl Default for RulesConfig {
         Self {
             backend: RulesBackend::ObjectStore,
             etcd_endpoints: Vec::new(),
-            etcd_prefix: "/strata/rules".into(),
+            etcd_prefix: DEFAULT_PREFIX.into(),
             etcd_connect_timeout: Duration::from_secs(2),
             etcd_request_timeout: Duration::from_secs(5),
         }
@@ -72,29 +54,16 @@ impl Default for RulesConfig {
 impl RulesConfig {
     /// Checks the section; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.backend == RulesBackend::Etcd && self.etcd_endpoints.is_empty() {
-            return Err(
-                "rules.etcd_endpoints: the etcd backend needs at least one endpoint, \
-                 e.g. [\"http://127.0.0.1:2379\"]"
-                    .into(),
-            );
+        EtcdSection {
+            section: "rules",
+            backend: self.backend,
+            endpoints: &self.etcd_endpoints,
+            prefix: &self.etcd_prefix,
+            example_prefix: DEFAULT_PREFIX,
+            connect_timeout: self.etcd_connect_timeout,
+            request_timeout: self.etcd_request_timeout,
         }
-        for (i, e) in self.etcd_endpoints.iter().enumerate() {
-            check_endpoint(e).map_err(|reason| format!("rules.etcd_endpoints[{i}]: {reason}"))?;
-        }
-        if !self.etcd_prefix.starts_with('/') || self.etcd_prefix.trim_end_matches('/').is_empty() {
-            return Err(format!(
-                "rules.etcd_prefix: {:?} must start with '/' and name something, e.g. \"/strata/rules\"",
-                self.etcd_prefix
-            ));
-        }
-        if self.etcd_connect_timeout.is_zero() {
-            return Err("rules.etcd_connect_timeout: must be positive".into());
-        }
-        if self.etcd_request_timeout.is_zero() {
-            return Err("rules.etcd_request_timeout: must be positive".into());
-        }
-        Ok(())
+        .validate()
     }
 
     /// The configured rule store; `store` is used by the object-store

@@ -1,7 +1,6 @@
 //! The `[leases]` section: where job leases are taken (the object store,
 //! the default, or etcd), and building that backend.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,30 +10,13 @@ use tracing::info;
 use super::LeaseBackend;
 use super::etcd::EtcdLeases;
 use crate::error::StorageError;
-use crate::etcd::{EtcdMetrics, Gateway, check_endpoint};
+use crate::etcd::{EtcdMetrics, EtcdSection, Gateway};
 
-/// The lease backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeasesBackend {
-    /// `_system/leases/` on the configured object store.
-    #[default]
-    ObjectStore,
-    /// An etcd cluster (`etcd_endpoints`).
-    Etcd,
-}
+/// Where the section keeps its records (the object store or etcd).
+pub type LeasesBackend = crate::etcd::Backend;
 
-impl FromStr for LeasesBackend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "object_store" | "object-store" => Ok(Self::ObjectStore),
-            "etcd" => Ok(Self::Etcd),
-            _ => Err(format!("{s:?} is not one of object_store, etcd")),
-        }
-    }
-}
+/// The default `etcd_prefix`.
+const DEFAULT_PREFIX: &str = "/strata/leases";
 
 /// Where job leases (compactor, aggregator) are taken.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -60,7 +42,7 @@ impl Default for LeasesConfig {
         Self {
             backend: LeasesBackend::ObjectStore,
             etcd_endpoints: Vec::new(),
-            etcd_prefix: "/strata/leases".into(),
+            etcd_prefix: DEFAULT_PREFIX.into(),
             etcd_connect_timeout: Duration::from_secs(2),
             etcd_request_timeout: Duration::from_secs(5),
         }
@@ -70,29 +52,16 @@ impl Default for LeasesConfig {
 impl LeasesConfig {
     /// Checks the section; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.backend == LeasesBackend::Etcd && self.etcd_endpoints.is_empty() {
-            return Err(
-                "leases.etcd_endpoints: the etcd backend needs at least one endpoint, \
-                 e.g. [\"http://127.0.0.1:2379\"]"
-                    .into(),
-            );
+        EtcdSection {
+            section: "leases",
+            backend: self.backend,
+            endpoints: &self.etcd_endpoints,
+            prefix: &self.etcd_prefix,
+            example_prefix: DEFAULT_PREFIX,
+            connect_timeout: self.etcd_connect_timeout,
+            request_timeout: self.etcd_request_timeout,
         }
-        for (i, e) in self.etcd_endpoints.iter().enumerate() {
-            check_endpoint(e).map_err(|reason| format!("leases.etcd_endpoints[{i}]: {reason}"))?;
-        }
-        if !self.etcd_prefix.starts_with('/') || self.etcd_prefix.trim_end_matches('/').is_empty() {
-            return Err(format!(
-                "leases.etcd_prefix: {:?} must start with '/' and name something, e.g. \"/strata/leases\"",
-                self.etcd_prefix
-            ));
-        }
-        if self.etcd_connect_timeout.is_zero() {
-            return Err("leases.etcd_connect_timeout: must be positive".into());
-        }
-        if self.etcd_request_timeout.is_zero() {
-            return Err("leases.etcd_request_timeout: must be positive".into());
-        }
-        Ok(())
+        .validate()
     }
 
     /// The configured lease backend when it is not the object store;
