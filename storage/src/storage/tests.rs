@@ -469,7 +469,11 @@ async fn a_segment_deleted_under_a_cached_view_is_read_from_a_fresh_listing() {
     let reader = Storage::new(store.clone()).with_view_max_age(Duration::from_secs(3600));
     let other = Storage::new(store.clone());
     let first = other.write_segment(&t, &[up(1.0, 1000)]).await.expect("w");
-    assert_eq!(count(&reader, &t).await, 1, "the view now names the segment");
+    assert_eq!(
+        count(&reader, &t).await,
+        1,
+        "the view now names the segment"
+    );
     // Another process replaces it (as a compaction would, after its grace
     // period): its samples are elsewhere, the segment is gone.
     other.write_segment(&t, &[up(1.0, 1000)]).await.expect("w");
@@ -483,5 +487,8 @@ async fn a_segment_deleted_under_a_cached_view_is_read_from_a_fresh_listing() {
         .select_reporting(&t, &[Matcher::eq("__name__", "up")], 0, 5000)
         .await
         .expect("select relists");
-    assert_eq!((series.len(), series[0].samples.len(), skipped.len()), (1, 1, 0));
+    assert_eq!(
+        (series.len(), series[0].samples.len(), skipped.len()),
+        (1, 1, 0)
+    );
 }
