@@ -165,6 +165,27 @@ pub fn register_metrics(registry: &mut Registry) {
             "Corrupt objects (failed checksum or structure) that queries read around",
             CORRUPT_SKIPPED.clone(),
         );
+    let sub = registry.sub_registry_with_prefix("strata_storage_read_cache");
+    sub.register(
+        "directory_hits",
+        "Block directory lookups of the direct read path found in memory",
+        read_cache::DIRECTORY_HITS.clone(),
+    );
+    sub.register(
+        "directory_misses",
+        "Block directory lookups that loaded the footer and directory columns",
+        read_cache::DIRECTORY_MISSES.clone(),
+    );
+    sub.register(
+        "decoded_hits",
+        "Chunk and segment lookups answered from decoded samples in memory",
+        read_cache::DECODED_HITS.clone(),
+    );
+    sub.register(
+        "decoded_misses",
+        "Chunk and segment lookups that fetched and decoded the object's bytes",
+        read_cache::DECODED_MISSES.clone(),
+    );
 }
 
 /// Turns a corrupt-object error into a [`Skipped`]; any other error (the

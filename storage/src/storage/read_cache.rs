@@ -11,15 +11,31 @@
 //! Both are foyer in-memory caches weighted by approximate bytes, so their
 //! memory stays below the configured bounds whatever the queries read.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use foyer::{Cache, CacheBuilder};
 use object_store::path::Path;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::block::reader::{BlockChunks, DecodedChunk};
 use crate::labels::SeriesId;
 use crate::sample::Sample;
+
+/// Lookups of the read caches (`/metrics`: `strata_storage_read_cache_*`).
+pub(crate) static DIRECTORY_HITS: LazyLock<Counter> = LazyLock::new(Counter::default);
+pub(crate) static DIRECTORY_MISSES: LazyLock<Counter> = LazyLock::new(Counter::default);
+pub(crate) static DECODED_HITS: LazyLock<Counter> = LazyLock::new(Counter::default);
+pub(crate) static DECODED_MISSES: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+fn count<T>(found: Option<T>, hits: &Counter, misses: &Counter) -> Option<T> {
+    if found.is_some() {
+        hits.inc();
+    } else {
+        misses.inc();
+    }
+    found
+}
 
 /// Fixed cost counted per entry besides its samples (keys, headers).
 const ENTRY_OVERHEAD: usize = 64;
@@ -125,7 +141,8 @@ impl ReadCache {
     }
 
     pub fn block(&self, key: &Path) -> Option<Arc<CachedBlock>> {
-        self.blocks.get(key).map(|e| e.value().clone())
+        let found = self.blocks.get(key).map(|e| e.value().clone());
+        count(found, &DIRECTORY_HITS, &DIRECTORY_MISSES)
     }
 
     /// Caches a block directory under a fresh id (decoded chunks of an
@@ -141,15 +158,14 @@ impl ReadCache {
 
     pub fn chunk(&self, block: u64, row: usize) -> Option<DecodedChunk> {
         let row = u32::try_from(row).ok()?;
-        match self
-            .decoded
-            .as_ref()?
-            .get(&Key::Chunk { block, row })?
-            .value()
-        {
-            Decoded::Chunk(c) => Some(c.clone()),
-            Decoded::Segment(_) => None,
-        }
+        let found = match self.decoded.as_ref()?.get(&Key::Chunk { block, row }) {
+            Some(e) => match e.value() {
+                Decoded::Chunk(c) => Some(c.clone()),
+                Decoded::Segment(_) => None,
+            },
+            None => None,
+        };
+        count(found, &DECODED_HITS, &DECODED_MISSES)
     }
 
     pub fn insert_chunk(&self, block: u64, row: usize, chunk: DecodedChunk) {
@@ -159,15 +175,14 @@ impl ReadCache {
     }
 
     pub fn segment(&self, key: &Path) -> Option<Arc<SegmentSamples>> {
-        match self
-            .decoded
-            .as_ref()?
-            .get(&Key::Segment(key.clone()))?
-            .value()
-        {
-            Decoded::Segment(s) => Some(s.clone()),
-            Decoded::Chunk(_) => None,
-        }
+        let found = match self.decoded.as_ref()?.get(&Key::Segment(key.clone())) {
+            Some(e) => match e.value() {
+                Decoded::Segment(s) => Some(s.clone()),
+                Decoded::Chunk(_) => None,
+            },
+            None => None,
+        };
+        count(found, &DECODED_HITS, &DECODED_MISSES)
     }
 
     pub fn insert_segment(&self, key: &Path, samples: Arc<SegmentSamples>) {
@@ -224,6 +239,23 @@ mod tests {
         assert_eq!(got.get(5), Some(&[Sample::new(2, 2.0)][..]));
         assert_eq!(got.get(2), None);
         assert!(c.usage().1 <= cap);
+    }
+
+    #[test]
+    fn lookups_are_counted_for_metrics() {
+        // Process-wide counters, shared with tests running at the same
+        // time: each must have moved by at least what this test did.
+        let (hits, misses) = (DECODED_HITS.get(), DECODED_MISSES.get());
+        let c = ReadCache::new(1 << 20, 1 << 20);
+        assert!(c.chunk(3, 1).is_none());
+        c.insert_chunk(3, 1, chunk(4, 0));
+        assert!(c.chunk(3, 1).is_some());
+        assert!(c.chunk(3, 1).is_some());
+        assert!(DECODED_HITS.get() >= hits + 2);
+        assert!(DECODED_MISSES.get() > misses);
+        let dir_misses = DIRECTORY_MISSES.get();
+        assert!(c.block(&Path::from("nope")).is_none());
+        assert!(DIRECTORY_MISSES.get() > dir_misses);
     }
 
     #[test]
