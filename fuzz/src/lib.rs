@@ -404,23 +404,26 @@ static DECODER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// Runs `f` (a query-path read) so that panics raised inside the Parquet and
 /// Arrow readers on corrupt bytes (parquet 59 panics on purpose, e.g. on an
 /// over-long VLQ integer, and slices out of bounds on a corrupt page length)
-/// are not findings: they happen inside DataFusion's scan tasks, which
-/// contain them (the task's panic becomes a query error, and queries read
-/// around such an object, `Storage::read_reporting`). But libFuzzer's panic
-/// hook aborts before any unwinding, so while `f` runs a hook passes over
-/// panics whose stack is in a DataFusion file scan and in parquet/arrow
-/// code; any other panic still aborts. Returns `f`'s result and whether a decoder panic was contained.
+/// are not findings: they happen inside scan tasks (DataFusion's, or the
+/// direct read path's one task per object), which contain them (the task's
+/// panic becomes a query error, and queries read around such an object,
+/// `Storage::read_reporting`). But libFuzzer's panic hook aborts before any
+/// unwinding, so while `f` runs a hook passes over panics whose stack is in
+/// such a task and in parquet/arrow code; any other panic still aborts. Returns `f`'s result and whether a decoder panic was contained.
 fn with_decoder_panics_contained<T>(f: impl FnOnce() -> T) -> (T, bool) {
     use std::sync::atomic::Ordering;
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let fuzzer_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // Inside a DataFusion file scan, in the parquet/arrow readers
-            // (the panic's location may be a crate they call, e.g. `bytes`).
+            // Inside a scan task (a DataFusion file scan, or the direct read
+            // path's per-object task, which turns the panic into a corrupt
+            // error), in the parquet/arrow readers (the panic's location may
+            // be a crate they call, e.g. `bytes`).
             let in_decoder = CONTAINING.load(Ordering::SeqCst) && {
                 let trace = std::backtrace::Backtrace::force_capture().to_string();
-                trace.contains("datafusion_datasource")
+                (trace.contains("datafusion_datasource")
+                    || trace.contains("storage::storage::direct"))
                     && (trace.contains("parquet::") || trace.contains("arrow_"))
             };
             if in_decoder {
