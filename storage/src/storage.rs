@@ -888,18 +888,7 @@ impl Storage {
             }
         }
 
-        let mut out: Vec<Series> = acc
-            .into_iter()
-            .filter_map(|(labels, g)| {
-                let samples = g.finish();
-                (!samples.is_empty()).then(|| Series {
-                    labels: labels.clone(),
-                    samples,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(gathered_series(acc))
     }
 
     /// Verifies the whole-object checksum of each segment not verified yet
@@ -1217,6 +1206,23 @@ type SlotAt = (usize, usize);
 
 /// One series' samples as read, in runs (a block chunk, or a segment's rows of
 /// the series) tagged with their source position and arrival order.
+/// The series of a read from what it gathered per label set: merged
+/// (see [`Gathered::finish`]), empty ones left out, sorted by labels.
+fn gathered_series(acc: Vec<(&Labels, Gathered)>) -> Vec<Series> {
+    let mut out: Vec<Series> = acc
+        .into_iter()
+        .filter_map(|(labels, g)| {
+            let samples = g.finish();
+            (!samples.is_empty()).then(|| Series {
+                labels: labels.clone(),
+                samples,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
 #[derive(Default)]
 struct Gathered {
     samples: Vec<Sample>,

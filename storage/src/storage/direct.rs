@@ -20,7 +20,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{Instrument, debug_span};
 
 use super::read_cache::{ReadCache, SegmentSamples};
-use super::{Gathered, SourceKind, Storage};
+use super::{Gathered, SourceKind, Storage, gathered_series};
 use crate::block::reader::{BlockChunks, DecodedChunk};
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
@@ -156,18 +156,7 @@ impl Storage {
                 }
             }
         }
-        let mut out: Vec<Series> = acc
-            .into_iter()
-            .filter_map(|(labels, g)| {
-                let samples = g.finish();
-                (!samples.is_empty()).then(|| Series {
-                    labels: labels.clone(),
-                    samples,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(gathered_series(acc))
     }
 }
 
