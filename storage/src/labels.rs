@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -36,16 +38,31 @@ impl Label {
 /// a clone is a reference-count increment, so the same series can sit in
 /// many requests, batches and query results without copying its strings.
 ///
-/// The series id is computed once, when the set is built, and travels with
-/// every clone: ingest asks for it for every series of every batch (segment
+/// The series id is computed on first use and travels with every clone made
+/// after that: ingest asks for it for every series of every batch (segment
 /// rows, the segment index), where hashing the strings again was a visible
 /// share of CPU. It also makes `Hash` one integer and lets `==` reject
-/// different sets without comparing strings.
-#[derive(Clone, Deserialize)]
+/// different sets without comparing strings. It is lazy because the query
+/// engine builds many label sets (group keys, sets without the metric name)
+/// that are never hashed.
+#[derive(Deserialize)]
 #[serde(try_from = "Vec<Label>")]
 pub struct Labels {
     labels: Arc<[Label]>,
-    id: SeriesId,
+    /// The series id once computed; [`ID_UNSET`] before. (A set whose id
+    /// happens to be `ID_UNSET` just hashes again on every use.)
+    id: AtomicU64,
+}
+
+const ID_UNSET: SeriesId = 0;
+
+impl Clone for Labels {
+    fn clone(&self) -> Self {
+        Self {
+            labels: Arc::clone(&self.labels),
+            id: AtomicU64::new(self.id.load(Relaxed)),
+        }
+    }
 }
 
 impl Default for Labels {
@@ -60,11 +77,18 @@ impl fmt::Debug for Labels {
     }
 }
 
-/// Equal label sets have equal ids, so comparing ids first only skips work.
+/// Equal label sets have equal ids, so comparing ids (where both are known)
+/// first only skips work.
 impl PartialEq for Labels {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-            && (Arc::ptr_eq(&self.labels, &other.labels) || self.labels == other.labels)
+        if Arc::ptr_eq(&self.labels, &other.labels) {
+            return true;
+        }
+        let (a, b) = (self.id.load(Relaxed), other.id.load(Relaxed));
+        if a != ID_UNSET && b != ID_UNSET && a != b {
+            return false;
+        }
+        self.labels == other.labels
     }
 }
 
@@ -73,7 +97,7 @@ impl Eq for Labels {}
 /// Consistent with `Eq`: equal sets have equal ids.
 impl std::hash::Hash for Labels {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.id);
+        state.write_u64(self.series_id());
     }
 }
 
@@ -101,10 +125,12 @@ impl Serialize for Labels {
 pub type SeriesId = u64;
 
 impl Labels {
-    /// The one constructor: every label set carries its id.
+    /// The one constructor; the id is computed when first asked for.
     fn new(labels: Arc<[Label]>) -> Self {
-        let id = hash_labels(&labels);
-        Self { labels, id }
+        Self {
+            labels,
+            id: AtomicU64::new(ID_UNSET),
+        }
     }
 
     /// The empty label set (a valid result of PromQL aggregations, never stored).
@@ -227,9 +253,25 @@ impl Labels {
         )
     }
 
-    /// The stable series id of this label set (computed when it was built).
+    /// The stable series id of this label set (computed on first use, then
+    /// kept with this value and its later clones).
     pub fn series_id(&self) -> SeriesId {
-        self.id
+        let id = self.id.load(Relaxed);
+        if id != ID_UNSET {
+            return id;
+        }
+        let id = hash_labels(&self.labels);
+        self.id.store(id, Relaxed);
+        id
+    }
+
+    /// Identity of this set's shared storage: the same for a set and its
+    /// clones, different for sets built separately while both are alive.
+    /// Lets the query engine memoise work per label set by address, without
+    /// hashing or comparing strings; whoever keys on it must keep the set
+    /// alive, or the address may be reused.
+    pub fn storage_addr(&self) -> usize {
+        Arc::as_ptr(&self.labels) as *const Label as usize
     }
 }
 
@@ -419,6 +461,16 @@ mod tests {
             a.without("job").series_id(),
             l(&[("__name__", "up")]).series_id()
         );
+        // Ids are computed lazily: a set whose id is known equals one whose
+        // id is not, and differs from one with another id.
+        let fresh = l(&[("__name__", "up"), ("job", "x")]);
+        let _ = a.series_id();
+        assert_eq!(a, fresh);
+        assert_ne!(c, fresh);
+        assert_eq!(fresh.clone().series_id(), a.series_id());
+        // Clones share storage; separately built equal sets do not.
+        assert_eq!(a.clone().storage_addr(), a.storage_addr());
+        assert_ne!(fresh.storage_addr(), a.storage_addr());
         let json = serde_json::to_string(&a).expect("serialize");
         let back: Labels = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.series_id(), a.series_id());

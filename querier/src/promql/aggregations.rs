@@ -10,7 +10,9 @@ use storage::{Labels, METRIC_NAME};
 
 use super::EvalError;
 use super::eval::Evaluator;
+use super::memo::LabelMemo;
 use super::native_histogram::HistogramSum;
+use super::selectors::node_id;
 use super::value::{Elem, KahanSum, Val, format_float, quantile};
 
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val, EvalError> {
@@ -28,7 +30,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val
         Some(p) => Some(ev.eval(p, ts)?),
         None => None,
     };
-    let grouping = Grouping::new(a.modifier.as_ref());
+    let grouping = Grouping::new(a.modifier.as_ref(), &ev.labels_memo, node_id(a));
     let out = match op.as_str() {
         "topk" | "bottomk" => {
             let k = param.ok_or_else(|| missing_param(&op))?.into_scalar()?;
@@ -76,37 +78,40 @@ fn missing_param(op: &str) -> EvalError {
     EvalError::Parse(format!("aggregation {op} requires a parameter"))
 }
 
-struct Grouping {
+struct Grouping<'a> {
     by: bool,
-    names: Vec<String>,
+    names: &'a [String],
+    /// Group keys are memoised per input label set (for this aggregation
+    /// node, `op`): the same series meet the same grouping at every step.
+    memo: &'a LabelMemo<Labels>,
+    op: usize,
 }
 
-impl Grouping {
-    fn new(m: Option<&LabelModifier>) -> Self {
-        match m {
-            Some(LabelModifier::Include(ls)) => Self {
-                by: true,
-                names: ls.labels.clone(),
-            },
-            Some(LabelModifier::Exclude(ls)) => Self {
-                by: false,
-                names: ls.labels.clone(),
-            },
-            None => Self {
-                by: true,
-                names: Vec::new(),
-            },
+impl<'a> Grouping<'a> {
+    fn new(m: Option<&'a LabelModifier>, memo: &'a LabelMemo<Labels>, op: usize) -> Self {
+        let (by, names): (bool, &[String]) = match m {
+            Some(LabelModifier::Include(ls)) => (true, &ls.labels),
+            Some(LabelModifier::Exclude(ls)) => (false, &ls.labels),
+            None => (true, &[]),
+        };
+        Self {
+            by,
+            names,
+            memo,
+            op,
         }
     }
 
     /// Labels of the group an element belongs to; `without` always drops the
     /// metric name.
     fn key(&self, l: &Labels) -> Labels {
-        if self.by {
-            l.retain(|n| self.names.iter().any(|x| x == n))
-        } else {
-            l.retain(|n| n != METRIC_NAME && !self.names.iter().any(|x| x == n))
-        }
+        self.memo.get(self.op, l, |l| {
+            if self.by {
+                l.retain(|n| self.names.iter().any(|x| x == n))
+            } else {
+                l.retain(|n| n != METRIC_NAME && !self.names.iter().any(|x| x == n))
+            }
+        })
     }
 }
 

@@ -13,12 +13,13 @@ use promql_parser::parser::{Expr, SubqueryExpr};
 use storage::{Labels, Sample};
 
 use super::EvalError;
+use super::memo::LabelMemo;
 use super::native_histogram::{FloatHistogram, ResetHint};
 use super::selectors::{
     DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms, select_instant,
     select_range,
 };
-use super::value::{Elem, HPoint, RangeSeries, Val};
+use super::value::{Elem, HPoint, RangeSeries, Val, check_unique, final_labels};
 use super::{aggregations, binary, functions};
 
 /// Most inner steps one subquery evaluation may take, a guard against
@@ -37,6 +38,11 @@ pub(crate) struct Evaluator<'a> {
     pub step: i64,
     pub lookback: i64,
     subquery_cache: SubqueryCache,
+    /// Label sets derived from label sets (group keys, final labels), once
+    /// per query rather than once per step.
+    pub labels_memo: LabelMemo<Labels>,
+    /// Classic histogram buckets: labels without `le` and the bound.
+    pub buckets_memo: LabelMemo<Option<(Labels, f64)>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -48,7 +54,35 @@ impl<'a> Evaluator<'a> {
             step,
             lookback,
             subquery_cache: RefCell::new(HashMap::new()),
+            labels_memo: LabelMemo::default(),
+            buckets_memo: LabelMemo::default(),
         }
+    }
+
+    /// The labels an element will have once the query finishes
+    /// ([`final_labels`], memoised).
+    pub fn final_labels(&self, labels: &Labels, drop_name: bool) -> Labels {
+        if drop_name {
+            // Operator 0: no AST node lives at address 0.
+            self.labels_memo.get(0, labels, |l| final_labels(l, true))
+        } else {
+            labels.clone()
+        }
+    }
+
+    /// [`finish_vector`](super::value::finish_vector) with memoised labels.
+    pub fn finish_vector(&self, v: Vec<Elem>) -> Result<Vec<Elem>, EvalError> {
+        let out: Vec<Elem> = v
+            .into_iter()
+            .map(|e| Elem {
+                labels: self.final_labels(&e.labels, e.drop_name),
+                v: e.v,
+                h: e.h,
+                drop_name: false,
+            })
+            .collect();
+        check_unique(out.iter().map(|e| &e.labels))?;
+        Ok(out)
     }
 
     pub fn eval(&self, expr: &Expr, ts: i64) -> Result<Val, EvalError> {

@@ -13,6 +13,7 @@ use storage::labels::is_valid_label_name;
 use super::EvalError;
 use super::eval::Evaluator;
 use super::native_histogram::{self, FloatHistogram};
+use super::selectors::node_id;
 use super::value::{Elem, Val, check_unique, format_float};
 
 const BUCKET_LABEL: &str = "le";
@@ -178,10 +179,13 @@ fn classic_groups(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Gro
             continue;
         }
         // Series without a parsable `le` are ignored (Prometheus warns).
-        let Some(upper) = e.labels.get(BUCKET_LABEL).and_then(parse_go_float) else {
+        // Memoised: the same buckets come back at every step.
+        let Some((key, upper)) = ev.buckets_memo.get(node_id(a.as_ref()), &e.labels, |l| {
+            let upper = l.get(BUCKET_LABEL).and_then(parse_go_float)?;
+            Some((l.without(BUCKET_LABEL), upper))
+        }) else {
             continue;
         };
-        let key = e.labels.without(BUCKET_LABEL);
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1

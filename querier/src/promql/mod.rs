@@ -10,6 +10,7 @@ mod eval;
 mod functions;
 mod histogram;
 mod info;
+mod memo;
 pub mod native_histogram;
 mod range_functions;
 mod selectors;
@@ -245,7 +246,7 @@ impl Engine {
                     v,
                     drop_name: false,
                 }],
-                Val::Vector(v) => finish_vector(v)?,
+                Val::Vector(v) => ev.finish_vector(v)?,
                 other => {
                     return Err(EvalError::Execution(format!(
                         "range query step evaluated to {}",

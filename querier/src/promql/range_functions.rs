@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use promql_parser::parser::Expr;
+use promql_parser::parser::{Expr, MatrixSelector};
 use storage::Sample;
+use storage::sample::is_stale_nan;
 
 use super::EvalError;
 use super::aggregations::avg;
@@ -133,9 +134,12 @@ fn eval_kind(
             )));
         }
     }
-    let w = window(ev, matrix_arg, ts)?;
     // Only these keep the metric name: they return a sample as it was.
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    if let Some(ms) = matrix_selector(matrix_arg) {
+        return over_selector(ev, ms, name, kind, &params, ts, keep_name);
+    }
+    let w = window(ev, matrix_arg, ts)?;
     let mut out = Vec::with_capacity(w.series.len());
     for s in &w.series {
         // Smoothing ignores histogram samples entirely.
@@ -150,19 +154,7 @@ fn eval_kind(
             }
             continue;
         }
-        let v = match kind {
-            Kind::Extrapolated { counter, rate } => {
-                extrapolated(&s.samples, w.start, w.end, counter, rate)
-            }
-            Kind::Instant { rate } => instant_delta(&s.samples, rate),
-            Kind::Simple if name == "double_exponential_smoothing" => holt(
-                &s.samples,
-                param,
-                params.get(1).copied().unwrap_or(f64::NAN),
-            ),
-            Kind::Simple => simple(name, &s.samples, param, ts),
-        };
-        if let Some(v) = v {
+        if let Some(v) = float_value(name, kind, &s.samples, w.start, w.end, &params, ts) {
             out.push(Elem {
                 labels: s.labels.clone(),
                 v,
@@ -172,6 +164,103 @@ fn eval_kind(
         }
     }
     Ok(Val::Vector(out))
+}
+
+/// The range selector a matrix argument is, if it is one (not a subquery).
+fn matrix_selector(e: &Expr) -> Option<&MatrixSelector> {
+    match e {
+        Expr::Paren(p) => matrix_selector(&p.expr),
+        Expr::MatrixSelector(ms) => Some(ms),
+        _ => None,
+    }
+}
+
+/// A range function over a range selector: each window is a slice of the
+/// loaded samples, not a copy (a copy is made only of a window holding stale
+/// markers, and of a series with histogram samples in the window). Same
+/// result as over [`window`]'s series.
+fn over_selector(
+    ev: &Evaluator<'_>,
+    ms: &MatrixSelector,
+    name: &str,
+    kind: Kind,
+    params: &[f64],
+    ts: i64,
+    keep_name: bool,
+) -> Result<Val, EvalError> {
+    let end = ev.ref_time(&ms.vs.at, &ms.vs.offset, ts);
+    let start = end.saturating_sub(duration_ms(&ms.range));
+    let series = ev.loaded.series(&ms.vs)?;
+    let param = params.first().copied().unwrap_or(f64::NAN);
+    let mut out = Vec::new();
+    let mut unstale: Vec<Sample> = Vec::new();
+    for s in series {
+        let from = s.samples.partition_point(|x| x.t <= start);
+        let to = s.samples.partition_point(|x| x.t <= end);
+        let mut samples = s.samples.get(from..to).unwrap_or_default();
+        if samples.iter().any(|x| is_stale_nan(x.v)) {
+            unstale.clear();
+            unstale.extend(samples.iter().filter(|x| !is_stale_nan(x.v)));
+            samples = &unstale;
+        }
+        let hists = if s.hists.is_empty() {
+            &[][..]
+        } else {
+            let from = s.hists.partition_point(|x| x.t <= start);
+            let to = s.hists.partition_point(|x| x.t <= end);
+            s.hists.get(from..to).unwrap_or_default()
+        };
+        if !hists.is_empty() && name != "double_exponential_smoothing" {
+            let rs = RangeSeries {
+                labels: s.labels.clone(),
+                samples: samples.to_vec(),
+                hists: hists.to_vec(),
+                drop_name: false,
+            };
+            if let Some((v, h)) = with_histograms(name, kind, &rs, start, end, param) {
+                out.push(Elem {
+                    labels: rs.labels,
+                    v,
+                    h: h.map(Arc::new),
+                    drop_name: !keep_name,
+                });
+            }
+            continue;
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        if let Some(v) = float_value(name, kind, samples, start, end, params, ts) {
+            out.push(Elem {
+                labels: s.labels.clone(),
+                v,
+                h: None,
+                drop_name: !keep_name,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// A range function's value over the float samples of one window.
+fn float_value(
+    name: &str,
+    kind: Kind,
+    samples: &[Sample],
+    start: i64,
+    end: i64,
+    params: &[f64],
+    ts: i64,
+) -> Option<f64> {
+    let param = params.first().copied().unwrap_or(f64::NAN);
+    match kind {
+        Kind::Extrapolated { counter, rate } => extrapolated(samples, start, end, counter, rate),
+        Kind::Instant { rate } => instant_delta(samples, rate),
+        Kind::Simple if name == "double_exponential_smoothing" => {
+            holt(samples, param, params.get(1).copied().unwrap_or(f64::NAN))
+        }
+        Kind::Simple => simple(name, samples, param, ts),
+    }
 }
 
 /// A range function over a series holding histogram samples (and perhaps

@@ -297,6 +297,11 @@ pub(crate) async fn load(
                 }
             }
         }
+        // Ids are lazy and copied into later clones: computed once here,
+        // not in every step's clones that are hashed.
+        for s in &series {
+            s.labels.series_id();
+        }
         total = total.saturating_add(
             series
                 .iter()
