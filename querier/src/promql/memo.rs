@@ -41,11 +41,14 @@ impl MemoValue for Option<(Labels, f64)> {
     }
 }
 
+/// Entries by (operator, input set's address): the input set, kept alive
+/// with its entry so that its address is not reused by another set while
+/// the entry exists, and the derived value.
+type Entries<V> = HashMap<(usize, usize), (Labels, V), BuildHasherDefault<AddrHasher>>;
+
 /// Derived values by (operator, input label set).
 pub(crate) struct LabelMemo<V> {
-    /// The input set is kept alive with its entry, so that its address is
-    /// not reused by another set while the entry exists.
-    map: RefCell<HashMap<(usize, usize), (Labels, V), BuildHasherDefault<AddrHasher>>>,
+    map: RefCell<Entries<V>>,
 }
 
 impl<V> Default for LabelMemo<V> {
