@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use ingest::proto::{FullTimeSeries, FullWriteRequest, Label, Sample};
 use prost::Message;
-use querier::remote_read::proto::{LabelMatcher, MatcherType, Query, ReadRequest, ReadResponse};
+use querier::remote_read::proto::{
+    Chunk, ChunkEncoding, ChunkedReadResponse, LabelMatcher, MatcherType, Query, ReadRequest,
+    ReadResponse,
+};
+use querier::remote_read::{frame, histogram_chunk, xor};
 use serde_json::{Value, json};
 use storage::histogram::{BucketSpan, CUSTOM_BUCKETS_SCHEMA, Count, Histogram, ZeroCount};
 use strata_tests::promapi::{self, api_time};
@@ -332,6 +336,73 @@ fn encodings(hs: &[Histogram]) -> Vec<Vec<u8>> {
     hs.iter().map(Histogram::to_bytes).collect()
 }
 
+const STREAMED: &str = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
+
+/// Histograms as chunks give them back: no per-sample reset hint, an absent
+/// zero count as an explicit zero.
+fn as_in_chunks(hs: &[Histogram]) -> Vec<Histogram> {
+    let mut hs = hs.to_vec();
+    for h in &mut hs {
+        h.reset_hint = 0;
+        if h.zero_count.is_none() {
+            h.zero_count = Some(if h.is_float() {
+                ZeroCount::Float(0.0)
+            } else {
+                ZeroCount::Int(0)
+            });
+        }
+    }
+    hs
+}
+
+/// A streamed remote-read answer per frame: metric name, float samples,
+/// histograms decoded from the histogram chunks.
+type Streamed = Vec<(String, Vec<(i64, f64)>, Vec<Histogram>)>;
+
+fn decode_streamed(bytes: &[u8]) -> Streamed {
+    streamed_chunks(bytes)
+        .into_iter()
+        .map(|(name, chunks)| {
+            let (mut floats, mut hists) = (Vec::new(), Vec::new());
+            for c in chunks {
+                if c.r#type == ChunkEncoding::Xor as i32 {
+                    let samples = xor::decode(&c.data).expect("xor chunk");
+                    floats.extend(samples.iter().map(|p| (p.t, p.v)));
+                } else {
+                    let float = c.r#type == ChunkEncoding::FloatHistogram as i32;
+                    let got = histogram_chunk::decode_histogram_chunk(&c.data, float)
+                        .expect("histogram chunk");
+                    hists.extend(got);
+                }
+            }
+            (name, floats, hists)
+        })
+        .collect()
+}
+
+/// A streamed answer's frames: metric name and chunks.
+fn streamed_chunks(bytes: &[u8]) -> Vec<(String, Vec<Chunk>)> {
+    frame::unframe(bytes, 50 << 20)
+        .expect("checksummed frames")
+        .into_iter()
+        .map(|m| {
+            let resp = ChunkedReadResponse::decode(m).expect("ChunkedReadResponse");
+            let s = resp
+                .chunked_series
+                .into_iter()
+                .next()
+                .expect("one series per frame");
+            let name = s
+                .labels
+                .iter()
+                .find(|l| l.name == "__name__")
+                .map(|l| l.value.clone())
+                .unwrap_or_default();
+            (name, s.chunks)
+        })
+        .collect()
+}
+
 fn full_series(name: &str, samples: &[(i64, f64)], histograms: Vec<Histogram>) -> FullTimeSeries {
     FullTimeSeries {
         labels: vec![
@@ -446,16 +517,32 @@ async fn remote_written_native_histograms_remote_read_bit_for_bit() {
     assert!(ts[1].samples.is_empty());
     assert_eq!(encodings(&ts[1].histograms), encodings(&hs[2..]));
 
-    // Streamed preferred but SAMPLES accepted: the same SAMPLES answer.
-    let (status, ctype, again) =
-        read_hist(&c, &strata.url, t0 - 1000, t0 + 10_000, vec![1, 0]).await;
-    assert_eq!((status, ctype.as_str()), (200, "application/x-protobuf"));
-    // (Compared as bytes: the NaN sum makes `==` on the messages false.)
-    assert_eq!(decode(&again).encode_to_vec(), resp.encode_to_vec());
-    // Streamed only: refused, naming a series, instead of losing histograms.
-    let (status, _, err) = read_hist(&c, &strata.url, t0 - 1000, t0 + 10_000, vec![1]).await;
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&err));
-    assert!(String::from_utf8_lossy(&err).contains("h_mixed"));
+    // Streamed (preferred or only): the histograms as HISTOGRAM and
+    // FLOAT_HISTOGRAM chunks next to the floats' XOR chunks, every field
+    // back (reset hints as chunks keep them, the stale marker bare).
+    for accepted in [vec![1, 0], vec![1]] {
+        let (status, ctype, bytes) =
+            read_hist(&c, &strata.url, t0 - 1000, t0 + 10_000, accepted).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(ctype, STREAMED);
+        let got = decode_streamed(&bytes);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].0.as_str(), got[0].1.as_slice()),
+            ("h_mixed", &floats[..])
+        );
+        assert_eq!(got[0].2.len(), 2);
+        assert_eq!(got[0].2[0].sum.to_bits(), storage::STALE_NAN_BITS);
+        assert_eq!(
+            encodings(&as_in_chunks(&got[0].2[1..])),
+            encodings(&as_in_chunks(&hs[1..2]))
+        );
+        assert_eq!(got[1].0, "h_only");
+        assert_eq!(
+            encodings(&as_in_chunks(&got[1].2)),
+            encodings(&as_in_chunks(&hs[2..]))
+        );
+    }
     // Another tenant reads nothing.
     let req = ReadRequest {
         queries: vec![Query {
@@ -480,4 +567,117 @@ async fn remote_written_native_histograms_remote_read_bit_for_bit() {
     assert_eq!(other.status().as_u16(), 200);
     let other = decode(&other.bytes().await.expect("body"));
     assert!(other.results[0].timeseries.is_empty(), "{other:?}");
+}
+
+/// Strata's histogram chunks are byte for byte the chunks a real Prometheus
+/// (2.42, native histograms enabled) serves through its own streamed remote
+/// read for the same remote-written integer histograms, and our decoder
+/// reads Prometheus' chunks back to what was written.
+#[tokio::test]
+async fn streamed_histogram_chunks_are_the_chunks_prometheus_serves() {
+    let scratch = Scratch::new("histogram-chunks");
+    let c = client();
+    let strata = Strata::start_local(&scratch.sub("data"), &scratch.path()).await;
+    let prom = Prometheus::start(
+        |_| "global:\n  scrape_interval: 1m\n".to_string(),
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=native-histograms",
+        ],
+        &scratch.path(),
+    )
+    .await;
+    // 40 histograms 15 s apart (jittered) inside one 2 h head window, one
+    // bucket layout.
+    let window = 2 * 3_600_000;
+    let start = (now_ms() - 3_600_000) / window * window + 1000;
+    let span = |offset, length| BucketSpan { offset, length };
+    let hs: Vec<Histogram> = (0..40i64)
+        .map(|i| {
+            let abs = [1 + i, 2 * i, 3 + i / 4, i * i];
+            let zero = (i / 3) as u64;
+            let mut prev = 0;
+            let deltas = abs
+                .iter()
+                .map(|a| {
+                    let d = a - prev;
+                    prev = *a;
+                    d
+                })
+                .collect();
+            Histogram {
+                count: Some(Count::Int(zero + (abs.iter().sum::<i64>() + i % 5) as u64)),
+                sum: i as f64 * 1.7,
+                schema: 2,
+                zero_threshold: 2f64.powi(-128),
+                zero_count: Some(ZeroCount::Int(zero)),
+                positive_spans: vec![span(-1, 2), span(3, 2)],
+                positive_deltas: deltas,
+                negative_spans: vec![span(0, 1)],
+                negative_deltas: vec![i % 5],
+                timestamp: start + i * 15_000 + (i % 4) * 7,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let req = FullWriteRequest {
+        timeseries: vec![full_series("h_prom", &[], hs.clone())],
+        metadata: Vec::new(),
+    };
+    for url in [strata.write_url(), format!("{}/api/v1/write", prom.url)] {
+        let (status, body) =
+            remote_write::send(&c, &url, remote_write::snappy(&req.encode_to_vec()), None)
+                .await
+                .expect("remote write");
+        assert!((200..300).contains(&status), "{url}: {status} {body}");
+    }
+    let end = start + 40 * 15_000;
+    let (status, ctype, ours) = read_hist(&c, &strata.url, start, end, vec![1]).await;
+    assert_eq!((status, ctype.as_str()), (200, STREAMED));
+    let (status, ctype, theirs) = read_hist(&c, &prom.url, start, end, vec![1]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&theirs));
+    assert_eq!(ctype, STREAMED);
+    let ours = streamed_chunks(&ours);
+    let theirs = streamed_chunks(&theirs);
+    assert_eq!(ours.len(), 1);
+    assert_eq!(theirs.len(), 1);
+    let (ours, theirs) = (&ours[0].1, &theirs[0].1);
+    // The negative bucket drops every fifth sample: a counter reset, where
+    // both cut a chunk flagged as a reset.
+    assert_eq!(theirs.len(), 8, "Prometheus cuts a chunk at each reset");
+    // Our decoder reads Prometheus' encoder's chunks ...
+    let mut decoded = Vec::new();
+    for chunk in theirs {
+        assert_eq!(chunk.r#type, ChunkEncoding::Histogram as i32);
+        decoded.extend(
+            histogram_chunk::decode_histogram_chunk(&chunk.data, false)
+                .expect("Prometheus' chunk decodes"),
+        );
+    }
+    assert_eq!(
+        encodings(&as_in_chunks(&decoded)),
+        encodings(&as_in_chunks(&hs))
+    );
+    assert!(decoded[5..35].iter().step_by(5).all(|h| h.reset_hint == 1));
+    // ... and our encoder writes the same bytes, except one bit pair:
+    // Prometheus 2.42 serves its still-open head chunk (the last) with the
+    // counter-reset bits unset ("unknown"); Strata flags that chunk's reset
+    // as it does every other.
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert_eq!(
+            (a.min_time_ms, a.max_time_ms, a.r#type),
+            (b.min_time_ms, b.max_time_ms, b.r#type)
+        );
+        let mut a = a.data.clone();
+        if i + 1 == theirs.len() {
+            assert_eq!(
+                (a[2], b.data[2]),
+                (0b1000_0000, 0),
+                "flags of the last chunk"
+            );
+            a[2] = 0;
+        }
+        assert_eq!(a, b.data, "chunk {i}: bytes differ from Prometheus'");
+    }
 }

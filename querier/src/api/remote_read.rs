@@ -1,9 +1,7 @@
 //! `POST /api/v1/read`: Prometheus remote read over the request's tenant.
 //! The protocol work is in [`crate::remote_read`]; this is the HTTP side:
-//! tenant, limits, timeouts and the two kinds of response body. Native
-//! histograms are read first: a streamed request that selects some is
-//! answered with `SAMPLES` when the client accepts it (see the module docs of
-//! [`crate::remote_read`]).
+//! tenant, limits, timeouts and the two kinds of response body (native
+//! histograms in both: messages in `SAMPLES`, chunks in streamed answers).
 
 use std::time::Duration;
 
@@ -94,17 +92,6 @@ pub(super) async fn read(
     for sel in &selections {
         histograms.push(select_histograms(&state.storage, &tenant, sel, limit, &mut budget).await?);
     }
-    let kind = match (kind, histograms.iter().flatten().next()) {
-        (ResponseType::StreamedXorChunks, Some(first)) => {
-            let samples = ResponseType::Samples as i32;
-            if !req.accepted_response_types.contains(&samples) {
-                return Err(remote_read::histograms_need_samples(&first.labels).into());
-            }
-            debug!(%tenant, "remote read answered with SAMPLES: native histograms selected");
-            ResponseType::Samples
-        }
-        (kind, _) => kind,
-    };
     match kind {
         ResponseType::Samples => {
             let mut results = Vec::with_capacity(selections.len());
@@ -126,13 +113,15 @@ pub(super) async fn read(
             // The first query is read before answering, so its errors (the
             // common single-query case) still get a status code; later
             // ones can only cut the stream short, which the client sees.
-            let mut pending = selections.into_iter().enumerate();
-            let first = match pending.next() {
-                Some((_, sel)) => select(&state.storage, &tenant, &sel, limit, &mut budget).await?,
+            let mut pending = selections.into_iter().zip(histograms).enumerate();
+            let head = match pending.next() {
+                Some((_, (sel, histograms))) => {
+                    let floats = select(&state.storage, &tenant, &sel, limit, &mut budget).await?;
+                    let first = QueryData { floats, histograms };
+                    remote_read::chunked_frames(0, &first, MAX_BYTES_IN_FRAME)
+                }
                 None => Vec::new(),
             };
-            let head = remote_read::chunked_frames(0, &first, MAX_BYTES_IN_FRAME);
-            drop(first);
             let storage = state.storage.clone();
             let tail = futures::stream::unfold(
                 Some((budget, pending, storage, tenant)),
@@ -140,10 +129,14 @@ pub(super) async fn read(
                     let _held = &slot;
                     async move {
                         let (mut budget, mut pending, storage, tenant) = st?;
-                        let (i, sel) = pending.next()?;
+                        let (i, (sel, histograms)) = pending.next()?;
                         match select(&storage, &tenant, &sel, limit, &mut budget).await {
-                            Ok(found) => Some((
-                                Ok(remote_read::chunked_frames(i, &found, MAX_BYTES_IN_FRAME)),
+                            Ok(floats) => Some((
+                                Ok(remote_read::chunked_frames(
+                                    i,
+                                    &QueryData { floats, histograms },
+                                    MAX_BYTES_IN_FRAME,
+                                )),
                                 Some((budget, pending, storage, tenant)),
                             )),
                             Err(e) => {

@@ -5,15 +5,14 @@
 //! `ChunkedReadResponse` messages holding XOR chunks, one series per frame).
 //! The HTTP handler is `api::remote_read`.
 //!
-//! Decision: native histograms go out only in `SAMPLES` answers. Strata has
-//! no encoder for Prometheus' `HISTOGRAM`/`FLOAT_HISTOGRAM` chunks, and those
-//! chunks keep a counter-reset hint per chunk, not per sample, so they could
-//! not carry every stored field anyway. When a streamed request selects
-//! histograms, the handler answers `SAMPLES` if the client accepts it (the
-//! content type says which answer it got) and refuses the request otherwise
-//! ([`histograms_need_samples`]).
+//! Native histograms go out in `SAMPLES` answers as `prometheus.Histogram`
+//! messages and in streamed answers as `HISTOGRAM`/`FLOAT_HISTOGRAM` chunks
+//! ([`histogram_chunk`]), a series' float and histogram chunks in one frame
+//! in time order.
 
+mod bits;
 pub mod frame;
+pub mod histogram_chunk;
 pub mod proto;
 pub mod xor;
 
@@ -209,16 +208,6 @@ pub struct QueryData {
     pub histograms: Vec<HistogramSeries>,
 }
 
-/// The error for a request that selected native histograms but accepts only
-/// `STREAMED_XOR_CHUNKS`, naming the first such series.
-pub fn histograms_need_samples(labels: &Labels) -> RemoteReadError {
-    let name = labels.metric_name().unwrap_or_default();
-    bad(format!(
-        "series {name:?} holds native histograms, which Strata returns only in SAMPLES \
-         responses: accept SAMPLES (response type 0) to read it"
-    ))
-}
-
 /// One query's series as `TimeSeries`, sorted by labels, a series' float
 /// samples and histograms in one message.
 fn time_series(data: &QueryData) -> Vec<TimeSeries> {
@@ -265,13 +254,35 @@ pub fn samples_response(results: &[QueryData]) -> Result<Vec<u8>, RemoteReadErro
 }
 
 /// The frames answering query `query_index` in a `STREAMED_XOR_CHUNKS`
-/// answer: one series per frame, a series whose chunks pass
+/// answer: one series per frame (its float and histogram chunks together,
+/// in time order), series sorted by labels, a series whose chunks pass
 /// `max_frame_bytes` continued in further frames with the same labels, as
 /// Prometheus' own server writes them.
-pub fn chunked_frames(query_index: usize, series: &[Series], max_frame_bytes: usize) -> Vec<Bytes> {
+pub fn chunked_frames(query_index: usize, data: &QueryData, max_frame_bytes: usize) -> Vec<Bytes> {
+    let mut by_labels: BTreeMap<&Labels, Vec<Chunk>> = BTreeMap::new();
+    for s in &data.floats {
+        let chunks = by_labels.entry(&s.labels).or_default();
+        chunks.extend(xor::encode_chunks(&s.samples).into_iter().map(|c| Chunk {
+            min_time_ms: c.min_time_ms,
+            max_time_ms: c.max_time_ms,
+            r#type: ChunkEncoding::Xor as i32,
+            data: c.data,
+        }));
+    }
+    for s in &data.histograms {
+        let chunks = by_labels.entry(&s.labels).or_default();
+        let encoded = histogram_chunk::encode_histogram_chunks(&s.histograms);
+        chunks.extend(encoded.into_iter().map(|(encoding, c)| Chunk {
+            min_time_ms: c.min_time_ms,
+            max_time_ms: c.max_time_ms,
+            r#type: encoding as i32,
+            data: c.data,
+        }));
+    }
     let mut frames = Vec::new();
-    for s in series {
-        let labels = proto_labels(&s.labels);
+    for (labels, mut all) in by_labels {
+        all.sort_by_key(|c| c.min_time_ms);
+        let labels = proto_labels(labels);
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut bytes = 0usize;
         let mut flush = |chunks: &mut Vec<Chunk>| {
@@ -284,14 +295,9 @@ pub fn chunked_frames(query_index: usize, series: &[Series], max_frame_bytes: us
             };
             frames.push(frame::frame(&msg.encode_to_vec()));
         };
-        for c in xor::encode_chunks(&s.samples) {
+        for c in all {
             bytes += c.data.len();
-            chunks.push(Chunk {
-                min_time_ms: c.min_time_ms,
-                max_time_ms: c.max_time_ms,
-                r#type: ChunkEncoding::Xor as i32,
-                data: c.data,
-            });
+            chunks.push(c);
             if bytes >= max_frame_bytes {
                 flush(&mut chunks);
                 bytes = 0;

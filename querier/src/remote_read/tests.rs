@@ -186,15 +186,22 @@ fn read_stream(stream: &[u8]) -> Vec<Decoded> {
         .collect()
 }
 
+fn floats(series: &[&Series]) -> QueryData {
+    QueryData {
+        floats: series.iter().map(|s| (*s).clone()).collect(),
+        histograms: Vec::new(),
+    }
+}
+
 #[test]
 fn streamed_frames_hold_one_series_and_split_long_ones() {
     let a = series("a", 1000); // 9 chunks
     let b = series("b", 5);
     let mut stream = Vec::new();
-    for f in chunked_frames(0, &[a.clone(), b.clone()], MAX_BYTES_IN_FRAME) {
+    for f in chunked_frames(0, &floats(&[&a, &b]), MAX_BYTES_IN_FRAME) {
         stream.extend_from_slice(&f);
     }
-    for f in chunked_frames(1, std::slice::from_ref(&b), MAX_BYTES_IN_FRAME) {
+    for f in chunked_frames(1, &floats(&[&b]), MAX_BYTES_IN_FRAME) {
         stream.extend_from_slice(&f);
     }
     let frames = read_stream(&stream);
@@ -208,7 +215,7 @@ fn streamed_frames_hold_one_series_and_split_long_ones() {
 
     // A small frame limit splits `a` across frames with the same labels.
     let mut stream = Vec::new();
-    for f in chunked_frames(0, std::slice::from_ref(&a), 1000) {
+    for f in chunked_frames(0, &floats(&[&a]), 1000) {
         stream.extend_from_slice(&f);
     }
     let frames = read_stream(&stream);
@@ -275,6 +282,23 @@ pub(crate) fn tricky_histograms(t0: i64) -> Vec<Histogram> {
     ]
 }
 
+/// Histograms as a chunk gives them back: no reset hint (chunks keep it
+/// per chunk) and an absent zero count as an explicit zero.
+pub(crate) fn as_in_chunks(hs: &[Histogram]) -> Vec<Histogram> {
+    let mut hs = hs.to_vec();
+    for h in &mut hs {
+        h.reset_hint = 0;
+        if h.zero_count.is_none() {
+            h.zero_count = Some(if h.is_float() {
+                ZeroCount::Float(0.0)
+            } else {
+                ZeroCount::Int(0)
+            });
+        }
+    }
+    hs
+}
+
 /// The stored encoding of each histogram: equal encodings mean equal bits
 /// in every field (`PartialEq` would call two NaN sums different).
 pub(crate) fn encodings(hs: &[Histogram]) -> Vec<Vec<u8>> {
@@ -339,12 +363,74 @@ fn sample_budget_counts_histograms() {
     ));
 }
 
+/// A streamed answer carries histogram series as `HISTOGRAM` and
+/// `FLOAT_HISTOGRAM` chunks, a series with both kinds in one frame with its
+/// XOR chunks, chunks in time order, every field back bit for bit (reset
+/// hints as the chunk format keeps them).
 #[test]
-fn refusing_a_streamed_histogram_read_names_the_series() {
-    let labels = Labels::from_pairs([("__name__", "rpc_seconds"), ("job", "a")]).expect("labels");
-    let msg = histograms_need_samples(&labels).to_string();
-    assert!(
-        msg.contains("\"rpc_seconds\"") && msg.contains("accept SAMPLES"),
-        "{msg}"
-    );
+fn streamed_frames_carry_histogram_chunks() {
+    let hs = tricky_histograms(100_000);
+    let mixed = series("mixed", 3);
+    let only = Labels::from_pairs([("__name__", "a_hist")]).expect("labels");
+    let data = QueryData {
+        floats: vec![mixed.clone()],
+        histograms: vec![
+            HistogramSeries {
+                labels: only.clone(),
+                histograms: hs.clone(),
+            },
+            HistogramSeries {
+                labels: mixed.labels.clone(),
+                histograms: hs[2..].to_vec(),
+            },
+        ],
+    };
+    let mut stream = Vec::new();
+    for f in chunked_frames(0, &data, MAX_BYTES_IN_FRAME) {
+        stream.extend_from_slice(&f);
+    }
+    let frames = frame::unframe(&stream, MAX_BYTES_IN_FRAME * 2).expect("frames");
+    let decoded: Vec<ChunkedReadResponse> = frames
+        .into_iter()
+        .map(|m| ChunkedReadResponse::decode(m).expect("protobuf"))
+        .collect();
+    let names: Vec<&str> = decoded
+        .iter()
+        .map(|r| r.chunked_series[0].labels[0].value.as_str())
+        .collect();
+    assert_eq!(names, ["a_hist", "mixed"]);
+    let read = |s: &ChunkedSeries| {
+        let (mut floats, mut hists) = (Vec::new(), Vec::new());
+        let mut last_min = i64::MIN;
+        for c in &s.chunks {
+            assert!(c.min_time_ms >= last_min, "chunks in time order");
+            last_min = c.min_time_ms;
+            match c.r#type {
+                t if t == ChunkEncoding::Xor as i32 => {
+                    floats.extend(xor::decode(&c.data).expect("xor"))
+                }
+                t if t == ChunkEncoding::Histogram as i32 => hists.extend(
+                    histogram_chunk::decode_histogram_chunk(&c.data, false).expect("histogram"),
+                ),
+                t if t == ChunkEncoding::FloatHistogram as i32 => hists.extend(
+                    histogram_chunk::decode_histogram_chunk(&c.data, true)
+                        .expect("float histogram"),
+                ),
+                t => panic!("unexpected chunk encoding {t}"),
+            }
+        }
+        (floats, hists)
+    };
+    let no_hints = |hs: &[Histogram]| encodings(&as_in_chunks(hs));
+    let (floats, hists) = read(&decoded[0].chunked_series[0]);
+    assert!(floats.is_empty());
+    // The stale marker comes back as a bare stale marker.
+    assert_eq!(hists[0].sum.to_bits(), storage::STALE_NAN_BITS);
+    assert_eq!(hists[0].timestamp, hs[0].timestamp);
+    assert_eq!(no_hints(&hists[1..]), no_hints(&hs[1..]));
+    // A gauge hint survives (its chunk is flagged gauge).
+    assert_eq!(hists[1].reset_hint, 3);
+    let (floats, hists) = read(&decoded[1].chunked_series[0]);
+    assert_eq!(floats, mixed.samples);
+    assert_eq!(no_hints(&hists), no_hints(&hs[2..]));
 }

@@ -292,37 +292,71 @@ async fn samples_return_histograms_as_written() {
     );
 }
 
+/// Decodes a streamed answer: per frame the metric name, float samples and
+/// histogram encodings (reset hints cleared: chunks keep them per chunk).
+fn decode_stream(bytes: &[u8]) -> Decoded {
+    use crate::remote_read::proto::{ChunkEncoding, ChunkedReadResponse};
+    use crate::remote_read::{histogram_chunk, xor};
+    frame::unframe(bytes, 1 << 20)
+        .expect("frames")
+        .into_iter()
+        .map(|m| {
+            let resp = ChunkedReadResponse::decode(m).expect("protobuf");
+            let s = &resp.chunked_series[0];
+            let (mut floats, mut hists) = (Vec::new(), Vec::new());
+            for c in &s.chunks {
+                if c.r#type == ChunkEncoding::Xor as i32 {
+                    floats.extend(
+                        xor::decode(&c.data)
+                            .expect("xor")
+                            .iter()
+                            .map(|p| (p.t, p.v)),
+                    );
+                } else {
+                    let float = c.r#type == ChunkEncoding::FloatHistogram as i32;
+                    hists.extend(
+                        histogram_chunk::decode_histogram_chunk(&c.data, float).expect("chunk"),
+                    );
+                }
+            }
+            let hists = crate::remote_read::tests::as_in_chunks(&hists);
+            (
+                s.labels[0].value.clone(),
+                floats,
+                crate::remote_read::tests::encodings(&hists),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn streamed_requests_with_histograms_get_samples_or_a_400() {
+async fn streamed_requests_carry_histogram_chunks() {
     let (app, hs) = histogram_app(QueryConfig::default()).await;
-    let enc = crate::remote_read::tests::encodings(&hs);
-    // Streamed preferred, SAMPLES accepted: SAMPLES, with the histograms.
-    let (status, ctype, bytes) = post(&app, None, body("hist_only", 0, 10_000, vec![1, 0])).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(ctype, "application/x-protobuf");
-    assert_eq!(
-        decode_all(&bytes),
-        vec![("hist_only".to_string(), vec![], enc[2..].to_vec())]
-    );
-    // Only streamed accepted: refused, naming the series, rather than
-    // answered without the histograms.
-    let (status, _, bytes) = post(&app, None, body("mixed", 0, 10_000, vec![1])).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let err: serde_json::Value = serde_json::from_slice(&bytes).expect("json error");
-    assert_eq!(err["errorType"], "bad_data");
-    let msg = err["error"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains("\"mixed\"") && msg.contains("SAMPLES"),
-        "{msg}"
-    );
-    // Float-only selections still stream.
-    let (status, ctype, bytes) = post(&app, None, body("floats", 0, 10_000, vec![1])).await;
+    let enc = crate::remote_read::tests::encodings(&crate::remote_read::tests::as_in_chunks(&hs));
+    // Only streamed accepted: histograms come as chunks, a series' floats
+    // and histograms in one frame.
+    let (status, ctype, bytes) = post(&app, None, body("mixed", 0, 10_000, vec![1])).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         ctype,
         "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
     );
-    assert_eq!(frame::unframe(&bytes, 1 << 20).expect("frames").len(), 1);
+    let got = decode_stream(&bytes);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "mixed");
+    assert_eq!(
+        got[0].1,
+        vec![(0, 0.0), (1000, 1.0), (2000, 2.0), (3000, 3.0)]
+    );
+    // hs[0] is a stale marker: it reads back as a bare one.
+    assert_eq!(got[0].2.len(), 2);
+    assert_eq!(got[0].2[1], enc[1]);
+    let (status, _, bytes) = post(&app, None, body("hist_only", 0, 10_000, vec![1, 0])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        decode_stream(&bytes),
+        vec![("hist_only".to_string(), vec![], enc[2..].to_vec())]
+    );
 }
 
 #[tokio::test]

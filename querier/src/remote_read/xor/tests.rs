@@ -60,7 +60,7 @@ fn reuses_the_xor_window_when_it_fits() {
         fresh.append(t, v);
     }
     // Third sample costs dod '0' + '10' + 1 significant bit = 4 bits.
-    let bits_of = |e: &XorEncoder| e.w.bytes.len() * 8 - usize::from(e.w.free);
+    let bits_of = |e: &XorEncoder| e.w.bit_len();
     assert_eq!(bits_of(&reuse) - bits_of(&fresh), 4);
     roundtrip(&[
         Sample::new(0, 2.0),
