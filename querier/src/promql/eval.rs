@@ -108,6 +108,9 @@ impl<'a> Evaluator<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => {
+                if self.loaded.ext.selector_mod(vs).is_some() {
+                    return super::extended_range::smoothed_vector(self, vs, ts);
+                }
                 let t = self.ref_time(&vs.at, &vs.offset, ts);
                 let series = self.loaded.series(vs)?;
                 Ok(Val::Vector(
@@ -125,7 +128,10 @@ impl<'a> Evaluator<'a> {
             }
             Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, ts)?)),
             Expr::Aggregate(a) => aggregations::eval(self, a, ts),
-            Expr::Binary(b) => binary::eval(self, b, ts),
+            Expr::Binary(b) => match self.loaded.ext.trim(b) {
+                Some(t) => super::trim::eval(self, b, t, ts),
+                None => binary::eval(self, b, ts),
+            },
             Expr::Call(c) => functions::eval(self, c, ts),
             Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
         }

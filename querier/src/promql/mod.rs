@@ -7,6 +7,7 @@
 mod aggregations;
 mod binary;
 mod eval;
+mod extended_range;
 mod functions;
 mod histogram;
 mod info;
@@ -15,7 +16,9 @@ pub mod native_histogram;
 mod range_functions;
 mod selectors;
 mod start_timestamp;
+mod syntax;
 mod time_functions;
+mod trim;
 mod value;
 
 #[cfg(test)]
@@ -159,7 +162,7 @@ impl Engine {
         query: &str,
         time_ms: i64,
     ) -> Result<Value, EvalError> {
-        let expr = parse(query)?;
+        let expr = parse(query, syntax::QueryContext::instant(time_ms))?;
         let lookback = self.opts.lookback_delta_ms;
         let loaded =
             selectors::load(q, &expr, time_ms, time_ms, lookback, self.opts.max_samples).await?;
@@ -219,7 +222,10 @@ impl Engine {
                     .into(),
             ));
         }
-        let expr = parse(query)?;
+        let expr = parse(
+            query,
+            syntax::QueryContext::range(start_ms, end_ms, step_ms),
+        )?;
         let vt = expr.value_type();
         if vt != ValueType::Scalar && vt != ValueType::Vector {
             let name = if vt == ValueType::Matrix {
@@ -283,13 +289,9 @@ impl Engine {
     }
 }
 
-fn parse(query: &str) -> Result<promql_parser::parser::Expr, EvalError> {
-    // promql-parser 0.11 panics on some inputs (a number too large for a
-    // duration, `x[1e30]`, found by fuzzing); a query must fail, not the
-    // request's task.
-    std::panic::catch_unwind(|| promql_parser::parser::parse(query))
-        .unwrap_or_else(|_| Err("invalid query: the PromQL parser failed on it".to_string()))
-        .map_err(EvalError::Parse)
+/// Parses a query, extended syntax included ([`syntax`]).
+fn parse(query: &str, ctx: syntax::QueryContext) -> Result<syntax::Parsed, EvalError> {
+    syntax::parse(query, ctx)
 }
 
 /// Parses a series selector such as `up{job="api"}` (the `match[]` parameter
@@ -337,6 +339,6 @@ pub fn selector_matchers(query: &str) -> Result<Vec<Vec<Matcher>>, EvalError> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(&parse(query)?, &mut out)?;
+    walk(&parse(query, syntax::QueryContext::default())?.expr, &mut out)?;
     Ok(out)
 }

@@ -136,6 +136,11 @@ fn eval_kind(
     }
     // Only these keep the metric name: they return a sample as it was.
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    if let Some(ms) = matrix_selector(matrix_arg)
+        && let Some(m) = ev.loaded.ext.selector_mod(&ms.vs)
+    {
+        return super::extended_range::eval(ev, ms, m, name, ts);
+    }
     if let Some(ms) = matrix_selector(matrix_arg) {
         return over_selector(ev, ms, name, kind, &params, ts, keep_name);
     }

@@ -15,6 +15,7 @@ use storage::sample::is_stale_nan;
 use storage::{Labels, METRIC_NAME, MatchOp, Matcher, Sample};
 
 use super::native_histogram::FloatHistogram;
+use super::syntax::{Extensions, Parsed};
 use super::value::{Elem, HPoint, RangeSeries};
 use super::{EvalError, Queryable, info};
 
@@ -110,6 +111,8 @@ pub(crate) struct Loaded {
     by_node: HashMap<usize, Arc<Vec<SelSeries>>>,
     /// Candidate info series of every `info` call, by call node.
     info_by_call: HashMap<usize, Arc<Vec<SelSeries>>>,
+    /// What the syntax front end took out of the query.
+    pub ext: Extensions,
 }
 
 impl Loaded {
@@ -135,11 +138,13 @@ struct Planner {
     end: i64,
     lookback: i64,
     needs: HashMap<String, Need>,
+    ext: Extensions,
 }
 
 impl Planner {
     fn add(&mut self, vs: &VectorSelector, min: i64, max: i64) -> Result<(), EvalError> {
         let matchers = to_storage_matchers(vs)?;
+        let (min, max) = self.ext.widen(vs, min, max, self.lookback);
         self.need(matchers, min, max).nodes.push(node_id(vs));
         Ok(())
     }
@@ -238,7 +243,7 @@ impl Planner {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn load(
     q: &dyn Queryable,
-    expr: &Expr,
+    parsed: &Parsed,
     lo: i64,
     hi: i64,
     lookback: i64,
@@ -249,9 +254,13 @@ pub(crate) async fn load(
         end: hi,
         lookback,
         needs: HashMap::new(),
+        ext: parsed.ext.clone(),
     };
-    planner.walk(expr, lo, hi)?;
-    let mut loaded = Loaded::default();
+    planner.walk(&parsed.expr, lo, hi)?;
+    let mut loaded = Loaded {
+        ext: parsed.ext.clone(),
+        ..Loaded::default()
+    };
     let mut total = 0usize;
     for need in planner.needs.into_values() {
         // Windows are left-open, so the first millisecond is never needed.

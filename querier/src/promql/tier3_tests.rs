@@ -178,20 +178,29 @@ fn start_timestamp_is_unknown_for_stored_samples_and_lost_by_expressions() {
 
 /// Experimental syntax promql-parser 0.11.1 does not read (`anchored` and
 /// `smoothed` range selectors, duration arithmetic and `step()` in brackets
-/// and offsets, an `info` selector of only empty-matching matchers) is bad
-/// input (400), never a panic or a server error. When a parser upgrade reads
-/// one of these, this test fails: the feature then needs its evaluation.
+/// and offsets, an `info` selector of only empty-matching matchers) goes
+/// through the syntax front end and is evaluated; malformed extended syntax
+/// is bad input (400), never a panic or a server error.
 #[test]
-fn unparsable_experimental_syntax_is_bad_data() {
+fn experimental_syntax_is_parsed_and_malformed_use_is_bad_data() {
     let q = MemQueryable::default();
     for query in [
         "increase(m[1m] anchored)",
         "rate(m[1m] smoothed)",
         "changes(m[26m+4m])",
-        "count_over_time(m[step()])",
         "m offset (2 * 2)",
         "m offset step()",
         r#"info(m, {data=~".*"})"#,
+    ] {
+        block_on(Engine::default().instant_query(&q, query, 0)).expect(query);
+    }
+    for query in [
+        // step() is 0 in an instant query: an empty range.
+        "count_over_time(m[step()])",
+        "deriv(m[1m] smoothed)",
+        "rate(m[1m]) anchored",
+        "m[1m+]",
+        r#"m{__strata_syntax__="smoothed"}"#,
     ] {
         let err = block_on(Engine::default().instant_query(&q, query, 0)).expect_err(query);
         assert!(matches!(err, EvalError::Parse(_)), "{query}: {err}");

@@ -1,0 +1,220 @@
+//! The `anchored` and `smoothed` selector modifiers (Prometheus 3's extended
+//! range selectors), over float samples.
+//!
+//! * `anchored` (range selectors in `rate`, `increase`, `delta`, `changes`,
+//!   `resets`): the window `(start, end]` also takes the anchor, the last
+//!   sample at or before `start` within the lookback delta; `rate`,
+//!   `increase` and `delta` are the plain difference between the first and
+//!   last of those samples (counter resets corrected), never extrapolated.
+//! * `smoothed` (range selectors in `rate`, `increase`, `delta`, and vector
+//!   selectors): the values at `start` and `end` are interpolated linearly
+//!   between the neighbouring samples (within the lookback delta; a counter
+//!   that drops is taken to restart from zero), or carried from the nearest
+//!   sample inside the window when there is no neighbour; the result is the
+//!   difference of those two values, resets in between corrected.
+//!
+//! Both need at least one sample inside the window. Native histogram samples
+//! under these modifiers are not evaluated yet (an error says so).
+
+use promql_parser::parser::{MatrixSelector, VectorSelector};
+use storage::Sample;
+use storage::sample::is_stale_nan;
+
+use super::EvalError;
+use super::eval::Evaluator;
+use super::selectors::{SelSeries, duration_ms};
+use super::syntax::SelectorMod;
+use super::value::{Elem, Val};
+
+fn unsupported_histograms(m: SelectorMod) -> EvalError {
+    EvalError::Unsupported(format!(
+        "the {} modifier on native histogram samples",
+        match m {
+            SelectorMod::Anchored => "anchored",
+            SelectorMod::Smoothed => "smoothed",
+        }
+    ))
+}
+
+/// Samples of `s` in `(from, to]`, stale markers left out.
+fn between(s: &SelSeries, from: i64, to: i64) -> impl Iterator<Item = &Sample> {
+    let a = s.samples.partition_point(|x| x.t <= from);
+    let b = s.samples.partition_point(|x| x.t <= to);
+    s.samples
+        .get(a..b)
+        .unwrap_or_default()
+        .iter()
+        .filter(|x| !is_stale_nan(x.v))
+}
+
+fn has_histograms_in(s: &SelSeries, from: i64, to: i64) -> bool {
+    s.hists.iter().any(|h| h.t > from && h.t <= to)
+}
+
+/// The value at `t` on the line from `a` to `b` (`a.t <= t <= b.t`); for a
+/// counter that drops, the line from zero at `a.t` to `b`.
+fn interpolate(a: &Sample, b: &Sample, t: i64, counter: bool) -> f64 {
+    if b.t <= a.t {
+        return b.v;
+    }
+    let f = (t - a.t) as f64 / (b.t - a.t) as f64;
+    if counter && b.v < a.v {
+        b.v * f
+    } else {
+        a.v + (b.v - a.v) * f
+    }
+}
+
+/// A range function over an anchored or smoothed range selector.
+pub(crate) fn eval(
+    ev: &Evaluator<'_>,
+    ms: &MatrixSelector,
+    m: SelectorMod,
+    name: &str,
+    ts: i64,
+) -> Result<Val, EvalError> {
+    let end = ev.ref_time(&ms.vs.at, &ms.vs.offset, ts);
+    let range = duration_ms(&ms.range);
+    let start = end.saturating_sub(range);
+    let lookback = ev.lookback;
+    let mut out = Vec::new();
+    for s in ev.loaded.series(&ms.vs)? {
+        let inside: Vec<Sample> = between(s, start, end).copied().collect();
+        if has_histograms_in(
+            s,
+            start.saturating_sub(lookback),
+            end.saturating_add(lookback),
+        ) {
+            return Err(unsupported_histograms(m));
+        }
+        let before = between(s, start.saturating_sub(lookback), start).last();
+        let v = match m {
+            SelectorMod::Anchored => {
+                if inside.is_empty() {
+                    continue;
+                }
+                let mut pts: Vec<Sample> = before.copied().into_iter().collect();
+                pts.extend_from_slice(&inside);
+                anchored(name, &pts, range)
+            }
+            SelectorMod::Smoothed => {
+                let after = between(s, end, end.saturating_add(lookback)).next();
+                smoothed(name, before, &inside, after, start, end)
+            }
+        };
+        if let Some(v) = v {
+            out.push(Elem {
+                labels: s.labels.clone(),
+                v,
+                h: None,
+                drop_name: true,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// `rate`, `increase`, `delta` over a smoothed window: the values at both
+/// edges interpolated from the samples around them. Nothing when the window
+/// holds no sample and the data lies only on one side of it.
+fn smoothed(
+    name: &str,
+    before: Option<&Sample>,
+    inside: &[Sample],
+    after: Option<&Sample>,
+    start: i64,
+    end: i64,
+) -> Option<f64> {
+    let counter = name != "delta";
+    // The neighbours of each edge: the last sample at or before it and the
+    // first one after it.
+    let left_next = inside.first().or(after);
+    let right_prev = inside.last().or(before);
+    let left = match (before, left_next) {
+        (Some(b), Some(n)) => interpolate(b, n, start, counter),
+        (None, _) => inside.first()?.v,
+        (Some(_), None) => return None,
+    };
+    let right = match (right_prev, after) {
+        (Some(p), Some(a)) => interpolate(p, a, end, counter),
+        (_, None) => inside.last()?.v,
+        (None, Some(_)) => return None,
+    };
+    let mut pts = Vec::with_capacity(inside.len() + 2);
+    pts.push(left);
+    pts.extend(inside.iter().map(|x| x.v));
+    pts.push(right);
+    let mut d = right - left;
+    if counter {
+        d += corrections(&pts);
+    }
+    Some(if name == "rate" {
+        d / ((end - start) as f64 / 1000.0)
+    } else {
+        d
+    })
+}
+
+/// Sum of the values before each drop (what a counter lost at its resets).
+fn corrections(vals: &[f64]) -> f64 {
+    vals.windows(2)
+        .filter_map(|w| match w {
+            [a, b] if b < a => Some(*a),
+            _ => None,
+        })
+        .sum()
+}
+
+/// `pts` is the anchor (if any) and the samples inside the window.
+fn anchored(name: &str, pts: &[Sample], range: i64) -> Option<f64> {
+    let (first, last) = (pts.first()?, pts.last()?);
+    let vals: Vec<f64> = pts.iter().map(|x| x.v).collect();
+    Some(match name {
+        "changes" => vals.windows(2).filter(|w| w[0] != w[1]).count() as f64,
+        "resets" => vals.windows(2).filter(|w| w[1] < w[0]).count() as f64,
+        "delta" => last.v - first.v,
+        "increase" => last.v - first.v + corrections(&vals),
+        "rate" => (last.v - first.v + corrections(&vals)) / (range as f64 / 1000.0),
+        _ => return None,
+    })
+}
+
+/// A smoothed vector selector at `ts`: each series' value interpolated
+/// between its last sample at or before the reference time and the next one.
+pub(crate) fn smoothed_vector(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+    ts: i64,
+) -> Result<Val, EvalError> {
+    let t = ev.ref_time(&vs.at, &vs.offset, ts);
+    let lookback = ev.lookback;
+    let mut out = Vec::new();
+    for s in ev.loaded.series(vs)? {
+        if has_histograms_in(s, t.saturating_sub(lookback), t.saturating_add(lookback)) {
+            return Err(unsupported_histograms(SelectorMod::Smoothed));
+        }
+        // A stale marker as the latest sample ends the series.
+        let a = s
+            .samples
+            .partition_point(|x| x.t <= t.saturating_sub(lookback));
+        let b = s.samples.partition_point(|x| x.t <= t);
+        let Some(prev) = s.samples.get(a..b).and_then(|w| w.last()) else {
+            continue;
+        };
+        if is_stale_nan(prev.v) {
+            continue;
+        }
+        let next = between(s, t, t.saturating_add(lookback)).next();
+        let v = match next {
+            Some(n) => interpolate(prev, n, t, false),
+            None => prev.v,
+        };
+        out.push(Elem {
+            labels: s.labels.clone(),
+            v,
+            h: None,
+            drop_name: false,
+        });
+    }
+    Ok(Val::Vector(out))
+}
