@@ -338,23 +338,6 @@ fn encodings(hs: &[Histogram]) -> Vec<Vec<u8>> {
 
 const STREAMED: &str = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
 
-/// Histograms as chunks give them back: no per-sample reset hint, an absent
-/// zero count as an explicit zero.
-fn as_in_chunks(hs: &[Histogram]) -> Vec<Histogram> {
-    let mut hs = hs.to_vec();
-    for h in &mut hs {
-        h.reset_hint = 0;
-        if h.zero_count.is_none() {
-            h.zero_count = Some(if h.is_float() {
-                ZeroCount::Float(0.0)
-            } else {
-                ZeroCount::Int(0)
-            });
-        }
-    }
-    hs
-}
-
 /// A streamed remote-read answer per frame: metric name, float samples,
 /// histograms decoded from the histogram chunks.
 type Streamed = Vec<(String, Vec<(i64, f64)>, Vec<Histogram>)>;
@@ -534,13 +517,13 @@ async fn remote_written_native_histograms_remote_read_bit_for_bit() {
         assert_eq!(got[0].2.len(), 2);
         assert_eq!(got[0].2[0].sum.to_bits(), storage::STALE_NAN_BITS);
         assert_eq!(
-            encodings(&as_in_chunks(&got[0].2[1..])),
-            encodings(&as_in_chunks(&hs[1..2]))
+            encodings(&histogram_chunk::as_read_from_chunks(&got[0].2[1..])),
+            encodings(&histogram_chunk::as_read_from_chunks(&hs[1..2]))
         );
         assert_eq!(got[1].0, "h_only");
         assert_eq!(
-            encodings(&as_in_chunks(&got[1].2)),
-            encodings(&as_in_chunks(&hs[2..]))
+            encodings(&histogram_chunk::as_read_from_chunks(&got[1].2)),
+            encodings(&histogram_chunk::as_read_from_chunks(&hs[2..]))
         );
     }
     // Another tenant reads nothing.
@@ -655,8 +638,8 @@ async fn streamed_histogram_chunks_are_the_chunks_prometheus_serves() {
         );
     }
     assert_eq!(
-        encodings(&as_in_chunks(&decoded)),
-        encodings(&as_in_chunks(&hs))
+        encodings(&histogram_chunk::as_read_from_chunks(&decoded)),
+        encodings(&histogram_chunk::as_read_from_chunks(&hs))
     );
     assert!(decoded[5..35].iter().step_by(5).all(|h| h.reset_hint == 1));
     // ... and our encoder writes the same bytes, except one bit pair:

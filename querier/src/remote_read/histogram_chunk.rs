@@ -496,6 +496,24 @@ impl ChunkEncoder {
     }
 }
 
+/// What chunks keep of `hs`, for comparing histograms with what a chunk
+/// gives back: reset hints cleared (chunks keep one per chunk) and an
+/// absent zero count made an explicit zero.
+pub fn as_read_from_chunks(hs: &[Histogram]) -> Vec<Histogram> {
+    let mut hs = hs.to_vec();
+    for h in &mut hs {
+        h.reset_hint = HINT_UNKNOWN;
+        if h.zero_count.is_none() {
+            h.zero_count = Some(if h.is_float() {
+                ZeroCount::Float(0.0)
+            } else {
+                ZeroCount::Int(0)
+            });
+        }
+    }
+    hs
+}
+
 /// Whether `h` can be written as a chunk at all: its bucket arrays must
 /// match its spans (storage validates this on ingest).
 fn well_formed(h: &Histogram) -> bool {

@@ -282,23 +282,6 @@ pub(crate) fn tricky_histograms(t0: i64) -> Vec<Histogram> {
     ]
 }
 
-/// Histograms as a chunk gives them back: no reset hint (chunks keep it
-/// per chunk) and an absent zero count as an explicit zero.
-pub(crate) fn as_in_chunks(hs: &[Histogram]) -> Vec<Histogram> {
-    let mut hs = hs.to_vec();
-    for h in &mut hs {
-        h.reset_hint = 0;
-        if h.zero_count.is_none() {
-            h.zero_count = Some(if h.is_float() {
-                ZeroCount::Float(0.0)
-            } else {
-                ZeroCount::Int(0)
-            });
-        }
-    }
-    hs
-}
-
 /// The stored encoding of each histogram: equal encodings mean equal bits
 /// in every field (`PartialEq` would call two NaN sums different).
 pub(crate) fn encodings(hs: &[Histogram]) -> Vec<Vec<u8>> {
@@ -421,7 +404,7 @@ fn streamed_frames_carry_histogram_chunks() {
         }
         (floats, hists)
     };
-    let no_hints = |hs: &[Histogram]| encodings(&as_in_chunks(hs));
+    let no_hints = |hs: &[Histogram]| encodings(&histogram_chunk::as_read_from_chunks(hs));
     let (floats, hists) = read(&decoded[0].chunked_series[0]);
     assert!(floats.is_empty());
     // The stale marker comes back as a bare stale marker.

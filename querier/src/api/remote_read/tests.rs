@@ -319,7 +319,7 @@ fn decode_stream(bytes: &[u8]) -> Decoded {
                     );
                 }
             }
-            let hists = crate::remote_read::tests::as_in_chunks(&hists);
+            let hists = crate::remote_read::histogram_chunk::as_read_from_chunks(&hists);
             (
                 s.labels[0].value.clone(),
                 floats,
@@ -332,7 +332,9 @@ fn decode_stream(bytes: &[u8]) -> Decoded {
 #[tokio::test]
 async fn streamed_requests_carry_histogram_chunks() {
     let (app, hs) = histogram_app(QueryConfig::default()).await;
-    let enc = crate::remote_read::tests::encodings(&crate::remote_read::tests::as_in_chunks(&hs));
+    let enc = crate::remote_read::tests::encodings(
+        &crate::remote_read::histogram_chunk::as_read_from_chunks(&hs),
+    );
     // Only streamed accepted: histograms come as chunks, a series' floats
     // and histograms in one frame.
     let (status, ctype, bytes) = post(&app, None, body("mixed", 0, 10_000, vec![1])).await;

@@ -3,7 +3,6 @@ use rand::{Rng, SeedableRng};
 use storage::sample::stale_nan;
 
 use super::*;
-use crate::remote_read::tests::as_in_chunks;
 
 fn span(offset: i32, length: u32) -> BucketSpan {
     BucketSpan { offset, length }
@@ -62,7 +61,7 @@ fn stale(t: i64) -> Histogram {
 /// reset hints, which the format keeps only per chunk.
 fn assert_same(got: &[Histogram], want: &[Histogram]) {
     assert_eq!(got.len(), want.len(), "number of histograms");
-    let (got, want) = (as_in_chunks(got), as_in_chunks(want));
+    let (got, want) = (as_read_from_chunks(got), as_read_from_chunks(want));
     for (g, w) in got.iter().zip(&want) {
         if w.sum.to_bits() == STALE_NAN_BITS {
             assert_eq!(
