@@ -996,6 +996,200 @@ pub fn variance(h: &FloatHistogram) -> f64 {
     sum.value() / h.count
 }
 
+/// What a trim keeps of one bucket: the kept count's fraction and the value
+/// that stands for each kept observation (for the new sum).
+struct Kept {
+    frac: f64,
+    rep: f64,
+}
+
+impl FloatHistogram {
+    /// The trim operators: `upper` (`</ x`) keeps the observations below
+    /// `x`, otherwise (`>/ x`) those above. A bucket that `x` cuts keeps the
+    /// share `histogram_fraction` would give it (exponential interpolation
+    /// in exponential buckets, linear in the zero bucket and custom
+    /// buckets). The sum is re-estimated from the kept buckets (geometric
+    /// mean of an exponential bucket's bounds, arithmetic midpoint
+    /// otherwise) unless nothing is cut, when the histogram is unchanged.
+    pub fn trim(&self, x: f64, upper: bool) -> FloatHistogram {
+        let mut out = self.clone();
+        let mut sum = 0.0;
+        let mut count = 0.0;
+        let mut cut = false;
+        let mut apply = |c: &mut f64, k: Option<Kept>| {
+            let kept = match k {
+                Some(k) => k,
+                None => Kept {
+                    frac: 0.0,
+                    rep: 0.0,
+                },
+            };
+            if *c != 0.0 && kept.frac != 1.0 {
+                cut = true;
+            }
+            *c *= kept.frac;
+            count += *c;
+            if *c != 0.0 {
+                sum += *c * kept.rep;
+            }
+        };
+        if self.uses_custom_buckets() {
+            let first_upper = custom_bound(&self.custom_values, 0);
+            for (i, c) in out.positive.iter_mut() {
+                let lo = custom_bound(&self.custom_values, *i - 1);
+                let hi = custom_bound(&self.custom_values, *i);
+                apply(c, trim_custom(lo, hi, first_upper, x, upper));
+            }
+        } else {
+            let has_pos = self.positive.iter().any(|b| b.1 != 0.0);
+            let has_neg = self.negative.iter().any(|b| b.1 != 0.0);
+            // The zero bucket leans to the side that has buckets.
+            let zt = self.zero_threshold;
+            let (zlo, zhi) = match (has_pos, has_neg) {
+                (true, false) => (0.0, zt),
+                (false, true) => (-zt, 0.0),
+                _ => (-zt, zt),
+            };
+            apply(&mut out.zero_count, Some(trim_linear(zlo, zhi, x, upper)));
+            for (i, c) in out.positive.iter_mut() {
+                let a = exp_bound(*i - 1, self.schema);
+                let b = exp_bound(*i, self.schema);
+                apply(c, Some(trim_exponential(a, b, x, upper)));
+            }
+            for (i, c) in out.negative.iter_mut() {
+                let a = exp_bound(*i - 1, self.schema);
+                let b = exp_bound(*i, self.schema);
+                // Values in [-b, -a): mirror the cut and keep the other side.
+                let k = trim_exponential(a, b, -x, !upper);
+                apply(
+                    c,
+                    Some(Kept {
+                        frac: k.frac,
+                        rep: -k.rep,
+                    }),
+                );
+            }
+        }
+        if !cut {
+            return self.clone();
+        }
+        out.count = count;
+        out.sum = sum;
+        out.compact()
+    }
+}
+
+/// Share of the exponential bucket `(a, b]` (`0 < a < b`) below `x`
+/// (`upper`) or above it.
+fn trim_exponential(a: f64, b: f64, x: f64, upper: bool) -> Kept {
+    let full = Kept {
+        frac: 1.0,
+        rep: (a * b).sqrt(),
+    };
+    let none = Kept {
+        frac: 0.0,
+        rep: 0.0,
+    };
+    if upper {
+        if b <= x {
+            full
+        } else if a >= x {
+            none
+        } else {
+            Kept {
+                frac: (x / a).ln() / (b / a).ln(),
+                rep: (a * x).sqrt(),
+            }
+        }
+    } else if a >= x {
+        full
+    } else if b <= x {
+        none
+    } else {
+        Kept {
+            frac: (b / x).ln() / (b / a).ln(),
+            rep: (x * b).sqrt(),
+        }
+    }
+}
+
+/// Share of `[lo, hi]` below `x` (`upper`) or above it, spread evenly.
+fn trim_linear(lo: f64, hi: f64, x: f64, upper: bool) -> Kept {
+    let mid = (lo + hi) / 2.0;
+    let (from, to) = if upper {
+        (lo, x.min(hi))
+    } else {
+        (x.max(lo), hi)
+    };
+    if to <= from {
+        // Nothing kept, or a zero-width bucket that is kept whole.
+        let whole = hi <= lo && if upper { lo <= x } else { hi >= x };
+        return Kept {
+            frac: if whole { 1.0 } else { 0.0 },
+            rep: mid,
+        };
+    }
+    if hi <= lo {
+        return Kept {
+            frac: 1.0,
+            rep: mid,
+        };
+    }
+    Kept {
+        frac: (to - from) / (hi - lo),
+        rep: (from + to) / 2.0,
+    }
+}
+
+/// Share of the custom bucket `(lo, hi]`. The first bucket reaches down to
+/// -Inf; when its upper bound is positive it counts as starting at 0, as in
+/// `histogram_fraction`. A bucket with an infinite bound that `x` cuts is
+/// kept whole or dropped whole (its observations stand at `x`), as
+/// Prometheus does.
+fn trim_custom(lo: f64, hi: f64, first_upper: f64, x: f64, upper: bool) -> Option<Kept> {
+    let zero_based = lo == f64::NEG_INFINITY && hi == first_upper && hi.is_finite() && hi > 0.0;
+    let rep_full = match (lo.is_finite(), hi.is_finite()) {
+        (true, true) => (lo + hi) / 2.0,
+        (false, true) if zero_based => hi / 2.0,
+        (false, true) => hi,
+        (true, false) => lo,
+        (false, false) => 0.0,
+    };
+    let full = Some(Kept {
+        frac: 1.0,
+        rep: rep_full,
+    });
+    if upper {
+        if hi <= x {
+            return full;
+        }
+        if lo >= x || hi == f64::INFINITY {
+            return None;
+        }
+        if lo == f64::NEG_INFINITY {
+            if zero_based {
+                return (x > 0.0).then(|| trim_linear(0.0, hi, x, true));
+            }
+            return Some(Kept { frac: 1.0, rep: x });
+        }
+        Some(trim_linear(lo, hi, x, true))
+    } else {
+        if lo >= x {
+            return full;
+        }
+        if hi <= x || lo == f64::NEG_INFINITY && !(zero_based && x >= 0.0) {
+            return None;
+        }
+        if lo == f64::NEG_INFINITY {
+            return Some(trim_linear(0.0, hi, x, false));
+        }
+        if hi == f64::INFINITY {
+            return Some(Kept { frac: 1.0, rep: x });
+        }
+        Some(trim_linear(lo, hi, x, false))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
