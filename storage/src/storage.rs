@@ -458,7 +458,7 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(Vec<Source>, Vec<Skipped>)> {
-        let view = self.view(tenant).await?;
+        let view = self.view_for(tenant, Some((start_ms, end_ms))).await?;
         self.sources_in(tenant, &view, start_ms, end_ms).await
     }
 
@@ -471,15 +471,18 @@ impl Storage {
         end_ms: i64,
     ) -> Result<(Vec<Source>, Vec<Skipped>)> {
         let manifest = &view.manifest;
-        let blocks = self
-            .block_sources(
+        // Directories are loaded next to the footers (no extra round trip
+        // before the read); both are cache hits when the view prefetched.
+        let (blocks, ()) = futures::join!(
+            self.block_sources(
                 tenant,
                 manifest,
                 manifest
                     .manifest
                     .blocks_overlapping(block::RAW, start_ms, end_ms),
-            )
-            .await;
+            ),
+            self.prefetch_directories(tenant, manifest, start_ms, end_ms)
+        );
         let mut out = Vec::with_capacity(blocks.len() + view.segments.len());
         let mut skipped = view.corrupt.clone();
         for b in blocks {
@@ -565,6 +568,13 @@ impl Storage {
 
     /// The tenant's query view: cached if younger than `view_max_age`.
     async fn view(&self, tenant: &TenantId) -> Result<Arc<View>> {
+        self.view_for(tenant, None).await
+    }
+
+    /// [`Storage::view`] for a read of `range`: a fresh view also loads the
+    /// footers and directories of the raw blocks overlapping it while the
+    /// segment footers are read, so the read that follows finds them cached.
+    async fn view_for(&self, tenant: &TenantId, range: Option<(i64, i64)>) -> Result<Arc<View>> {
         if !self.view_max_age.is_zero()
             && let Some(v) = self
                 .views
@@ -576,7 +586,6 @@ impl Storage {
             return Ok(v);
         }
         let taken = Instant::now();
-        let manifest = self.manifest(tenant).await?;
         // Sidecar reads use the listing only from a reused view; without
         // one they list for themselves (see `query_sidecar_keys`).
         let sidecars = async {
@@ -586,8 +595,29 @@ impl Storage {
                 self.list_sidecars(tenant).await
             }
         };
-        let ((segments, corrupt), sidecars) =
-            futures::try_join!(self.live_segments(tenant, &manifest, true), sidecars)?;
+        // The segment listing does not depend on the manifest, so the two
+        // are read at once (one round trip fewer on every fresh view). A
+        // listing older than the manifest is as safe as a newer one: a
+        // segment the manifest replaces is dropped, and replaced segments
+        // are deleted only after a grace period far longer than both reads.
+        let (manifest, listing, sidecars) =
+            futures::try_join!(self.manifest(tenant), self.list_segments(tenant), sidecars)?;
+        let blocks = async {
+            if let Some((start, end)) = range {
+                let entries = manifest.manifest.blocks_overlapping(block::RAW, start, end);
+                // Results are cached (or fail again, and are reported, in
+                // the read).
+                futures::join!(
+                    self.block_sources(tenant, &manifest, entries),
+                    self.prefetch_directories(tenant, &manifest, start, end)
+                );
+            }
+        };
+        let ((segments, corrupt), ()) =
+            futures::try_join!(self.live_segments_of(listing, &manifest, true), async {
+                blocks.await;
+                Ok(())
+            })?;
         if let Ok(mut v) = self.verified.lock() {
             let prefix = paths::segments_prefix(tenant);
             let live: HashSet<&Path> = segments.iter().map(|(_, s)| &s.meta.location).collect();
@@ -1041,18 +1071,38 @@ impl Storage {
         manifest: &Versioned,
         skip_corrupt: bool,
     ) -> Result<(Vec<(Ulid, Source)>, Vec<Skipped>)> {
+        let listing = self.list_segments(tenant).await?;
+        self.live_segments_of(listing, manifest, skip_corrupt).await
+    }
+
+    /// The tenant's segment objects (id, listing metadata), any order.
+    async fn list_segments(&self, tenant: &TenantId) -> Result<Vec<(Ulid, ObjectMeta)>> {
         let prefix = paths::segments_prefix(tenant);
-        let mut metas: Vec<(Ulid, ObjectMeta, Option<SegmentEntry>)> = self
-            .store
+        self.store
             .list(Some(&prefix))
             .map_err(|e| StorageError::store("list", prefix.as_ref(), e))
             .try_filter_map(|m| {
-                let entry = paths::parse_segment(&m.location)
-                    .map(|id| (id, manifest.manifest.segment(&id.to_string()).cloned()));
-                async move { Ok(entry.map(|(id, e)| (id, m, e))) }
+                let entry = paths::parse_segment(&m.location).map(|id| (id, m));
+                async move { Ok(entry) }
             })
             .try_collect()
-            .await?;
+            .await
+    }
+
+    /// [`Storage::live_segments`] from a listing taken already.
+    async fn live_segments_of(
+        &self,
+        listing: Vec<(Ulid, ObjectMeta)>,
+        manifest: &Versioned,
+        skip_corrupt: bool,
+    ) -> Result<(Vec<(Ulid, Source)>, Vec<Skipped>)> {
+        let mut metas: Vec<(Ulid, ObjectMeta, Option<SegmentEntry>)> = listing
+            .into_iter()
+            .map(|(id, m)| {
+                let entry = manifest.manifest.segment(&id.to_string()).cloned();
+                (id, m, entry)
+            })
+            .collect();
         metas.retain(|(_, _, e)| e.as_ref().is_none_or(|e| e.replaced_at.is_none()));
         metas.sort_by_key(|(id, _, _)| *id);
         let results: Vec<(Path, Result<(Ulid, Source)>)> = futures::stream::iter(metas)
@@ -1231,6 +1281,19 @@ struct Gathered {
 }
 
 impl Gathered {
+    /// Room for `samples` in `runs` runs.
+    fn with_capacity(samples: usize, runs: usize) -> Self {
+        Self {
+            samples: Vec::with_capacity(samples),
+            runs: Vec::with_capacity(runs),
+        }
+    }
+
+    fn push_slice(&mut self, pos: usize, seq: usize, samples: &[Sample]) {
+        self.start_run(pos, seq);
+        self.samples.extend_from_slice(samples);
+    }
+
     fn start_run(&mut self, pos: usize, seq: usize) {
         self.runs.push((pos, seq, self.samples.len()));
     }

@@ -38,6 +38,11 @@ const CHECKSUM: usize = 5;
 const BATCH_ROWS: usize = 4096;
 /// Bytes read from the end of a block for its footer in one request.
 const FOOTER_PREFETCH: usize = 64 * 1024;
+/// Bytes read from the start of a block together with its footer: the
+/// directory columns (series, min and max time) come first in the file and
+/// are small (delta-encoded), so they are usually inside, and the
+/// directory costs no second round trip after the footer.
+const HEAD_PREFETCH: u64 = 64 * 1024;
 
 /// What a reader knows about one block before reading any chunk.
 #[derive(Debug)]
@@ -51,8 +56,10 @@ pub struct BlockChunks {
     max_time: Vec<i64>,
 }
 
-/// A decoded chunk row of a block.
-pub type DecodedChunk = Arc<[Sample]>;
+/// A decoded chunk row of a block. A `Vec` rather than a slice so that
+/// decoding writes the samples in their final place (no copy into an
+/// `Arc<[_]>`).
+pub type DecodedChunk = Arc<Vec<Sample>>;
 
 impl BlockChunks {
     /// Reads the footer (with the offset index) and the directory columns
@@ -66,10 +73,16 @@ impl BlockChunks {
             .with_schema(chunk_schema())
             .with_column_index_policy(PageIndexPolicy::Skip)
             .with_offset_index_policy(PageIndexPolicy::Optional);
-        let mut reader = BlockFile::new(store, key.clone(), size);
-        let meta = ArrowReaderMetadata::load_async(&mut reader, options)
-            .await
-            .map_err(|e| parquet_error(name, e))?;
+        let mut reader = BlockFile::new(store.clone(), key.clone(), size);
+        let head_len = size.min(HEAD_PREFETCH);
+        let (meta, head) = futures::join!(
+            ArrowReaderMetadata::load_async(&mut reader, options),
+            store.get_range(key, 0..head_len)
+        );
+        let meta = meta.map_err(|e| parquet_error(name, e))?;
+        // A failed head read only costs the prefetch: ranges are then read
+        // as asked (and fail there if the store still fails).
+        reader.head = head.ok().filter(|h| h.len() as u64 == head_len);
         let mask = ProjectionMask::roots(
             meta.metadata().file_metadata().schema_descr(),
             [SERIES, MIN_TIME, MAX_TIME],
@@ -167,7 +180,8 @@ impl BlockChunks {
                 .build()
                 .map_err(|e| parquet_error(name, e))?;
         let mut out = Vec::with_capacity(rows.len());
-        let mut buf = Vec::new();
+        // Chunks of a block mostly hold the same number of samples.
+        let mut hint = 0;
         while let Some(b) = stream
             .try_next()
             .await
@@ -180,10 +194,11 @@ impl BlockChunks {
                 let bytes = chunks.value(i);
                 verify_chunk(bytes, sums.value(i))
                     .map_err(|r| corrupt(name, format!("row {row}: {r}")))?;
-                buf.clear();
-                chunk::decode(bytes, &mut buf)
+                let mut samples = Vec::with_capacity(hint);
+                chunk::decode(bytes, &mut samples)
                     .map_err(|e| corrupt(name, format!("row {row}: {e}")))?;
-                out.push(DecodedChunk::from(buf.as_slice()));
+                hint = samples.len();
+                out.push(DecodedChunk::new(samples));
             }
         }
         if out.len() != rows.len() {
@@ -202,24 +217,53 @@ struct BlockFile {
     store: Arc<dyn ObjectStore>,
     key: Path,
     size: u64,
+    /// The object's first bytes, when prefetched: ranges inside are served
+    /// from here.
+    head: Option<Bytes>,
 }
 
 impl BlockFile {
     fn new(store: Arc<dyn ObjectStore>, key: Path, size: u64) -> Self {
-        Self { store, key, size }
+        Self {
+            store,
+            key,
+            size,
+            head: None,
+        }
+    }
+
+    /// `range` from the prefetched head, if it lies inside.
+    fn head_range(&self, range: &Range<u64>) -> Option<Bytes> {
+        let head = self.head.as_ref()?;
+        let (start, end) = (
+            usize::try_from(range.start).ok()?,
+            usize::try_from(range.end).ok()?,
+        );
+        (start <= end && end <= head.len()).then(|| head.slice(start..end))
     }
 }
 
 impl AsyncFileReader for BlockFile {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        Box::pin(async move { Ok(self.store.get_range(&self.key, range).await?) })
+        Box::pin(async move {
+            if let Some(b) = self.head_range(&range) {
+                return Ok(b);
+            }
+            Ok(self.store.get_range(&self.key, range).await?)
+        })
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        Box::pin(async move { Ok(self.store.get_ranges(&self.key, &ranges).await?) })
+        Box::pin(async move {
+            let held: Option<Vec<Bytes>> = ranges.iter().map(|r| self.head_range(r)).collect();
+            if let Some(held) = held {
+                return Ok(held);
+            }
+            Ok(self.store.get_ranges(&self.key, &ranges).await?)
+        })
     }
 
     fn get_metadata<'a>(

@@ -19,14 +19,17 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{Instrument, debug_span};
 
-use super::read_cache::{ReadCache, SegmentSamples};
+use super::read_cache::{CachedBlock, ReadCache, SegmentSamples};
 use super::{Gathered, SourceKind, Storage, gathered_series};
 use crate::block::reader::{BlockChunks, DecodedChunk};
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
+use crate::manifest::Versioned;
 use crate::matcher::Matcher;
 use crate::sample::{Sample, Series};
-use crate::segment;
+use crate::tenant::TenantId;
+use crate::{block, paths, segment};
+use ulid::Ulid;
 
 use super::Source;
 
@@ -41,6 +44,48 @@ enum Fetched {
 }
 
 impl Storage {
+    /// Loads into the read cache the directories it lacks of the raw
+    /// blocks of `manifest` overlapping `[start_ms, end_ms]`, concurrently
+    /// (each in its own task). Called next to the footer reads of a query,
+    /// so a cold read spends one round trip on footer and directory
+    /// together ([`BlockChunks::load`] fetches the directory with the
+    /// footer) instead of one after the other. Best effort: a block that
+    /// fails here fails (and is reported) in the read that needs it.
+    pub(super) async fn prefetch_directories(
+        &self,
+        tenant: &TenantId,
+        manifest: &Versioned,
+        start_ms: i64,
+        end_ms: i64,
+    ) {
+        let tasks: Vec<_> = manifest
+            .manifest
+            .blocks_overlapping(block::RAW, start_ms, end_ms)
+            .filter_map(|b| {
+                let id = Ulid::from_string(&b.id).ok()?;
+                let key = paths::block(tenant, &b.resolution, id);
+                (!self.read_cache.has_block(&key)).then_some((key, b.bytes))
+            })
+            .map(|(key, size)| {
+                let (store, cache) = (self.store.clone(), self.read_cache.clone());
+                let span = debug_span!("prefetch_directory", key = %key);
+                // A decoder panic stays inside the task (see the module docs).
+                tokio::spawn(
+                    async move {
+                        if let Ok(chunks) = BlockChunks::load(store, &key, size).await {
+                            cache.insert_block(&key, chunks);
+                        }
+                    }
+                    .instrument(span),
+                )
+            })
+            .collect();
+        futures::stream::iter(tasks)
+            .buffer_unordered(OBJECT_CONCURRENCY)
+            .for_each(|_| async {})
+            .await;
+    }
+
     /// [`Storage::read`] without DataFusion (see the module docs).
     pub(super) async fn read_direct(
         &self,
@@ -120,51 +165,132 @@ impl Storage {
 
         // Runs gathered per series, tagged with source position and
         // arrival order, merged once at the end (as the scan path does).
+        // First only the slices are noted (cheap); the samples are then
+        // copied once, into vectors of the exact size, series spread over
+        // the cores when there are many samples.
         let mut slots: HashMap<&Labels, usize> = HashMap::new();
-        let mut acc: Vec<(&Labels, Gathered)> = Vec::new();
+        let mut plans: Vec<(&Labels, Vec<Run<'_>>)> = Vec::new();
+        let fetched: Vec<(usize, Fetched)> = fetched
+            .into_iter()
+            .map(|(pos, f)| f.map(|f| (pos, f)))
+            .collect::<Result<_>>()?;
         let mut seq = 0usize;
-        for (pos, f) in fetched {
-            let f = f?;
-            let src = &sources[pos];
+        for (pos, f) in &fetched {
+            let (pos, src) = (*pos, &sources[*pos]);
             for (i, &(id, labels)) in matched[pos].iter().enumerate() {
                 let slot = *slots.entry(labels).or_insert_with(|| {
-                    acc.push((labels, Gathered::default()));
-                    acc.len() - 1
+                    plans.push((labels, Vec::new()));
+                    plans.len() - 1
                 });
-                let g = &mut acc[slot].1;
-                match &f {
+                let runs = &mut plans[slot].1;
+                match f {
                     Fetched::Block(chunks) => {
                         for c in chunks.get(i).map(Vec::as_slice).unwrap_or_default() {
                             seq += 1;
-                            push_in_range(g, pos, seq, c, start_ms, end_ms);
+                            let samples = in_range(c, start_ms, end_ms);
+                            runs.push(Run {
+                                pos,
+                                seq,
+                                samples,
+                                skip: None,
+                            });
                         }
                     }
                     Fetched::Segment(s) => {
                         let Some(samples) = s.get(id) else { continue };
                         seq += 1;
-                        g.start_run(pos, seq);
-                        let lo = samples.partition_point(|x| x.t < start_ms);
-                        for x in &samples[lo..] {
-                            if x.t > end_ms {
-                                break;
-                            }
-                            if !src.skips(x.t) {
-                                g.push(*x);
-                            }
-                        }
+                        runs.push(Run {
+                            pos,
+                            seq,
+                            samples: in_range(samples, start_ms, end_ms),
+                            skip: src.done.is_some().then_some(src),
+                        });
                     }
                 }
             }
         }
-        Ok(gathered_series(acc))
+        Ok(gather(plans))
     }
 }
 
-/// Appends the samples of `chunk` inside `[start, end]` as one run.
-fn push_in_range(g: &mut Gathered, pos: usize, seq: usize, chunk: &[Sample], start: i64, end: i64) {
-    let lo = chunk.partition_point(|x| x.t < start);
-    let hi = chunk.partition_point(|x| x.t <= end);
-    g.push_run(pos, seq, chunk[lo..hi.max(lo)].iter().copied());
+/// One run of samples for a series: a slice of a decoded chunk or segment,
+/// inside the read's range.
+struct Run<'a> {
+    pos: usize,
+    seq: usize,
+    samples: &'a [Sample],
+    /// A segment whose samples in ranges the manifest marks done are read
+    /// from blocks instead (skipped here).
+    skip: Option<&'a Source>,
+}
+
+/// Samples gathered by one thread before the work is split.
+const GATHER_SPLIT_SAMPLES: usize = 1 << 20;
+
+/// The series of `plans`, each with its runs merged ([`Gathered::finish`]),
+/// sorted by labels. Large reads are copied on all cores.
+fn gather(plans: Vec<(&Labels, Vec<Run<'_>>)>) -> Vec<Series> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    gather_split(plans, threads, GATHER_SPLIT_SAMPLES)
+}
+
+/// [`gather`] on up to `threads` threads, one per `split` samples.
+fn gather_split(plans: Vec<(&Labels, Vec<Run<'_>>)>, threads: usize, split: usize) -> Vec<Series> {
+    let total: usize = plans
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().map(|r| r.samples.len()))
+        .sum();
+    let parts = threads.min(total / split.max(1)).max(1);
+    if parts == 1 {
+        return gathered_series(plans.into_iter().map(gather_one).collect());
+    }
+    let per = plans.len().div_ceil(parts);
+    let mut plans = plans;
+    let mut chunks = Vec::with_capacity(parts);
+    while plans.len() > per {
+        let rest = plans.split_off(per);
+        chunks.push(std::mem::replace(&mut plans, rest));
+    }
+    chunks.push(plans);
+    let mut out: Vec<Series> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| scope.spawn(move || gathered_series(c.into_iter().map(gather_one).collect())))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+/// Copies one series' runs into a [`Gathered`] of the exact size.
+fn gather_one<'a>((labels, runs): (&'a Labels, Vec<Run<'_>>)) -> (&'a Labels, Gathered) {
+    let len = runs.iter().map(|r| r.samples.len()).sum();
+    let mut g = Gathered::with_capacity(len, runs.len());
+    for r in runs {
+        match r.skip {
+            None => g.push_slice(r.pos, r.seq, r.samples),
+            Some(src) => {
+                g.start_run(r.pos, r.seq);
+                for x in r.samples {
+                    if !src.skips(x.t) {
+                        g.push(*x);
+                    }
+                }
+            }
+        }
+    }
+    (labels, g)
+}
+
+/// The samples of a time-sorted `run` inside `[start, end]`.
+fn in_range(run: &[Sample], start: i64, end: i64) -> &[Sample] {
+    let lo = run.partition_point(|x| x.t < start);
+    let hi = run.partition_point(|x| x.t <= end);
+    &run[lo..hi.max(lo)]
 }
 
 /// The chunks of series `ids` (ascending) overlapping `[start, end]` in the
@@ -185,6 +311,19 @@ async fn read_block(
             cache.insert_block(key, chunks)
         }
     };
+    read_rows(store, cache, &block, ids, start, end).await
+}
+
+/// The chunks of series `ids` (ascending) overlapping `[start, end]` in a
+/// block whose directory is loaded.
+async fn read_rows(
+    store: Arc<dyn ObjectStore>,
+    cache: &ReadCache,
+    block: &CachedBlock,
+    ids: &[SeriesId],
+    start: i64,
+    end: i64,
+) -> Result<Vec<Vec<DecodedChunk>>> {
     let mut out: Vec<Vec<Option<DecodedChunk>>> = Vec::with_capacity(ids.len());
     // Rows come out ascending: the directory is in series order and `ids` is.
     let (mut missing, mut at) = (Vec::new(), Vec::new());

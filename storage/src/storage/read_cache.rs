@@ -145,6 +145,12 @@ impl ReadCache {
         count(found, &DIRECTORY_HITS, &DIRECTORY_MISSES)
     }
 
+    /// Whether the directory of the block at `key` is cached (not counted
+    /// as a lookup: prefetches ask before the read that uses it).
+    pub fn has_block(&self, key: &Path) -> bool {
+        self.blocks.contains(key)
+    }
+
     /// Caches a block directory under a fresh id (decoded chunks of an
     /// evicted and reloaded directory are not found again; they age out).
     pub fn insert_block(&self, key: &Path, chunks: BlockChunks) -> Arc<CachedBlock> {

@@ -327,3 +327,333 @@ async fn block_directories_find_the_chunk_rows_of_a_series_and_range() {
     assert!(b.fetch(s.object_store().clone(), &[11, 9]).await.is_err());
     assert!(b.fetch(s.object_store().clone(), &[28]).await.is_err());
 }
+
+/// Counts the round trips of reads: every read request waits until the
+/// test releases the wave it arrived in; requests that arrive together
+/// (issued concurrently) share a wave. Writes pass straight through.
+mod round_trips {
+    use std::fmt;
+    use std::ops::Range;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::stream::{self, BoxStream};
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::manifest::{self, BlockEntry, FORMAT_VERSION, Manifest};
+
+    #[derive(Debug)]
+    struct WaveStore {
+        inner: Arc<dyn ObjectStore>,
+        /// Requests waiting in the current wave (op and path).
+        pending: Mutex<Vec<String>>,
+        released: watch::Sender<usize>,
+    }
+
+    impl WaveStore {
+        fn new() -> Self {
+            Self {
+                inner: Arc::new(InMemory::new()),
+                pending: Mutex::default(),
+                released: watch::channel(0).0,
+            }
+        }
+
+        async fn wait(&self, what: String) {
+            let mut rx = self.released.subscribe();
+            let wave = *rx.borrow();
+            self.pending.lock().expect("lock").push(what);
+            let _ = rx.wait_for(|&w| w > wave).await;
+        }
+
+        /// Releases the waiting requests; returns them.
+        fn release(&self) -> Vec<String> {
+            let wave = std::mem::take(&mut *self.pending.lock().expect("lock"));
+            self.released.send_modify(|w| *w += 1);
+            wave
+        }
+    }
+
+    impl fmt::Display for WaveStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "WaveStore")
+        }
+    }
+
+    /// Where a path points, for messages: its last component's kind.
+    fn kind(p: &Path) -> &'static str {
+        let s = p.as_ref();
+        if s.contains("manifest") {
+            "manifest"
+        } else if s.contains("/blocks/") {
+            "block"
+        } else if s.contains("/segments") {
+            "segment"
+        } else {
+            "other"
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for WaveStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.wait(format!("get {}", kind(location))).await;
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn get_ranges(
+            &self,
+            location: &Path,
+            ranges: &[Range<u64>],
+        ) -> object_store::Result<Vec<Bytes>> {
+            self.wait(format!("get_ranges {}", kind(location))).await;
+            self.inner.get_ranges(location, ranges).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let what = format!("list {}", prefix.map_or("other", kind));
+            let inner = self.inner.list(prefix);
+            let mut rx = self.released.subscribe();
+            let wave = *rx.borrow();
+            self.pending.lock().expect("lock").push(what);
+            stream::once(async move {
+                let _ = rx.wait_for(|&w| w > wave).await;
+                inner
+            })
+            .flatten()
+            .boxed()
+        }
+
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list_with_offset(prefix, offset)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.wait(format!(
+                "list_with_delimiter {}",
+                prefix.map_or("other", kind)
+            ))
+            .await;
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A cold select of a tenant with a block and a segment takes four
+    /// round trips: the manifest listing with the segment listing, the
+    /// manifest, every footer with the block's directory, then the chunks
+    /// with the segment. (It took eight when each step waited for the one
+    /// before.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cold_select_takes_four_round_trips() {
+        let gate = Arc::new(WaveStore::new());
+        let writer = Storage::new(gate.inner.clone());
+        let block = put_block(&writer, &data(12, 1, 2 * HOUR, 15_000, 1), 0, 2 * HOUR).await;
+        put_segment(&writer, &data(12, 2 * HOUR, 3 * HOUR, 15_000, 2), None).await;
+        let id = block
+            .meta
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(".parquet"))
+            .expect("block file name")
+            .to_string();
+        let entry = BlockEntry {
+            id,
+            resolution: "raw".into(),
+            start: 0,
+            end: 2 * HOUR,
+            min_time: 1,
+            max_time: 2 * HOUR,
+            samples: 12 * 480,
+            series: 12,
+            bytes: block.meta.size,
+        };
+        let committed = manifest::try_commit(
+            gate.inner.as_ref(),
+            &tenant(),
+            0,
+            &Manifest {
+                format_version: FORMAT_VERSION,
+                blocks: vec![entry],
+                ..Manifest::default()
+            },
+        )
+        .await
+        .expect("commit");
+        assert!(committed);
+
+        let reader = Storage::new(gate.clone() as Arc<dyn ObjectStore>);
+        let matchers = [m(MatchOp::Equal, "job", "api")];
+        let read = tokio::spawn(async move {
+            reader
+                .select_reporting(&tenant(), &matchers, 0, 3 * HOUR)
+                .await
+        });
+        let mut waves: Vec<Vec<String>> = Vec::new();
+        while !read.is_finished() {
+            // Lets every task run until it waits for the store (one thread).
+            for _ in 0..10_000 {
+                tokio::task::yield_now().await;
+            }
+            if read.is_finished() {
+                break;
+            }
+            let wave = gate.release();
+            assert!(!wave.is_empty(), "the read waits for nothing: {waves:?}");
+            waves.push(wave);
+        }
+        let (series, skipped) = read.await.expect("task").expect("select");
+        assert!(skipped.is_empty());
+        assert_eq!(series.len(), 4, "series of job=api");
+        assert!(
+            series
+                .iter()
+                .all(|s| s.samples.first().is_some_and(|x| x.t < HOUR)
+                    && s.samples.last().is_some_and(|x| x.t > 2 * HOUR)),
+            "samples come from the block and the segment: {:?}",
+            series
+                .iter()
+                .map(|s| (
+                    s.samples.len(),
+                    s.samples.first().map(|x| x.t),
+                    s.samples.last().map(|x| x.t)
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(waves.len(), 4, "round trips: {waves:#?}");
+    }
+}
+
+/// Gathering split over threads gives what one thread gives: runs of
+/// several sources per series, overlapping (later source wins), a segment
+/// with a done range, series in label order.
+#[test]
+fn gathering_on_several_threads_equals_one_thread() {
+    let labels: Vec<Labels> = (0..7)
+        .map(|i| Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]).expect("labels"))
+        .collect();
+    let run = |from: i64, n: i64, v: f64| -> Vec<Sample> {
+        (0..n)
+            .map(|k| Sample::new(from + k * 10, v + k as f64))
+            .collect()
+    };
+    let a: Vec<Vec<Sample>> = (0..7).map(|i| run(i, 50, 1.0)).collect();
+    let b: Vec<Vec<Sample>> = (0..7).map(|i| run(i + 200, 50, 100.0)).collect();
+    let done = Source {
+        kind: SourceKind::Segment,
+        meta: ObjectMeta {
+            location: Path::from("s"),
+            last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            size: 0,
+            e_tag: None,
+            version: None,
+        },
+        index: Arc::new(SegmentIndex {
+            min_time: 0,
+            max_time: 0,
+            samples: 0,
+            series: Vec::new(),
+        }),
+        done: Some(SegmentEntry {
+            done: vec![[0, 250]],
+            replaced_at: None,
+        }),
+    };
+    let plans = || -> Vec<(&Labels, Vec<Run<'_>>)> {
+        labels
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, l)| {
+                let runs = vec![
+                    Run {
+                        pos: 0,
+                        seq: 1,
+                        samples: &a[i],
+                        skip: None,
+                    },
+                    Run {
+                        pos: 1,
+                        seq: 2,
+                        samples: &b[i],
+                        skip: Some(&done),
+                    },
+                    // Rewrites part of the first run.
+                    Run {
+                        pos: 2,
+                        seq: 3,
+                        samples: &b[i][..10],
+                        skip: None,
+                    },
+                ];
+                (l, runs)
+            })
+            .collect()
+    };
+    let one = gather_split(plans(), 1, usize::MAX);
+    assert_eq!(one.len(), 7);
+    assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));
+    assert!(one[0].samples.windows(2).all(|w| w[0].t < w[1].t));
+    // The done range of the segment is skipped, its rewrite is not.
+    assert!(one[0].samples.iter().any(|x| x.t == 200 && x.v == 100.0));
+    // Timestamps 0..=690 once each: the first run, its rewrite, and the
+    // segment past its done range.
+    assert_eq!(one[0].samples.len(), 70);
+    for threads in [2, 3, 7, 16] {
+        let many = gather_split(plans(), threads, 1);
+        assert_eq!(bits(&many), bits(&one), "{threads} threads");
+    }
+}
