@@ -281,8 +281,8 @@ async fn evaluate(
     match tokio::time::timeout(left, task).await {
         Ok(Ok(Ok(value))) => {
             state.limits.check_result(&tenant, &value)?;
-            let mut response =
-                success_with_warnings(json::query_data(&value), resolved.warnings.take());
+            let body = json::write_query_response(&value, &resolved.warnings.take());
+            let mut response = json_body(body);
             response.headers_mut().extend(resolved.headers);
             Ok(response)
         }
@@ -410,6 +410,18 @@ fn limited<T>(p: &Params, mut items: Vec<T>) -> Result<(Vec<T>, Vec<String>), Ap
         return Ok((items, vec!["results truncated due to limit".to_string()]));
     }
     Ok((items, Vec::new()))
+}
+
+/// A response of JSON bytes encoded already.
+fn json_body(body: Vec<u8>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn success_with_warnings(data: serde_json::Value, warnings: Vec<String>) -> Response {
