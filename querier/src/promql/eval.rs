@@ -16,8 +16,8 @@ use super::EvalError;
 use super::memo::LabelMemo;
 use super::native_histogram::{FloatHistogram, ResetHint};
 use super::selectors::{
-    DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms, select_instant,
-    select_range,
+    Cursors, DEFAULT_SUBQUERY_STEP_MS, Loaded, at_ms, duration_ms, node_id, offset_ms,
+    select_instant_hinted, select_range,
 };
 use super::value::{Elem, HPoint, RangeSeries, Val, check_unique, final_labels};
 use super::{aggregations, binary, functions};
@@ -43,6 +43,8 @@ pub(crate) struct Evaluator<'a> {
     pub labels_memo: LabelMemo<Labels>,
     /// Classic histogram buckets: labels without `le` and the bound.
     pub buckets_memo: LabelMemo<Option<(Labels, f64)>>,
+    /// Where each selector's series were read last (steps move forward).
+    pub cursors: Cursors,
 }
 
 impl<'a> Evaluator<'a> {
@@ -56,6 +58,7 @@ impl<'a> Evaluator<'a> {
             subquery_cache: RefCell::new(HashMap::new()),
             labels_memo: LabelMemo::default(),
             buckets_memo: LabelMemo::default(),
+            cursors: Cursors::default(),
         }
     }
 
@@ -113,12 +116,11 @@ impl<'a> Evaluator<'a> {
                 }
                 let t = self.ref_time(&vs.at, &vs.offset, ts);
                 let series = self.loaded.series(vs)?;
-                Ok(Val::Vector(
-                    select_instant(series, t, self.lookback)
-                        .into_iter()
-                        .map(|(e, _)| e)
-                        .collect(),
-                ))
+                Ok(Val::Vector(self.cursors.with(
+                    node_id(vs),
+                    series.len(),
+                    |hints| select_instant_hinted(series, t, self.lookback, hints),
+                )))
             }
             Expr::MatrixSelector(ms) => {
                 let vs = &ms.vs;

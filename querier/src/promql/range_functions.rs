@@ -11,7 +11,7 @@ use super::EvalError;
 use super::aggregations::avg;
 use super::eval::Evaluator;
 use super::native_histogram::{FloatHistogram, HistogramSum, ResetHint};
-use super::selectors::duration_ms;
+use super::selectors::{duration_ms, node_id, seek};
 use super::value::{Elem, HPoint, KahanSum, RangeSeries, Val, quantile};
 
 /// A range-vector argument at one evaluation time, with its window.
@@ -199,9 +199,14 @@ fn over_selector(
     let param = params.first().copied().unwrap_or(f64::NAN);
     let mut out = Vec::new();
     let mut unstale: Vec<Sample> = Vec::new();
-    for s in series {
-        let from = s.samples.partition_point(|x| x.t <= start);
-        let to = s.samples.partition_point(|x| x.t <= end);
+    // Window starts and ends move forward with the steps: two hints per series.
+    let mut hints = ev.cursors.take(node_id(ms), 2 * series.len());
+    for (s, h) in series.iter().zip(hints.chunks_exact_mut(2)) {
+        let [from_hint, to_hint] = h else {
+            continue;
+        };
+        let from = seek(&s.samples, start, from_hint);
+        let to = seek(&s.samples, end, to_hint).max(from);
         let mut samples = s.samples.get(from..to).unwrap_or_default();
         if samples.iter().any(|x| is_stale_nan(x.v)) {
             unstale.clear();
@@ -244,6 +249,7 @@ fn over_selector(
             });
         }
     }
+    ev.cursors.put(node_id(ms), hints);
     Ok(Val::Vector(out))
 }
 

@@ -5,6 +5,7 @@
 //! `Queryable::select`. During evaluation selectors only slice the loaded,
 //! time-ordered samples.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -331,9 +332,78 @@ pub(crate) async fn load(
     Ok(loaded)
 }
 
-/// The latest sample of `s` in `(t - lookback, t]`, unless it is a stale marker.
-pub(crate) fn instant_sample(s: &[Sample], t: i64, lookback: i64) -> Option<Sample> {
-    let idx = s.partition_point(|x| x.t <= t);
+/// A position hint for [`seek`] that says nothing.
+pub(crate) const NO_HINT: usize = usize::MAX;
+
+/// `s.partition_point(|x| x.t <= t)`, searched forward from `hint` (the
+/// answer for an earlier time, or [`NO_HINT`]) and updating it. Range-query
+/// steps move forward a few samples at a time: a galloping search from the
+/// last position touches a few neighbouring cache lines, where a binary
+/// search over a week of samples misses the cache at nearly every probe
+/// (a third of a 7-day query's CPU). A hint past `t` falls back to the
+/// binary search, so any hint gives the right answer.
+pub(crate) fn seek(s: &[Sample], t: i64, hint: &mut usize) -> usize {
+    let h = *hint;
+    let forward = h <= s.len()
+        && h.checked_sub(1)
+            .is_none_or(|i| s.get(i).is_some_and(|x| x.t <= t));
+    let at = if forward {
+        // Everything before `lo` is at or before `t`; the answer is in [lo, hi].
+        let (mut lo, mut step) = (h, 1usize);
+        let hi = loop {
+            let probe = lo.saturating_add(step);
+            match s.get(probe - 1) {
+                None => break s.len(),
+                Some(x) if x.t <= t => {
+                    lo = probe;
+                    step = step.saturating_mul(2);
+                }
+                Some(_) => break probe - 1,
+            }
+        };
+        lo + s.get(lo..hi).map_or(0, |w| w.partition_point(|x| x.t <= t))
+    } else {
+        s.partition_point(|x| x.t <= t)
+    };
+    *hint = at;
+    at
+}
+
+/// Per-query position hints for [`seek`], by selector node: one slot per
+/// loaded series (two for range selectors: window start and end).
+#[derive(Default)]
+pub(crate) struct Cursors {
+    by_node: RefCell<HashMap<usize, Vec<usize>>>,
+}
+
+impl Cursors {
+    /// Takes the `n` hint slots of `node` out (fresh ones if it has none or
+    /// another number); [`Cursors::put`] returns them. A nested use of the
+    /// same node meanwhile only finds no hints.
+    pub fn take(&self, node: usize, n: usize) -> Vec<usize> {
+        match self.by_node.borrow_mut().remove(&node) {
+            Some(slots) if slots.len() == n => slots,
+            _ => vec![NO_HINT; n],
+        }
+    }
+
+    pub fn put(&self, node: usize, slots: Vec<usize>) {
+        self.by_node.borrow_mut().insert(node, slots);
+    }
+
+    /// Runs `f` with the `n` hint slots of `node`.
+    pub fn with<R>(&self, node: usize, n: usize, f: impl FnOnce(&mut [usize]) -> R) -> R {
+        let mut slots = self.take(node, n);
+        let r = f(&mut slots);
+        self.put(node, slots);
+        r
+    }
+}
+
+/// The latest sample of `s` in `(t - lookback, t]`, unless it is a stale
+/// marker; `hint` as for [`seek`].
+fn instant_sample(s: &[Sample], t: i64, lookback: i64, hint: &mut usize) -> Option<Sample> {
+    let idx = seek(s, t, hint);
     let last = s.get(idx.checked_sub(1)?)?;
     if last.t <= t.saturating_sub(lookback) || is_stale_nan(last.v) {
         return None;
@@ -343,7 +413,7 @@ pub(crate) fn instant_sample(s: &[Sample], t: i64, lookback: i64) -> Option<Samp
 
 /// The latest float or histogram sample of a series in `(t - lookback, t]`,
 /// as an element, with the sample's time.
-fn instant_value(s: &SelSeries, t: i64, lookback: i64) -> Option<(Elem, i64)> {
+fn instant_value(s: &SelSeries, t: i64, lookback: i64, hint: &mut usize) -> Option<(Elem, i64)> {
     let h = if s.hists.is_empty() {
         None
     } else {
@@ -352,7 +422,7 @@ fn instant_value(s: &SelSeries, t: i64, lookback: i64) -> Option<(Elem, i64)> {
             .and_then(|i| s.hists.get(i))
             .filter(|p| p.t > t.saturating_sub(lookback))
     };
-    let f_idx = s.samples.partition_point(|x| x.t <= t);
+    let f_idx = seek(&s.samples, t, hint);
     let f = f_idx.checked_sub(1).and_then(|i| s.samples.get(i));
     let elem = |v: f64, h: Option<Arc<FloatHistogram>>| Elem {
         labels: s.labels.clone(),
@@ -370,7 +440,9 @@ fn instant_value(s: &SelSeries, t: i64, lookback: i64) -> Option<(Elem, i64)> {
             }
         }
         (_, Some(h)) => Some((elem(0.0, Some(Arc::clone(&h.h))), h.t)),
-        (Some(_), None) => instant_sample(&s.samples, t, lookback).map(|x| (elem(x.v, None), x.t)),
+        (Some(_), None) => {
+            instant_sample(&s.samples, t, lookback, hint).map(|x| (elem(x.v, None), x.t))
+        }
         (None, None) => None,
     }
 }
@@ -380,7 +452,24 @@ fn instant_value(s: &SelSeries, t: i64, lookback: i64) -> Option<(Elem, i64)> {
 pub(crate) fn select_instant(series: &[SelSeries], t: i64, lookback: i64) -> Vec<(Elem, i64)> {
     series
         .iter()
-        .filter_map(|s| instant_value(s, t, lookback))
+        .filter_map(|s| {
+            let mut hint = NO_HINT;
+            instant_value(s, t, lookback, &mut hint)
+        })
+        .collect()
+}
+
+/// [`select_instant`] with position hints, one per series (see [`Cursors`]).
+pub(crate) fn select_instant_hinted(
+    series: &[SelSeries],
+    t: i64,
+    lookback: i64,
+    hints: &mut [usize],
+) -> Vec<Elem> {
+    series
+        .iter()
+        .zip(hints.iter_mut())
+        .filter_map(|(s, h)| instant_value(s, t, lookback, h).map(|(e, _)| e))
         .collect()
 }
 
@@ -418,4 +507,37 @@ pub(crate) fn select_range(series: &[SelSeries], t: i64, range: i64) -> Vec<Rang
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod seek_tests {
+    use super::*;
+
+    #[test]
+    fn seek_agrees_with_a_binary_search_from_any_hint() {
+        // Irregular times with duplicates, and times before, between, on and
+        // after the samples; every hint, good or stale, and none.
+        let ts = [10, 20, 20, 35, 50, 51, 52, 80, 120, 121, 300];
+        let s: Vec<Sample> = ts.iter().map(|&t| Sample::new(t, 1.0)).collect();
+        let mut hints: Vec<usize> = (0..=s.len() + 2).collect();
+        hints.push(NO_HINT);
+        for t in [-5, 10, 15, 20, 21, 50, 79, 80, 119, 200, 300, 301] {
+            let want = s.partition_point(|x| x.t <= t);
+            for &h in &hints {
+                let mut hint = h;
+                assert_eq!(seek(&s, t, &mut hint), want, "t={t} hint={h}");
+                assert_eq!(hint, want, "the hint follows the answer");
+            }
+        }
+        assert_eq!(seek(&[], 5, &mut 3), 0);
+    }
+
+    #[test]
+    fn cursors_keep_hints_per_node_and_reset_on_another_length() {
+        let c = Cursors::default();
+        c.with(1, 2, |h| h.copy_from_slice(&[4, 5]));
+        assert_eq!(c.with(1, 2, |h| h.to_vec()), vec![4, 5]);
+        assert_eq!(c.with(2, 2, |h| h.to_vec()), vec![NO_HINT; 2]);
+        assert_eq!(c.with(1, 3, |h| h.to_vec()), vec![NO_HINT; 3]);
+    }
 }
