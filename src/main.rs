@@ -16,6 +16,11 @@ use clap::{Parser, Subcommand};
 
 use config::{Overrides, StrataConfig};
 
+/// mimalloc instead of glibc's malloc: ingest allocates and frees small
+/// buffers for every series of every request (see README "Ingest benchmark").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Strata: a Prometheus-compatible metrics store on object storage.
 ///
 /// Prometheus remote-writes to Strata; Strata keeps the samples as immutable

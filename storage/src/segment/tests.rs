@@ -204,6 +204,26 @@ fn version_1_segments_stay_readable() {
     assert_eq!(footer, index);
 }
 
+/// Version 2 segments written before the writer changed its settings (series
+/// index at zstd level 3; see `docs/format/segment.md`) read as before: the
+/// settings are the writer's choice, not part of the format.
+#[test]
+fn version_2_segments_of_earlier_writer_settings_stay_readable() {
+    let old = unhex(include_str!("snapshot_v2_zstd3.hex"));
+    assert!(verify("old", &old).expect("sealed"));
+    let (index, rows) = read("old", Bytes::from(old.clone())).expect("read old v2");
+    assert_eq!(bits(&rows), bits(&fixture()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(old)).expect("parquet");
+    let footer = decode_index(
+        "old",
+        reader.metadata().file_metadata().key_value_metadata(),
+    )
+    .expect("old footer");
+    assert_eq!(footer, index);
+    let (_, new_index) = encode(&fixture()).expect("encode");
+    assert_eq!(index, new_index, "same index, whatever the writer settings");
+}
+
 /// Every byte of a segment is covered: one flipped bit anywhere is an
 /// error naming the key, never a panic or a different answer.
 #[test]
