@@ -5,20 +5,24 @@
 //!
 //! A tenant's batch is sealed when it reaches `batch_max_bytes`, when its
 //! oldest request has waited `batch_max_age`, or as soon as fewer than
-//! `puts_per_tenant` segments of that tenant are being written (classic group
-//! commit: under light load a request waits for one put, under heavy load
-//! batches grow while earlier puts are in flight). One task owns all open
-//! batches; puts (encoding included) run as separate tasks, so several can
-//! use several cores.
+//! `puts_per_tenant` segments of that tenant are being written and no
+//! request announced with [`GroupCommitter::arrive`] is still on its way
+//! (classic group commit: under light load a request waits for one put,
+//! under heavy load batches grow while earlier puts are in flight; and
+//! concurrent senders whose requests are still being decoded are waited
+//! for instead of each getting a segment of their own). One task owns all
+//! open batches; puts (encoding included) run as separate tasks, so several
+//! can use several cores.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
 use storage::sidecar::{MetricMetadata, Sidecar};
 use storage::{Series, Storage, StorageError, TenantId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, info_span, warn};
@@ -79,6 +83,34 @@ struct Batch {
 pub struct GroupCommitter {
     tx: mpsc::Sender<Request>,
     storage: Storage,
+    arrivals: Arc<Arrivals>,
+}
+
+/// Requests announced but not yet joined to a batch (being read or decoded),
+/// over all tenants. Sealing a batch while one of them is on its way would
+/// give that request a segment of its own a moment later: per-segment costs
+/// (the object, its footer, the label sets of its series) would be paid
+/// again for the same load.
+#[derive(Default)]
+struct Arrivals {
+    count: AtomicUsize,
+    /// Wakes the commit task when the count drops to zero.
+    none_left: Notify,
+}
+
+/// A request on its way to [`GroupCommitter::commit_arrived`]; while it
+/// lives, batches with a free put slot wait for it (up to `batch_max_age`).
+/// Dropping it (a request refused before its commit) stops the wait.
+pub struct Arrival {
+    arrivals: Arc<Arrivals>,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if self.arrivals.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.arrivals.none_left.notify_one();
+        }
+    }
 }
 
 impl GroupCommitter {
@@ -89,8 +121,22 @@ impl GroupCommitter {
             metrics,
             metadata: Arc::default(),
         };
-        tokio::spawn(run(ctx, cfg, rx));
-        Self { tx, storage }
+        let arrivals = Arc::<Arrivals>::default();
+        tokio::spawn(run(ctx, cfg, rx, arrivals.clone()));
+        Self {
+            tx,
+            storage,
+            arrivals,
+        }
+    }
+
+    /// Announces a request that will commit soon (call it when its body
+    /// starts to arrive, and pass the result to [`Self::commit_arrived`]).
+    pub fn arrive(&self) -> Arrival {
+        self.arrivals.count.fetch_add(1, Ordering::AcqRel);
+        Arrival {
+            arrivals: self.arrivals.clone(),
+        }
     }
 
     /// The storage segments are written to (the HA tracker keeps its shared
@@ -115,6 +161,19 @@ impl GroupCommitter {
         series: Vec<Series>,
         sidecar: Sidecar,
     ) -> Result<(), IngestError> {
+        self.commit_arrived(self.arrive(), tenant, series, sidecar)
+            .await
+    }
+
+    /// [`Self::commit_with_sidecar`] for a request announced by `arrival`,
+    /// which ends once the request has joined a batch.
+    pub async fn commit_arrived(
+        &self,
+        arrival: Arrival,
+        tenant: TenantId,
+        series: Vec<Series>,
+        sidecar: Sidecar,
+    ) -> Result<(), IngestError> {
         if series.is_empty() && sidecar.is_empty() {
             return Ok(());
         }
@@ -130,6 +189,9 @@ impl GroupCommitter {
             })
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
+        // Joined (the commit task has it or will take it next): no longer on
+        // its way.
+        drop(arrival);
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(IngestError::Store(e)),
@@ -207,7 +269,12 @@ impl MetadataSeen {
     }
 }
 
-async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) {
+async fn run(
+    ctx: Ctx,
+    cfg: GroupCommitConfig,
+    mut rx: mpsc::Receiver<Request>,
+    arrivals: Arc<Arrivals>,
+) {
     let mut open: HashMap<TenantId, Batch> = HashMap::new();
     let mut inflight: HashMap<TenantId, usize> = HashMap::new();
     let mut puts: JoinSet<(TenantId, usize)> = JoinSet::new();
@@ -219,6 +286,10 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
         let total_inflight = puts.len();
         let can_accept = !closed && pending_bytes < cfg.max_pending_bytes;
         tokio::select! {
+            // In order: a request sent before its arrival ended must join
+            // before `none_left` seals without it. The loop's work per
+            // branch is tiny, so the later branches are not starved.
+            biased;
             req = rx.recv(), if can_accept => match req {
                 Some(req) => {
                     pending_bytes += req.bytes;
@@ -231,11 +302,31 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                     batch.bytes += req.bytes;
                     batch.acks.push(req.ack);
                     let has_slot = inflight.get(&tenant).copied().unwrap_or(0) < cfg.puts_per_tenant;
-                    if batch.bytes >= cfg.batch_max_bytes || (has_slot && total_inflight < cfg.max_inflight_puts) {
+                    // A request still on its way joins this batch if it
+                    // waits; `none_left` seals it once none is.
+                    let all_here = arrivals.count.load(Ordering::Acquire) == 0;
+                    if batch.bytes >= cfg.batch_max_bytes
+                        || (has_slot && all_here && total_inflight < cfg.max_inflight_puts)
+                    {
                         seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                     }
                 }
                 None => closed = true,
+            },
+            _ = arrivals.none_left.notified(), if !open.is_empty() => {
+                // Every announced request has joined (or was refused): seal
+                // what has a free slot, as a request arriving then would.
+                let ready: Vec<TenantId> = open
+                    .keys()
+                    .filter(|t| inflight.get(*t).copied().unwrap_or(0) < cfg.puts_per_tenant)
+                    .cloned()
+                    .collect();
+                for t in ready {
+                    if puts.len() >= cfg.max_inflight_puts || arrivals.count.load(Ordering::Acquire) > 0 {
+                        break;
+                    }
+                    seal(&ctx, &mut open, &mut inflight, &mut puts, &t);
+                }
             },
             _ = sleep_until(deadline), if deadline.is_some() && total_inflight < cfg.max_inflight_puts => {
                 let now = Instant::now();
@@ -258,8 +349,10 @@ async fn run(ctx: Ctx, cfg: GroupCommitConfig, mut rx: mpsc::Receiver<Request>) 
                                 inflight.remove(&tenant);
                             }
                         }
-                        // A slot came free: what gathered meanwhile goes now.
-                        if open.contains_key(&tenant) {
+                        // A slot came free: what gathered meanwhile goes
+                        // now, unless requests still on their way would
+                        // join it (`none_left` seals it then).
+                        if open.contains_key(&tenant) && arrivals.count.load(Ordering::Acquire) == 0 {
                             seal(&ctx, &mut open, &mut inflight, &mut puts, &tenant);
                         }
                     }

@@ -285,3 +285,93 @@ async fn a_sidecar_is_written_with_its_batch_and_a_failed_one_fails_the_batch() 
             .contains_key("c")
     );
 }
+
+/// A batch with a free put slot waits for requests still on their way
+/// (announced with `arrive`), so concurrent senders share one segment; it
+/// is still acknowledged only after that segment's put completes, and a
+/// failed put fails all of them.
+#[tokio::test]
+async fn a_free_slot_waits_for_requests_still_arriving() {
+    let (gc, storage, faults) = setup(slow_age());
+    let decoding = gc.arrive();
+    let early = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.commit(tenant(), one("early", 1)).await }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        faults.puts_started(),
+        0,
+        "sealed while a request was still arriving"
+    );
+    assert!(!early.is_finished());
+    faults.hold_puts(true);
+    let late = tokio::spawn({
+        let gc = gc.clone();
+        async move {
+            gc.commit_arrived(decoding, tenant(), one("late", 1), Sidecar::default())
+                .await
+        }
+    });
+    eventually("the shared put to start", || faults.puts_started() == 1).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !early.is_finished() && !late.is_finished(),
+        "acknowledged while their put is still held"
+    );
+    faults.hold_puts(false);
+    early.await.expect("join").expect("early");
+    late.await.expect("join").expect("late");
+    assert_eq!(faults.puts_completed(), 1, "one segment for both requests");
+    assert_eq!(stored(&storage).await, 2);
+
+    // The same wait, then a failed put: both requests fail.
+    faults.fail_puts(true);
+    let decoding = gc.arrive();
+    let early = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.commit(tenant(), one("early2", 1)).await }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        faults.puts_started(),
+        1,
+        "no put while a request is arriving"
+    );
+    let late = gc
+        .commit_arrived(decoding, tenant(), one("late2", 1), Sidecar::default())
+        .await;
+    assert!(matches!(late, Err(IngestError::Store(_))));
+    assert!(matches!(
+        early.await.expect("join"),
+        Err(IngestError::Store(_))
+    ));
+    assert_eq!(faults.puts_started(), 2, "one failed put for both");
+    assert_eq!(stored(&storage).await, 2);
+}
+
+/// A request announced and then refused (dropped before its commit) stops
+/// the wait: the batch is sealed at once, not after `batch_max_age`.
+#[tokio::test]
+async fn a_refused_arrival_releases_the_waiting_batch() {
+    let (gc, storage, faults) = setup(slow_age());
+    let refused = gc.arrive();
+    let waiting = tokio::spawn({
+        let gc = gc.clone();
+        async move { gc.commit(tenant(), one("waiting", 1)).await }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(faults.puts_started(), 0);
+    drop(refused);
+    waiting.await.expect("join").expect("commit");
+    assert_eq!(faults.puts_completed(), 1);
+    assert_eq!(stored(&storage).await, 1);
+}

@@ -146,6 +146,10 @@ async fn ingest(
         &state.default_tenant,
     )?;
     let body = read_body(cfg, headers, body).await?;
+    // Announced once the body is here (a slow upload must not hold other
+    // requests' batches): decoding is the short, CPU-bound part that
+    // batches wait for.
+    let arrival = state.committer.arrive();
     let (label_limits, cache) = state
         .limits
         .decoding(&tenant, &cfg.limits, &state.series_cache);
@@ -205,14 +209,10 @@ async fn ingest(
         histograms: sidecar.histogram_count(),
         exemplars: sidecar.exemplar_count(),
     };
-    if sidecar.is_empty() {
-        state.committer.commit(tenant, series).await?;
-    } else {
-        state
-            .committer
-            .commit_with_sidecar(tenant, series, sidecar)
-            .await?;
-    }
+    state
+        .committer
+        .commit_arrived(arrival, tenant, series, sidecar)
+        .await?;
     Ok((written, rejected))
 }
 
