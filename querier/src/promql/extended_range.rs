@@ -13,8 +13,11 @@
 //!   sample inside the window when there is no neighbour; the result is the
 //!   difference of those two values, resets in between corrected.
 //!
-//! Both need at least one sample inside the window. Native histogram samples
-//! under these modifiers are not evaluated yet (an error says so).
+//! Both need at least one sample inside the window. Over native histogram
+//! samples `anchored` is evaluated (the same rules, histogram arithmetic);
+//! `smoothed` is not yet (an error says so).
+
+use std::sync::Arc;
 
 use promql_parser::parser::{MatrixSelector, VectorSelector};
 use storage::Sample;
@@ -22,9 +25,11 @@ use storage::sample::is_stale_nan;
 
 use super::EvalError;
 use super::eval::Evaluator;
+use super::native_histogram::{FloatHistogram, ResetHint};
+use super::range_functions::transitions;
 use super::selectors::{SelSeries, duration_ms};
 use super::syntax::SelectorMod;
-use super::value::{Elem, Val};
+use super::value::{Elem, HPoint, RangeSeries, Val};
 
 fn unsupported_histograms(m: SelectorMod) -> EvalError {
     EvalError::Unsupported(format!(
@@ -85,7 +90,13 @@ pub(crate) fn eval(
             start.saturating_sub(lookback),
             end.saturating_add(lookback),
         ) {
-            return Err(unsupported_histograms(m));
+            if m == SelectorMod::Smoothed {
+                return Err(unsupported_histograms(m));
+            }
+            if let Some(e) = anchored_histograms(s, name, &inside, start, end, lookback) {
+                out.push(e);
+            }
+            continue;
         }
         let before = between(s, start.saturating_sub(lookback), start).last();
         let v = match m {
@@ -177,6 +188,75 @@ fn anchored(name: &str, pts: &[Sample], range: i64) -> Option<f64> {
         "rate" => (last.v - first.v + corrections(&vals)) / (range as f64 / 1000.0),
         _ => return None,
     })
+}
+
+/// An anchored window over a series holding native histograms: `changes`
+/// and `resets` over the mixed samples (a change of type counts as both);
+/// `rate`, `increase`, `delta` when the anchor and the window's samples are
+/// all histograms (the last minus the first, counter resets corrected).
+fn anchored_histograms(
+    s: &SelSeries,
+    name: &str,
+    inside: &[Sample],
+    start: i64,
+    end: i64,
+    lookback: i64,
+) -> Option<Elem> {
+    let hin = |from: i64, to: i64| {
+        let a = s.hists.partition_point(|x| x.t <= from);
+        let b = s.hists.partition_point(|x| x.t <= to);
+        s.hists.get(a..b).unwrap_or_default()
+    };
+    let hists: Vec<HPoint> = hin(start, end).to_vec();
+    if hists.is_empty() && inside.is_empty() {
+        return None;
+    }
+    // The anchor: the latest sample of either kind at or before the start.
+    let fa = between(s, start.saturating_sub(lookback), start)
+        .last()
+        .copied();
+    let ha = hin(start.saturating_sub(lookback), start).last().cloned();
+    let mut rs = RangeSeries {
+        labels: s.labels.clone(),
+        samples: inside.to_vec(),
+        hists,
+        drop_name: true,
+    };
+    match (fa, ha) {
+        (Some(f), Some(h)) if f.t >= h.t => rs.samples.insert(0, f),
+        (_, Some(h)) => rs.hists.insert(0, h),
+        (Some(f), None) => rs.samples.insert(0, f),
+        (None, None) => {}
+    }
+    let elem = |v: f64, h: Option<FloatHistogram>| Elem {
+        labels: s.labels.clone(),
+        v,
+        h: h.map(Arc::new),
+        drop_name: true,
+    };
+    match name {
+        "changes" | "resets" => Some(elem(transitions(&rs, name == "resets"), None)),
+        _ if !rs.samples.is_empty() => None,
+        _ => {
+            let (first, last) = (rs.hists.first()?, rs.hists.last()?);
+            let mut h = last.h.sub(&first.h).ok()?;
+            if name != "delta" {
+                for w in rs.hists.windows(2) {
+                    if let [a, b] = w
+                        && b.h.detect_reset(&a.h)
+                    {
+                        h = h.add(&a.h).ok()?;
+                    }
+                }
+            }
+            h.hint = ResetHint::Gauge;
+            let mut h = h.compact();
+            if name == "rate" {
+                h = h.divide((end - start) as f64 / 1000.0);
+            }
+            Some(elem(0.0, Some(h)))
+        }
+    }
 }
 
 /// A smoothed vector selector at `ts`: each series' value interpolated

@@ -375,7 +375,7 @@ fn with_histograms(
 
 /// `changes` or `resets` over a series mixing floats and histograms: a
 /// change of sample type counts as both.
-fn transitions(s: &RangeSeries, resets: bool) -> f64 {
+pub(crate) fn transitions(s: &RangeSeries, resets: bool) -> f64 {
     enum P<'a> {
         F(f64),
         H(&'a FloatHistogram),
