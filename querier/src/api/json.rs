@@ -123,19 +123,30 @@ pub fn histogram(h: &FloatHistogram) -> Json {
 /// The body of a successful query response, `{"data":...,"status":"success"}`
 /// with `"warnings"` when there are any: the bytes `serde_json` writes for
 /// the tree of [`query_data`], without building the tree.
+#[cfg(test)]
 pub fn write_query_response(v: &Value, warnings: &[String]) -> Vec<u8> {
+    write_query_response_annotated(v, warnings, &[])
+}
+
+/// [`write_query_response`] with Prometheus 3's `"infos"` array too
+/// (omitted when empty, like `"warnings"`; keys in `serde_json`'s order).
+pub fn write_query_response_annotated(v: &Value, warnings: &[String], infos: &[String]) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(estimate(v)));
     w.raw("{\"data\":");
     w.query_data(v);
-    w.raw(",\"status\":\"success\"");
-    if !warnings.is_empty() {
-        w.raw(",\"warnings\":[");
-        for (i, s) in warnings.iter().enumerate() {
-            w.comma(i);
-            w.string(s);
+    let strings = |w: &mut Writer, key: &str, list: &[String]| {
+        if !list.is_empty() {
+            w.raw(key);
+            for (i, s) in list.iter().enumerate() {
+                w.comma(i);
+                w.string(s);
+            }
+            w.raw("]");
         }
-        w.raw("]");
-    }
+    };
+    strings(&mut w, ",\"infos\":[", infos);
+    w.raw(",\"status\":\"success\"");
+    strings(&mut w, ",\"warnings\":[", warnings);
     w.raw("}");
     w.0
 }

@@ -266,10 +266,14 @@ async fn evaluate(
         let _slot = slot;
         runtime.block_on(async {
             match eval {
-                Eval::Instant(t) => engine.instant_query(queryable.as_ref(), &query, t).await,
+                Eval::Instant(t) => {
+                    engine
+                        .instant_query_annotated(queryable.as_ref(), &query, t)
+                        .await
+                }
                 Eval::Range { start, end, step } => {
                     engine
-                        .range_query(queryable.as_ref(), &query, start, end, step)
+                        .range_query_annotated(queryable.as_ref(), &query, start, end, step)
                         .await
                 }
             }
@@ -279,9 +283,22 @@ async fn evaluate(
     // for a slot counted toward the limit.
     let left = limit.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, task).await {
-        Ok(Ok(Ok(value))) => {
+        Ok(Ok(Ok((value, annotations)))) => {
             state.limits.check_result(&tenant, &value)?;
-            let body = json::write_query_response(&value, &resolved.warnings.take());
+            // Storage warnings (objects read around) first, then the
+            // engine's; at most API_MAX_PER_KIND of each, as Prometheus.
+            let mut warnings = resolved.warnings.take();
+            warnings.extend(annotations.warnings);
+            let annotations = crate::promql::Annotations {
+                warnings,
+                infos: annotations.infos,
+            }
+            .limited(crate::promql::API_MAX_PER_KIND);
+            let body = json::write_query_response_annotated(
+                &value,
+                &annotations.warnings,
+                &annotations.infos,
+            );
             let mut response = json_body(body);
             response.headers_mut().extend(resolved.headers);
             Ok(response)

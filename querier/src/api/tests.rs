@@ -254,3 +254,95 @@ async fn a_corrupt_object_is_read_around_with_a_warning() {
         "{w}"
     );
 }
+
+/// Engine annotations come back as Prometheus 3 sends them: `infos` and
+/// `warnings` arrays, each omitted when empty, with the position of the
+/// node that caused them.
+#[tokio::test]
+async fn query_answers_carry_warnings_and_infos() {
+    let app = app().await;
+    let (s, body) = get(&app, "/api/v1/query?query=rate(up%5B5m%5D)&time=300").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["infos"],
+        json!([
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"up\" (1:6)"
+        ]),
+        "{body}"
+    );
+    assert!(body.get("warnings").is_none(), "{body}");
+
+    let (s, body) = get(
+        &app,
+        "/api/v1/query_range?query=sort(up)&start=0&end=300&step=60",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["warnings"],
+        json!([
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"
+        ]),
+        "{body}"
+    );
+    assert!(body.get("infos").is_none(), "{body}");
+
+    // A counter by its name, and sort in an instant query: nothing to say.
+    for uri in [
+        "/api/v1/query?query=rate(requests_total%5B5m%5D)&time=300",
+        "/api/v1/query?query=sort(up)&time=300",
+    ] {
+        let (s, body) = get(&app, uri).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(
+            body.get("warnings").is_none() && body.get("infos").is_none(),
+            "{uri}: {body}"
+        );
+    }
+}
+
+/// Storage warnings and engine warnings share the `warnings` array.
+#[tokio::test]
+async fn storage_and_engine_warnings_are_merged() {
+    use object_store::ObjectStoreExt;
+    let storage = Storage::in_memory();
+    let tenant = TenantId::new("default").expect("tenant");
+    storage
+        .write_segment(
+            &tenant,
+            &[Series {
+                labels: labels(&[("__name__", "up")]),
+                samples: vec![Sample::new(0, 1.0)],
+            }],
+        )
+        .await
+        .expect("write");
+    let bad = object_store::path::Path::from(format!(
+        "{}/2016073017/01ARZ3NDEKTSV4RRFFQ69G5FAV.parquet",
+        storage::paths::segments_prefix(&tenant)
+    ));
+    storage
+        .object_store()
+        .put(&bad, object_store::PutPayload::from(&b"garbage"[..]))
+        .await
+        .expect("put");
+    let app = router(QueryState::new(storage, QueryConfig::default(), tenant));
+    let (s, body) = get(
+        &app,
+        "/api/v1/query_range?query=sort_desc(up)&start=0&end=60&step=15",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 2, "{body}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("skipped corrupt object")),
+        "{body}"
+    );
+    assert_eq!(
+        warnings[1],
+        "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"
+    );
+}

@@ -7,6 +7,7 @@
 //!   --require-tier1    exit non-zero if any tier-1 eval failed
 //!   --mem              load data into a plain in-memory map instead of the storage (debug aid)
 //!   --no-range-mode    do not re-check instant evals as range queries
+//!   --no-annotations   do not check expect warn/info/no_warn/no_info
 //! ```
 //!
 //! Prints one line per file and then `tier1: N passed, M failed` (and tier2,
@@ -27,7 +28,7 @@ struct Args {
     opts: RunOptions,
 }
 
-const USAGE: &str = "usage: promqltest [--verbose] [--file NAME] [--require-tier1] [--mem] [--no-range-mode] <FOLDER>";
+const USAGE: &str = "usage: promqltest [--verbose] [--file NAME] [--require-tier1] [--mem] [--no-range-mode] [--no-annotations] <FOLDER>";
 
 fn parse_args() -> Result<Args, String> {
     let mut dir = None;
@@ -45,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--require-tier1" => args.require_tier1 = true,
             "--mem" => args.opts.data_path = DataPath::Memory,
             "--no-range-mode" => args.opts.range_mode_check = false,
+            "--no-annotations" => args.opts.check_annotations = false,
             "--file" => args.file = Some(it.next().ok_or("--file needs a NAME")?),
             "--help" | "-h" => return Err(USAGE.to_string()),
             s if s.starts_with("--file=") => {
@@ -145,9 +147,17 @@ async fn main() -> ExitCode {
     install_quiet_panic_hook();
     let engine = Engine::default();
     let mut totals = [[0usize; 2]; 3];
+    // Annotation expectation lines: held (their eval passed), checked.
+    let mut annotations = [0usize; 2];
     for f in &files {
         let r = run_file(f, &engine, &args.opts).await;
         print_file(&r, args.verbose);
+        for e in &r.evals {
+            annotations[1] += e.annotations_checked;
+            if e.failure.is_none() {
+                annotations[0] += e.annotations_checked;
+            }
+        }
         for (t, c) in totals.iter_mut().zip(r.counts()) {
             t[0] += c[0];
             t[1] += c[1];
@@ -155,6 +165,12 @@ async fn main() -> ExitCode {
     }
     for (i, t) in totals.iter().enumerate() {
         println!("tier{}: {} passed, {} failed", i + 1, t[0], t[1]);
+    }
+    if args.opts.check_annotations {
+        println!(
+            "annotations: {} of {} expect warn/info/no_warn/no_info lines held (in evals that passed)",
+            annotations[0], annotations[1]
+        );
     }
     if args.require_tier1 && totals[0][1] > 0 {
         eprintln!("promqltest: {} tier-1 eval(s) failed", totals[0][1]);

@@ -18,6 +18,7 @@ use super::value::{Elem, KahanSum, Val, format_float, quantile};
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Val, EvalError> {
     let op = a.op.to_string();
     let mut input = ev.eval(&a.expr, ts)?.into_vector()?;
+    super::annotations::aggregation_input(ev, a, &op, &input, ts);
     // Only these aggregate native histograms; the others ignore them (as
     // Prometheus does, with an info annotation).
     if !matches!(

@@ -8,6 +8,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::Labels;
 
 use super::EvalError;
+use super::annotations;
 use super::eval::Evaluator;
 use super::native_histogram::FloatHistogram;
 use super::value::{Elem, Val, match_labels, prom_string};
@@ -114,17 +115,29 @@ pub(crate) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<Val, E
                 v
             }))
         }
-        (Val::Vector(l), Val::Scalar(r)) => {
-            Ok(Val::Vector(vector_scalar(op, l, r, false, return_bool)))
-        }
-        (Val::Scalar(l), Val::Vector(r)) => {
-            Ok(Val::Vector(vector_scalar(op, r, l, true, return_bool)))
-        }
+        (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(
+            ev,
+            b,
+            op,
+            l,
+            r,
+            false,
+            return_bool,
+        ))),
+        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(
+            ev,
+            b,
+            op,
+            r,
+            l,
+            true,
+            return_bool,
+        ))),
         (Val::Vector(l), Val::Vector(r)) => {
             let m = Matching::from_expr(b);
             match op {
                 Op::And | Op::Or | Op::Unless => Ok(Val::Vector(set_op(op, l, r, &m))),
-                _ => vector_vector(op, l, r, &m, return_bool).map(Val::Vector),
+                _ => vector_vector(ev, b, op, l, r, &m, return_bool).map(Val::Vector),
             }
         }
         (l, r) => Err(EvalError::Execution(format!(
@@ -140,7 +153,15 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// `vector op scalar`, or `scalar op vector` when `swapped`.
-fn vector_scalar(op: Op, vec: Vec<Elem>, s: f64, swapped: bool, return_bool: bool) -> Vec<Elem> {
+fn vector_scalar(
+    ev: &Evaluator<'_>,
+    b: &BinaryExpr,
+    op: Op,
+    vec: Vec<Elem>,
+    s: f64,
+    swapped: bool,
+    return_bool: bool,
+) -> Vec<Elem> {
     vec.into_iter()
         .filter_map(|e| {
             let (mut v, mut h, keep) = if e.h.is_some() {
@@ -149,7 +170,11 @@ fn vector_scalar(op: Op, vec: Vec<Elem>, s: f64, swapped: bool, return_bool: boo
                 } else {
                     ((e.v, e.h.clone()), (s, None))
                 };
-                histogram_apply(op, l.0, &l.1, r.0, &r.1)?
+                let Some(x) = histogram_apply(op, l.0, &l.1, r.0, &r.1) else {
+                    annotations::binary_dropped(ev, b, &l.1, &r.1);
+                    return None;
+                };
+                x
             } else {
                 let (l, r) = if swapped { (s, e.v) } else { (e.v, s) };
                 let (v, keep) = op.apply(l, r);
@@ -241,6 +266,8 @@ fn set_op(op: Op, lhs: Vec<Elem>, rhs: Vec<Elem>, m: &Matching) -> Vec<Elem> {
 }
 
 fn vector_vector(
+    ev: &Evaluator<'_>,
+    b: &BinaryExpr,
     op: Op,
     lhs: Vec<Elem>,
     rhs: Vec<Elem>,
@@ -339,9 +366,13 @@ fn vector_vector(
         let (fl, fr) = if swapped { (r.v, l.v) } else { (l.v, r.v) };
         let (mut v, mut h, keep) = if l.h.is_some() || r.h.is_some() {
             let (hl, hr) = if swapped { (&r.h, &l.h) } else { (&l.h, &r.h) };
+            annotations::binary_histograms(ev, b, hl, hr);
             match histogram_apply(op, fl, hl, fr, hr) {
                 Some(x) => x,
-                None => continue,
+                None => {
+                    annotations::binary_dropped(ev, b, hl, hr);
+                    continue;
+                }
             }
         } else {
             let (v, keep) = op.apply(fl, fr);

@@ -13,6 +13,7 @@ use promql_parser::parser::{Expr, SubqueryExpr};
 use storage::{Labels, Sample};
 
 use super::EvalError;
+use super::annotations::{self, Collector};
 use super::memo::LabelMemo;
 use super::native_histogram::{FloatHistogram, ResetHint};
 use super::selectors::{
@@ -38,6 +39,8 @@ pub(crate) struct Evaluator<'a> {
     pub step: i64,
     pub lookback: i64,
     subquery_cache: SubqueryCache,
+    /// Warnings and infos the evaluation reports.
+    pub annotations: Collector,
     /// Label sets derived from label sets (group keys, final labels), once
     /// per query rather than once per step.
     pub labels_memo: LabelMemo<Labels>,
@@ -56,9 +59,17 @@ impl<'a> Evaluator<'a> {
             step,
             lookback,
             subquery_cache: RefCell::new(HashMap::new()),
+            annotations: Collector::default(),
             labels_memo: LabelMemo::default(),
             buckets_memo: LabelMemo::default(),
             cursors: Cursors::default(),
+        }
+    }
+
+    pub fn with_annotations(self, annotations: Collector) -> Self {
+        Self {
+            annotations,
+            ..self
         }
     }
 
@@ -134,7 +145,11 @@ impl<'a> Evaluator<'a> {
                 Some(t) => super::trim::eval(self, b, t, ts),
                 None => binary::eval(self, b, ts),
             },
-            Expr::Call(c) => functions::eval(self, c, ts),
+            Expr::Call(c) => {
+                let out = functions::eval(self, c, ts)?;
+                annotations::call(self, c, ts, &out);
+                Ok(out)
+            }
             Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
         }
     }

@@ -31,7 +31,7 @@ pub(crate) fn eval(
             args,
             ts,
             1,
-            |p, b| quantile(p[0], b),
+            |p, b| quantile_reporting(ev, args.get(1).map(|a| a.as_ref()), p[0], b),
             |p, h| native_histogram::quantile(p[0], h),
         )),
         "histogram_quantiles" => Some(quantiles(ev, args, ts)),
@@ -99,15 +99,19 @@ fn quantiles(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Val, Eva
             out.push(Elem {
                 labels: labels.with(&label, &text),
                 h: None,
-                v: quantile(q, &mut buckets),
+                v: quantile_reporting(ev, args.first().map(|a| a.as_ref()), q, &mut buckets),
                 drop_name: true,
             });
         }
         for (labels, h) in natives {
+            let v = native_histogram::quantile(q, &h);
+            if let Some(a) = args.first() {
+                super::annotations::native_nan_observations(ev, a, &labels, &h, true, v);
+            }
             out.push(Elem {
                 labels: labels.with(&label, &text),
                 h: None,
-                v: native_histogram::quantile(q, &h),
+                v,
                 drop_name: true,
             });
         }
@@ -147,11 +151,17 @@ fn classic(
         v: f(&params, &mut buckets),
         drop_name: true,
     }));
-    out.extend(natives.into_iter().map(|(labels, h)| Elem {
-        labels,
-        h: None,
-        v: native(&params, &h),
-        drop_name: true,
+    out.extend(natives.into_iter().map(|(labels, h)| {
+        let v = native(&params, &h);
+        if let Some(a) = args.get(nparams) {
+            super::annotations::native_nan_observations(ev, a, &labels, &h, nparams == 1, v);
+        }
+        Elem {
+            labels,
+            h: None,
+            v,
+            drop_name: true,
+        }
     }));
     Ok(Val::Vector(out))
 }
@@ -184,6 +194,7 @@ fn classic_groups(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Gro
             let upper = l.get(BUCKET_LABEL).and_then(parse_go_float)?;
             Some((l.without(BUCKET_LABEL), upper))
         }) else {
+            super::annotations::bad_bucket_label(ev, a, &e.labels, e.drop_name);
             continue;
         };
         let i = *index.entry(key.clone()).or_insert_with(|| {
@@ -201,6 +212,9 @@ fn classic_groups(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Gro
         .filter(|(l, _)| index.contains_key(l))
         .map(|(l, _)| l.clone())
         .collect();
+    for l in &clash {
+        super::annotations::mixed_classic_native(ev, a, l);
+    }
     if !clash.is_empty() {
         groups.retain(|(l, _)| !clash.contains(l));
         natives.retain(|(l, _)| !clash.contains(l));
@@ -243,52 +257,74 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Bucket counts must not decrease; tiny float noise and real decreases are
-/// both flattened, as Prometheus does.
-fn ensure_monotonic(buckets: &mut [Bucket]) {
+/// both flattened, as Prometheus does. True when a real decrease was.
+fn ensure_monotonic(buckets: &mut [Bucket]) -> bool {
     let Some(mut prev) = buckets.first().map(|b| b.count) else {
-        return;
+        return false;
     };
+    let mut forced = false;
     for b in buckets.iter_mut().skip(1) {
         if b.count == prev {
             continue;
         }
-        if almost_equal(prev, b.count, 1e-12) || b.count < prev {
+        if almost_equal(prev, b.count, 1e-12) {
+            b.count = prev;
+            continue;
+        }
+        if b.count < prev {
+            forced = true;
             b.count = prev;
             continue;
         }
         prev = b.count;
     }
+    forced
 }
 
-fn quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
+/// [`quantile`], reporting buckets that had to be made monotonic.
+fn quantile_reporting(
+    ev: &Evaluator<'_>,
+    arg: Option<&Expr>,
+    q: f64,
+    buckets: &mut Vec<Bucket>,
+) -> f64 {
+    let (v, forced) = quantile(q, buckets);
+    if let (true, Some(arg)) = (forced, arg) {
+        super::annotations::forced_monotonicity(ev, arg);
+    }
+    v
+}
+
+/// The quantile, and whether the buckets had to be made monotonic.
+fn quantile(q: f64, buckets: &mut Vec<Bucket>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
     if !prepare(buckets) {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
-    ensure_monotonic(buckets);
+    let forced = ensure_monotonic(buckets);
     let n = buckets.len();
     if n < 2 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let observations = buckets[n - 1].count;
     if observations == 0.0 || observations.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * observations;
     let b = buckets[..n - 1].partition_point(|x| x.count < rank);
     if b == n - 1 {
-        return buckets[n - 2].upper;
+        return (buckets[n - 2].upper, forced);
     }
     if b == 0 && buckets[0].upper <= 0.0 {
-        return buckets[0].upper;
+        return (buckets[0].upper, forced);
     }
     let mut start = 0.0;
     let end = buckets[b].upper;
@@ -298,7 +334,7 @@ fn quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
         count -= buckets[b - 1].count;
         rank -= buckets[b - 1].count;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
 }
 
 fn fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>) -> f64 {

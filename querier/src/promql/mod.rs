@@ -5,6 +5,7 @@
 //! and then evaluates the expression tree in memory, step by step.
 
 mod aggregations;
+mod annotations;
 mod binary;
 mod eval;
 mod extended_range;
@@ -37,6 +38,7 @@ use promql_parser::parser::value::ValueType;
 use storage::sidecar::HistogramSeries;
 use storage::{Labels, Matcher, Sample, Series};
 
+pub use annotations::{API_MAX_PER_KIND, Annotations};
 use eval::Evaluator;
 pub use native_histogram::FloatHistogram;
 pub use value::HPoint;
@@ -162,15 +164,26 @@ impl Engine {
         query: &str,
         time_ms: i64,
     ) -> Result<Value, EvalError> {
+        Ok(self.instant_query_annotated(q, query, time_ms).await?.0)
+    }
+
+    /// [`Self::instant_query`], with the warnings and infos it reports.
+    pub async fn instant_query_annotated(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<(Value, Annotations), EvalError> {
         let expr = parse(query, syntax::QueryContext::instant(time_ms))?;
         let lookback = self.opts.lookback_delta_ms;
         let loaded =
             selectors::load(q, &expr, time_ms, time_ms, lookback, self.opts.max_samples).await?;
-        let ev = Evaluator::new(&loaded, time_ms, time_ms, 0, lookback);
-        match ev.eval(&expr, time_ms)? {
-            Val::Scalar(v) => Ok(Value::Scalar { t: time_ms, v }),
-            Val::Str(s) => Ok(Value::String { t: time_ms, s }),
-            Val::Vector(v) => Ok(Value::Vector(
+        let ev = Evaluator::new(&loaded, time_ms, time_ms, 0, lookback)
+            .with_annotations(annotations::Collector::new(query, &expr));
+        let value = match ev.eval(&expr, time_ms)? {
+            Val::Scalar(v) => Value::Scalar { t: time_ms, v },
+            Val::Str(s) => Value::String { t: time_ms, s },
+            Val::Vector(v) => Value::Vector(
                 finish_vector(v)?
                     .into_iter()
                     .map(|e| VectorSample {
@@ -179,7 +192,7 @@ impl Engine {
                         histogram: e.h,
                     })
                     .collect(),
-            )),
+            ),
             Val::Matrix(m) => {
                 let out: Vec<MatrixSeries> = m
                     .into_iter()
@@ -190,9 +203,10 @@ impl Engine {
                     })
                     .collect();
                 check_unique(out.iter().map(|s| &s.labels))?;
-                Ok(Value::Matrix(out))
+                Value::Matrix(out)
             }
-        }
+        };
+        Ok((value, ev.annotations.take()))
     }
 
     /// Evaluates `query` at every step from start to end inclusive
@@ -206,6 +220,21 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, EvalError> {
+        Ok(self
+            .range_query_annotated(q, query, start_ms, end_ms, step_ms)
+            .await?
+            .0)
+    }
+
+    /// [`Self::range_query`], with the warnings and infos it reports.
+    pub async fn range_query_annotated(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<(Value, Annotations), EvalError> {
         if step_ms <= 0 {
             return Err(EvalError::Parse(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -240,7 +269,8 @@ impl Engine {
         let lookback = self.opts.lookback_delta_ms;
         let loaded =
             selectors::load(q, &expr, start_ms, end_ms, lookback, self.opts.max_samples).await?;
-        let ev = Evaluator::new(&loaded, start_ms, end_ms, step_ms, lookback);
+        let ev = Evaluator::new(&loaded, start_ms, end_ms, step_ms, lookback)
+            .with_annotations(annotations::Collector::new(query, &expr));
         let mut series: HashMap<Labels, (Vec<Sample>, Vec<HPoint>)> = HashMap::new();
         let mut points = 0usize;
         let mut ts = start_ms;
@@ -285,7 +315,7 @@ impl Engine {
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(Value::Matrix(out))
+        Ok((Value::Matrix(out), ev.annotations.take()))
     }
 }
 
@@ -339,6 +369,9 @@ pub fn selector_matchers(query: &str) -> Result<Vec<Vec<Matcher>>, EvalError> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(&parse(query, syntax::QueryContext::default())?.expr, &mut out)?;
+    walk(
+        &parse(query, syntax::QueryContext::default())?.expr,
+        &mut out,
+    )?;
     Ok(out)
 }

@@ -145,6 +145,7 @@ fn eval_kind(
         return over_selector(ev, ms, name, kind, &params, ts, keep_name);
     }
     let w = window(ev, matrix_arg, ts)?;
+    super::annotations::range_input(ev, name, matrix_arg, &w.series);
     let mut out = Vec::with_capacity(w.series.len());
     for s in &w.series {
         // Smoothing ignores histogram samples entirely.
@@ -220,6 +221,7 @@ fn over_selector(
             let to = s.hists.partition_point(|x| x.t <= end);
             s.hists.get(from..to).unwrap_or_default()
         };
+        super::annotations::range_series(ev, name, ms, &s.labels, false, samples, hists);
         if !hists.is_empty() && name != "double_exponential_smoothing" {
             let rs = RangeSeries {
                 labels: s.labels.clone(),

@@ -6,9 +6,11 @@
 //! * [`parser`]: the script language and the expanding value notation.
 //! * [`compare`]: result comparison (tolerance, ordering, timestamps).
 //! * [`runner`]: execution, tiering and the storage adapter.
+//! * [`annotations`]: `expect warn/info/no_warn/no_info` and their check.
 //!
 //! The `promqltest` binary drives it over a folder.
 
+pub mod annotations;
 pub mod compare;
 pub mod histogram_literal;
 mod nhcb;

@@ -111,8 +111,8 @@ pub struct Eval {
     pub kind: EvalKind,
     pub fail: Option<FailMatch>,
     pub ordered: bool,
-    /// `expect warn/info/no_warn/no_info` lines and `eval_warn`/`eval_info`:
-    /// the engine does not report annotations, so they are not checked.
+    /// `expect warn/info/no_warn/no_info` lines and `eval_warn`/`eval_info`,
+    /// as written (checked by [`super::annotations`]).
     pub annotations: Vec<String>,
     /// `expect string "..."`.
     pub expect_string: Option<String>,

@@ -14,7 +14,8 @@
 //!   (skipped for `expect fail`, `expect string`, `expect range vector`,
 //!   ordered results and queries using `start()`, `end()`, `range()`, `step()`).
 //! * Annotations (`expect warn/info/no_warn/no_info`, `eval_warn`, `eval_info`)
-//!   are not checked: the engine does not report annotations.
+//!   are checked on the eval's own query as Prometheus' runner checks them
+//!   (see [`super::annotations`]); not on the range-mode re-check.
 //! * An `expect fail` eval passes only on a real evaluation error: `Unsupported`,
 //!   storage errors, panics and timeouts never count as the expected failure.
 
@@ -27,13 +28,14 @@ use regex::Regex;
 use storage::sidecar::{HistogramSeries, Sidecar};
 use storage::{Labels, METRIC_NAME, Sample, Series, Storage, TenantId};
 
+use super::annotations::Expectations;
 use super::compare::{
     assert_sorted, compare_matrix, compare_scalar, compare_vector, describe, describe_expected,
 };
 use super::parser::{
     Cmd, Eval, EvalKind, Expected, FailMatch, InvalidKind, Load, Point, parse_script,
 };
-use crate::promql::{Engine, EvalError, Queryable, Value, VectorSample};
+use crate::promql::{Annotations, Engine, EvalError, Queryable, Value, VectorSample};
 use crate::queryable::{MemQueryable, TenantQueryable};
 
 /// Files of experimental features (tier 3).
@@ -200,13 +202,21 @@ async fn run_query(
     expr: &str,
     range: Option<(i64, i64, i64)>,
     time_ms: i64,
-) -> Result<Value, QueryFailure> {
+) -> Result<(Value, Annotations), QueryFailure> {
     let engine = engine.clone();
     let expr = expr.to_string();
     let task = tokio::spawn(async move {
         match range {
-            Some((s, e, st)) => engine.range_query(q.as_ref(), &expr, s, e, st).await,
-            None => engine.instant_query(q.as_ref(), &expr, time_ms).await,
+            Some((s, e, st)) => {
+                engine
+                    .range_query_annotated(q.as_ref(), &expr, s, e, st)
+                    .await
+            }
+            None => {
+                engine
+                    .instant_query_annotated(q.as_ref(), &expr, time_ms)
+                    .await
+            }
         }
     });
     match tokio::time::timeout(QUERY_TIMEOUT, task).await {
@@ -239,6 +249,9 @@ pub struct EvalOutcome {
     pub expected: String,
     /// Annotation expectations that were not checked.
     pub unchecked: Vec<String>,
+    /// How many annotation expectations were checked (they held if the eval
+    /// passed).
+    pub annotations_checked: usize,
 }
 
 /// The result of one file.
@@ -335,6 +348,8 @@ pub struct RunOptions {
     pub data_path: DataPath,
     /// Also check instant evals in range mode (as Prometheus does).
     pub range_mode_check: bool,
+    /// Check `expect warn/info/no_warn/no_info` (as Prometheus does).
+    pub check_annotations: bool,
 }
 
 impl Default for RunOptions {
@@ -342,6 +357,7 @@ impl Default for RunOptions {
         Self {
             data_path: DataPath::Storage,
             range_mode_check: true,
+            check_annotations: true,
         }
     }
 }
@@ -410,6 +426,7 @@ pub async fn run_script(name: &str, text: &str, engine: &Engine, opts: &RunOptio
                             failure: Some(format!("parse error: {msg}")),
                             expected: String::new(),
                             unchecked: Vec::new(),
+                            annotations_checked: 0,
                         });
                     }
                     InvalidKind::Load => {
@@ -558,7 +575,12 @@ async fn run_eval(
         tier_reason,
         failure: None,
         expected: expectation_text(ev),
-        unchecked: ev.annotations.clone(),
+        unchecked: if opts.check_annotations {
+            Vec::new()
+        } else {
+            ev.annotations.clone()
+        },
+        annotations_checked: 0,
     };
     // Data this eval needs that could not be loaded.
     let broken = match &matched {
@@ -570,6 +592,9 @@ async fn run_eval(
         return outcome;
     }
     outcome.failure = check_eval(ev, engine, db, opts).await.err();
+    if opts.check_annotations && ev.fail.is_none() {
+        outcome.annotations_checked = ev.annotations.len();
+    }
     outcome
 }
 
@@ -587,10 +612,10 @@ fn expectation_text(ev: &Eval) -> String {
     describe_expected(&ev.expected)
 }
 
-fn check_fail(ev: &Eval, res: Result<Value, QueryFailure>) -> Result<(), String> {
+fn check_fail(ev: &Eval, res: Result<(Value, Annotations), QueryFailure>) -> Result<(), String> {
     let fm = ev.fail.as_ref().ok_or("internal: not a failing eval")?;
     match res {
-        Ok(v) => Err(format!("expected an error but got {}", describe(&v))),
+        Ok((v, _)) => Err(format!("expected an error but got {}", describe(&v))),
         Err(QueryFailure::Broken(e)) => Err(format!("expected an evaluation error, got: {e}")),
         Err(QueryFailure::Eval(e)) => {
             let msg = e.to_string();
@@ -610,6 +635,12 @@ fn check_fail(ev: &Eval, res: Result<Value, QueryFailure>) -> Result<(), String>
 
 async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> Result<(), String> {
     let q = db.queryable();
+    let expectations = if opts.check_annotations {
+        Expectations::parse(&ev.annotations)?
+    } else {
+        Expectations::default()
+    };
+    let check_annotations = |a: &Annotations| expectations.check(a);
     match ev.kind {
         EvalKind::Range {
             start_ms,
@@ -627,7 +658,7 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
             if ev.fail.is_some() {
                 return check_fail(ev, res);
             }
-            let v = res.map_err(|e| format!("error: {e}"))?;
+            let (v, annotations) = res.map_err(|e| format!("error: {e}"))?;
             match v {
                 Value::Matrix(m) => {
                     if ev.ordered {
@@ -635,7 +666,8 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
                             "expected ordered result, but a range query returns a matrix".into(),
                         );
                     }
-                    compare_matrix(&ev.expected, &m, start_ms, end_ms, step_ms)
+                    compare_matrix(&ev.expected, &m, start_ms, end_ms, step_ms)?;
+                    check_annotations(&annotations)
                 }
                 other => Err(format!(
                     "a range query must return a matrix, got {}",
@@ -649,7 +681,7 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
             if ev.fail.is_some() {
                 return check_fail(ev, res);
             }
-            let v = res.map_err(|e| format!("error: {e}"))?;
+            let (v, annotations) = res.map_err(|e| format!("error: {e}"))?;
             let is_scalar = matches!(v, Value::Scalar { .. });
             match &v {
                 Value::String { s, .. } => {
@@ -680,6 +712,7 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
                     }
                 },
             }
+            check_annotations(&annotations)?;
             if !opts.range_mode_check
                 || ev.expect_string.is_some()
                 || ev.range_vector.is_some()
@@ -696,7 +729,8 @@ async fn check_eval(ev: &Eval, engine: &Engine, db: &Db, opts: &RunOptions) -> R
                 t,
             )
             .await
-            .map_err(|e| format!("error in range mode: {e}"))?;
+            .map_err(|e| format!("error in range mode: {e}"))?
+            .0;
             if ev.ordered {
                 return Ok(());
             }
@@ -797,6 +831,7 @@ mod tests {
         let opts = RunOptions {
             data_path: DataPath::Memory,
             range_mode_check: true,
+            check_annotations: true,
         };
         let r = run_script("operators.test", script, &Engine::default(), &opts).await;
         assert_eq!(r.evals.len(), 3, "{r:?}");
