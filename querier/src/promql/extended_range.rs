@@ -1,5 +1,5 @@
 //! The `anchored` and `smoothed` selector modifiers (Prometheus 3's extended
-//! range selectors), over float samples.
+//! range selectors).
 //!
 //! * `anchored` (range selectors in `rate`, `increase`, `delta`, `changes`,
 //!   `resets`): the window `(start, end]` also takes the anchor, the last
@@ -13,9 +13,11 @@
 //!   sample inside the window when there is no neighbour; the result is the
 //!   difference of those two values, resets in between corrected.
 //!
-//! Both need at least one sample inside the window. Over native histogram
-//! samples `anchored` is evaluated (the same rules, histogram arithmetic);
-//! `smoothed` is not yet (an error says so).
+//! `anchored` needs at least one sample inside the window. Native histogram
+//! samples follow the same rules with histogram arithmetic (a counter reset
+//! detected as `rate` detects it). A window or lookback that mixes floats
+//! and histograms, or exponential and custom buckets, gives nothing;
+//! Prometheus also warns then, which Strata does not yet.
 
 use std::sync::Arc;
 
@@ -30,16 +32,6 @@ use super::range_functions::transitions;
 use super::selectors::{SelSeries, duration_ms};
 use super::syntax::SelectorMod;
 use super::value::{Elem, HPoint, RangeSeries, Val};
-
-fn unsupported_histograms(m: SelectorMod) -> EvalError {
-    EvalError::Unsupported(format!(
-        "the {} modifier on native histogram samples",
-        match m {
-            SelectorMod::Anchored => "anchored",
-            SelectorMod::Smoothed => "smoothed",
-        }
-    ))
-}
 
 /// Samples of `s` in `(from, to]`, stale markers left out.
 fn between(s: &SelSeries, from: i64, to: i64) -> impl Iterator<Item = &Sample> {
@@ -90,12 +82,17 @@ pub(crate) fn eval(
             start.saturating_sub(lookback),
             end.saturating_add(lookback),
         ) {
-            if m == SelectorMod::Smoothed {
-                return Err(unsupported_histograms(m));
-            }
-            if let Some(e) = anchored_histograms(s, name, &inside, start, end, lookback) {
-                out.push(e);
-            }
+            let e = match m {
+                SelectorMod::Smoothed if inside.is_empty() => {
+                    smoothed_histograms(s, name, start, end, lookback)
+                }
+                // Floats and histograms mixed in a smoothed window: nothing.
+                SelectorMod::Smoothed => None,
+                SelectorMod::Anchored => {
+                    anchored_histograms(s, name, &inside, start, end, lookback)
+                }
+            };
+            out.extend(e);
             continue;
         }
         let before = between(s, start.saturating_sub(lookback), start).last();
@@ -259,6 +256,91 @@ fn anchored_histograms(
     }
 }
 
+/// The histograms of `s` in `(from, to]`.
+fn hists_in(s: &SelSeries, from: i64, to: i64) -> &[HPoint] {
+    let a = s.hists.partition_point(|x| x.t <= from);
+    let b = s.hists.partition_point(|x| x.t <= to);
+    s.hists.get(a..b).unwrap_or_default()
+}
+
+/// The histogram at `t` between `a` and `b` (`a.t <= t <= b.t`), and whether
+/// the line crossed a counter reset (then it runs from zero to `b`).
+/// `None` when the two cannot be combined (exponential and custom buckets).
+fn interpolate_h(a: &HPoint, b: &HPoint, t: i64, counter: bool) -> Option<(FloatHistogram, bool)> {
+    if b.t <= a.t {
+        return Some((b.h.as_ref().clone(), false));
+    }
+    if a.h.uses_custom_buckets() != b.h.uses_custom_buckets() {
+        return None;
+    }
+    let f = (t - a.t) as f64 / (b.t - a.t) as f64;
+    if counter && b.h.detect_reset(&a.h) {
+        let mut h = b.h.as_ref().clone().scale(f);
+        h.hint = ResetHint::Reset;
+        return Some((h, true));
+    }
+    let mut h = a.h.add(&b.h.sub(&a.h).ok()?.scale(f)).ok()?;
+    h.hint = ResetHint::NotReset;
+    Some((h, false))
+}
+
+/// `rate`, `increase`, `delta` over a smoothed window of histogram samples
+/// (see [`smoothed`]). A left edge interpolated across a reset already
+/// starts from zero, so the step from it to the first sample is no reset;
+/// with no sample inside the window there is nothing to correct.
+fn smoothed_histograms(
+    s: &SelSeries,
+    name: &str,
+    start: i64,
+    end: i64,
+    lookback: i64,
+) -> Option<Elem> {
+    let counter = name != "delta";
+    let inside = hists_in(s, start, end);
+    let before = hists_in(s, start.saturating_sub(lookback), start).last();
+    let after = hists_in(s, end, end.saturating_add(lookback)).first();
+    let left_next = inside.first().or(after);
+    let right_prev = inside.last().or(before);
+    let (left, left_reset) = match (before, left_next) {
+        (Some(b), Some(n)) => interpolate_h(b, n, start, counter)?,
+        (None, _) => (inside.first()?.h.as_ref().clone(), false),
+        (Some(_), None) => return None,
+    };
+    let right = match (right_prev, after) {
+        (Some(p), Some(a)) => interpolate_h(p, a, end, counter)?.0,
+        (_, None) => inside.last()?.h.as_ref().clone(),
+        (None, Some(_)) => return None,
+    };
+    let mut h = right.sub(&left).ok()?;
+    if counter && !inside.is_empty() {
+        let mut pts: Vec<&FloatHistogram> = Vec::with_capacity(inside.len() + 2);
+        pts.push(&left);
+        pts.extend(inside.iter().map(|p| p.h.as_ref()));
+        pts.push(&right);
+        for (i, w) in pts.windows(2).enumerate() {
+            if i == 0 && left_reset {
+                continue;
+            }
+            if let [a, b] = w
+                && b.detect_reset(a)
+            {
+                h = h.add(a).ok()?;
+            }
+        }
+    }
+    h.hint = ResetHint::Gauge;
+    let mut h = h.compact();
+    if name == "rate" {
+        h = h.divide((end - start) as f64 / 1000.0);
+    }
+    Some(Elem {
+        labels: s.labels.clone(),
+        v: 0.0,
+        h: Some(Arc::new(h)),
+        drop_name: true,
+    })
+}
+
 /// A smoothed vector selector at `ts`: each series' value interpolated
 /// between its last sample at or before the reference time and the next one.
 pub(crate) fn smoothed_vector(
@@ -271,7 +353,33 @@ pub(crate) fn smoothed_vector(
     let mut out = Vec::new();
     for s in ev.loaded.series(vs)? {
         if has_histograms_in(s, t.saturating_sub(lookback), t.saturating_add(lookback)) {
-            return Err(unsupported_histograms(SelectorMod::Smoothed));
+            // Floats next to the histograms: nothing to interpolate.
+            if between(s, t.saturating_sub(lookback), t.saturating_add(lookback))
+                .next()
+                .is_some()
+            {
+                continue;
+            }
+            let Some(prev) = hists_in(s, t.saturating_sub(lookback), t).last() else {
+                continue;
+            };
+            let h = match hists_in(s, t, t.saturating_add(lookback)).first() {
+                Some(next) => {
+                    let counter = prev.h.hint != ResetHint::Gauge;
+                    match interpolate_h(prev, next, t, counter) {
+                        Some((h, _)) => Arc::new(h),
+                        None => continue,
+                    }
+                }
+                None => Arc::clone(&prev.h),
+            };
+            out.push(Elem {
+                labels: s.labels.clone(),
+                v: 0.0,
+                h: Some(h),
+                drop_name: false,
+            });
+            continue;
         }
         // A stale marker as the latest sample ends the series.
         let a = s
