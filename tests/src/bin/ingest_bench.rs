@@ -68,6 +68,10 @@ struct Args {
     /// InfluxDB line protocol or OTLP metrics (Strata only).
     #[arg(long, value_enum, default_value_t = Protocol::RemoteWrite)]
     protocol: Protocol,
+    /// A TOML configuration file for `strata serve` (its `--config`), e.g.
+    /// to try other `[ingest.group_commit]` settings.
+    #[arg(long)]
+    strata_config: Option<PathBuf>,
     /// Skip the count check after sending.
     #[arg(long)]
     no_verify: bool,
@@ -538,6 +542,32 @@ async fn verify(name: &str, url: &str, w: &Workload, args: &Args) {
     }
 }
 
+/// Segments the run wrote and how many requests each held, from Strata's
+/// `/metrics`: what group commit made of the load (per-segment costs are
+/// paid once per segment, so fewer, larger segments are cheaper).
+async fn print_segments(url: &str) {
+    let Ok(resp) = reqwest::get(format!("{url}/metrics")).await else {
+        return;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    if let (Some(segments), Some(bytes), Some(requests)) = (
+        value("strata_ingest_segments_written_total"),
+        value("strata_ingest_segment_written_bytes_total"),
+        value("strata_ingest_batch_requests_sum"),
+    ) && segments > 0.0
+    {
+        println!(
+            "  strata segments: {segments:.0} ({:.1} requests, {:.0} KiB each)",
+            requests / segments,
+            bytes / segments / 1024.0
+        );
+    }
+}
+
 fn dir_size(path: &std::path::Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(path) {
@@ -732,12 +762,15 @@ async fn bench_strata(
     verify_now: bool,
 ) -> Measured {
     std::fs::create_dir_all(data).expect("create strata data dir");
-    let strata_args = vec![
+    let mut strata_args = vec![
         "--storage".into(),
         "local".into(),
         "--data-dir".into(),
         data.display().to_string(),
     ];
+    if let Some(config) = &args.strata_config {
+        strata_args.extend(["--config".into(), config.display().to_string()]);
+    }
     let mut strata = Strata::start(bin, strata_args, Vec::new(), logs).await;
     let (url, name) = match args.protocol {
         Protocol::RemoteWrite => (strata.write_url(), "strata"),
@@ -762,6 +795,7 @@ async fn bench_strata(
         "  strata data dir: {:.1} MiB",
         dir_size(data) as f64 / (1024.0 * 1024.0)
     );
+    print_segments(&strata.url).await;
     if verify_now {
         verify("strata", &strata.url, w, args).await;
     }
