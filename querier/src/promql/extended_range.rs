@@ -406,3 +406,52 @@ pub(crate) fn smoothed_vector(
     }
     Ok(Val::Vector(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: i64, v: f64) -> Sample {
+        Sample::new(t, v)
+    }
+
+    #[test]
+    fn anchored_is_the_plain_difference_with_resets_corrected() {
+        // Anchor 3 at t=0, then 2 (a reset) at 60s, window (30s, 90s].
+        let pts = [s(0, 3.0), s(60_000, 2.0)];
+        assert_eq!(anchored("increase", &pts, 60_000), Some(2.0));
+        assert_eq!(anchored("delta", &pts, 60_000), Some(-1.0));
+        assert_eq!(anchored("rate", &pts, 60_000), Some(2.0 / 60.0));
+        assert_eq!(anchored("resets", &pts, 60_000), Some(1.0));
+        assert_eq!(anchored("changes", &pts, 60_000), Some(1.0));
+        // One sample: no change.
+        assert_eq!(anchored("increase", &pts[..1], 60_000), Some(0.0));
+    }
+
+    #[test]
+    fn smoothed_interpolates_the_edges() {
+        // 15s samples 1, 2, 3, ...; window (-55s, 5s]: left is the first
+        // sample (nothing before), right is a third of the way to 2.
+        let inside = [s(0, 1.0)];
+        let after = s(15_000, 2.0);
+        let v = smoothed("increase", None, &inside, Some(&after), -55_000, 5_000);
+        assert!((v.unwrap_or(f64::NAN) - 1.0 / 3.0).abs() < 1e-12);
+        // No sample inside, data on both sides across a counter reset:
+        // the counter restarts from zero at the earlier sample.
+        let (b, a) = (s(0, 100.0), s(15_000, 10.0));
+        let v = smoothed("rate", Some(&b), &[], Some(&a), 2_000, 12_000);
+        assert!((v.unwrap_or(f64::NAN) - (8.0 - 10.0 * 2.0 / 15.0) / 10.0).abs() < 1e-12);
+        // Data only before (or only after) the window: nothing.
+        assert_eq!(smoothed("rate", Some(&b), &[], None, 2_000, 12_000), None);
+        assert_eq!(smoothed("rate", None, &[], Some(&a), 2_000, 12_000), None);
+        // delta interpolates straight through a drop.
+        let v = smoothed("delta", Some(&b), &[], Some(&a), 0, 7_500);
+        assert!((v.unwrap_or(f64::NAN) - (55.0 - 100.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn interpolation_across_a_reset_starts_from_zero() {
+        assert_eq!(interpolate(&s(0, 10.0), &s(10, 4.0), 5, true), 2.0);
+        assert_eq!(interpolate(&s(0, 10.0), &s(10, 4.0), 5, false), 7.0);
+    }
+}
