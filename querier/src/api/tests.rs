@@ -346,3 +346,49 @@ async fn storage_and_engine_warnings_are_merged() {
         "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"
     );
 }
+
+/// The syntax front end serves the HTTP API: extended syntax is evaluated,
+/// malformed extended syntax and the reserved marker label are `bad_data`.
+#[tokio::test]
+async fn extended_promql_syntax_through_the_api() {
+    let app = app().await;
+    // requests_total is 30 per 15s sample; the anchor at 240s is 480.
+    let (s, body) = get(
+        &app,
+        "/api/v1/query?query=increase(requests_total%5B1m%5D%20anchored)&time=300",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {"job": "api"}, "value": [300, "120"]}])
+    );
+    // step() is the range query's step: a 4 x 15s = 1m window holds four
+    // samples, three changes.
+    let (s, body) = get(
+        &app,
+        "/api/v1/query_range?query=changes(requests_total%5Bstep()*4%5D)&start=120&end=150&step=15",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {"job": "api"}, "values": [[120, "3"], [135, "3"], [150, "3"]]}])
+    );
+    for (q, want) in [
+        ("up%5B5m-10m%5D", "must be positive"),
+        ("up%7B__strata_syntax__%3D%22anchored%22%7D", "is reserved"),
+        (
+            "deriv(up%5B1m%5D%20smoothed)",
+            "smoothed modifier can only be used with",
+        ),
+    ] {
+        let (s, body) = get(&app, &format!("/api/v1/query?query={q}&time=300")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert_eq!(body["errorType"], "bad_data", "{q}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains(want),
+            "{q}: {body}"
+        );
+    }
+}
