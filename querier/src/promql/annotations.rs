@@ -18,7 +18,9 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorSelector};
+use promql_parser::parser::{
+    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, VectorSelector,
+};
 use storage::{Labels, METRIC_NAME, Sample};
 
 use super::eval::Evaluator;
@@ -66,6 +68,9 @@ pub(crate) enum Kind {
 #[derive(Debug, Default)]
 pub(crate) struct Collector {
     positions: Positions,
+    /// Vector selectors Prometheus reads with its stats-only decoding (see
+    /// [`stats_selectors`]).
+    stats: HashSet<usize>,
     seen: RefCell<HashSet<String>>,
     /// (node, check) pairs already reported for a metric name: hot paths
     /// (a range function over every series at every step) skip building
@@ -76,8 +81,11 @@ pub(crate) struct Collector {
 
 impl Collector {
     pub fn new(query: &str, expr: &Expr) -> Self {
+        let mut stats = HashSet::new();
+        stats_selectors(expr, None, &mut stats);
         Self {
             positions: Positions::new(query, expr),
+            stats,
             ..Self::default()
         }
     }
@@ -137,6 +145,10 @@ impl Collector {
         self.add(kind, node, msg());
     }
 
+    fn is_stats(&self, vs: &VectorSelector) -> bool {
+        self.stats.contains(&addr(vs))
+    }
+
     pub fn take(&self) -> Annotations {
         std::mem::take(&mut *self.out.borrow_mut())
     }
@@ -173,6 +185,66 @@ impl Positions {
     pub fn of<T>(&self, node: &T) -> Option<(usize, usize)> {
         self.by_node.get(&addr(node)).copied()
     }
+}
+
+/// The vector selectors whose nearest enclosing histogram function is
+/// `histogram_count`/`histogram_sum`/`histogram_avg` (not
+/// `histogram_quantile(s)`/`histogram_fraction`). Prometheus decodes their
+/// histograms without buckets and derives each sample's unknown counter
+/// reset hint from the sample before it; the conflicting-reset warning of
+/// an aggregation depends on those hints. A binary operator starts the
+/// search afresh on each side, as in Prometheus.
+fn stats_selectors(e: &Expr, mode: Option<bool>, out: &mut HashSet<usize>) {
+    let mut sel = |vs: &VectorSelector| {
+        if mode == Some(true) {
+            out.insert(addr(vs));
+        }
+    };
+    match e {
+        Expr::VectorSelector(vs) => sel(vs),
+        Expr::MatrixSelector(ms) => sel(&ms.vs),
+        Expr::Paren(p) => stats_selectors(&p.expr, mode, out),
+        Expr::Unary(u) => stats_selectors(&u.expr, mode, out),
+        Expr::Subquery(sq) => stats_selectors(&sq.expr, mode, out),
+        Expr::Aggregate(a) => {
+            stats_selectors(&a.expr, mode, out);
+            if let Some(p) = &a.param {
+                stats_selectors(p, mode, out);
+            }
+        }
+        Expr::Binary(b) => {
+            stats_selectors(&b.lhs, None, out);
+            stats_selectors(&b.rhs, None, out);
+        }
+        Expr::Call(c) => {
+            let mode = match c.func.name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => Some(true),
+                "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => Some(false),
+                _ => mode,
+            };
+            for a in &c.args.args {
+                stats_selectors(a, mode, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The counter reset hint stats-only decoding gives `h`, read after `prev`
+/// (none: the first sample the read sees).
+fn stats_hint(prev: Option<&FloatHistogram>, h: &FloatHistogram) -> ResetHint {
+    match (h.hint, prev) {
+        (ResetHint::Unknown, None) => ResetHint::Unknown,
+        (ResetHint::Unknown, Some(p)) if h.count < p.count => ResetHint::Reset,
+        (ResetHint::Unknown, Some(_)) => ResetHint::NotReset,
+        (hint, _) => hint,
+    }
+}
+
+/// Whether hints include both a counter reset and its absence.
+fn conflicting(hints: impl Iterator<Item = ResetHint> + Clone) -> bool {
+    hints.clone().any(|h| h == ResetHint::Reset)
+        && hints.into_iter().any(|h| h == ResetHint::NotReset)
 }
 
 fn line_col(query: &str, off: usize) -> (usize, usize) {
@@ -571,7 +643,7 @@ pub(crate) fn range_input(ev: &Evaluator<'_>, func: &str, arg: &Expr, series: &[
 /// One series' window of a range function `func` over `arg` (an `Expr` or
 /// the `MatrixSelector` in one).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn range_series<T>(
+pub(crate) fn range_series<T: 'static>(
     ev: &Evaluator<'_>,
     func: &str,
     arg: &T,
@@ -583,6 +655,15 @@ pub(crate) fn range_series<T>(
     let ann = &ev.annotations;
     let name = metric_name(labels, dropped);
     let (floats, nh) = (samples.len(), hists.len());
+    // Over a range selector read with stats-only decoding.
+    let stats_sel = match (arg as &dyn std::any::Any).downcast_ref::<MatrixSelector>() {
+        Some(ms) => Some(&ms.vs),
+        None => match (arg as &dyn std::any::Any).downcast_ref::<Expr>() {
+            Some(Expr::MatrixSelector(ms)) => Some(&ms.vs),
+            _ => None,
+        },
+    }
+    .filter(|vs| ann.is_stats(vs));
     let mixed = |check: &'static str| {
         ann.once(Kind::Warning, arg, check, name, || {
             format!("encountered a mix of histograms and floats for metric name {name:?}")
@@ -643,6 +724,33 @@ pub(crate) fn range_series<T>(
         "sum_over_time" | "avg_over_time" if floats > 0 && nh > 0 => mixed("mixed"),
         "sum_over_time" | "avg_over_time" if nh > 1 => {
             histogram_sum(ev, arg, hists.iter().map(|p| &*p.h));
+            if let Some(vs) = stats_sel {
+                // The sample before the window, which Prometheus' read
+                // passes over on its way there.
+                let before = hists.first().and_then(|first| {
+                    let s = ev
+                        .loaded
+                        .series(vs)
+                        .ok()?
+                        .iter()
+                        .find(|s| &s.labels == labels)?;
+                    let i = s.hists.partition_point(|p| p.t < first.t);
+                    s.hists.get(i.checked_sub(1)?).map(|p| &*p.h)
+                });
+                let hints = hists.iter().enumerate().map(|(i, p)| {
+                    let prev = match i.checked_sub(1) {
+                        Some(j) => hists.get(j).map(|q| &*q.h),
+                        None => before,
+                    };
+                    stats_hint(prev, &p.h)
+                });
+                if conflicting(hints) {
+                    ev.annotations.warn(
+                        arg,
+                        "conflicting counter resets during histogram aggregation",
+                    );
+                }
+            }
         }
         f if FLOAT_ONLY_OVER_TIME.contains(&f) && floats > 0 && nh > 0 => {
             ann.once(Kind::Info, arg, "ignored", name, || {
@@ -785,6 +893,11 @@ pub(crate) fn aggregation_input(
             }
             histogram_sum(ev, a.expr.as_ref(), hs());
         }
+        if let Expr::VectorSelector(vs) = a.expr.as_ref()
+            && ev.annotations.is_stats(vs)
+        {
+            stats_aggregation(ev, a, vs, input, ts);
+        }
     }
     if matches!(
         op,
@@ -795,6 +908,49 @@ pub(crate) fn aggregation_input(
             a.expr.as_ref(),
             format!("ignored histogram in {op} aggregation"),
         );
+    }
+}
+
+/// `sum`/`avg` straight over a selector read with stats-only decoding: the
+/// hint of each selected histogram is derived from the sample before it in
+/// the lookback window.
+fn stats_aggregation(
+    ev: &Evaluator<'_>,
+    a: &AggregateExpr,
+    vs: &VectorSelector,
+    input: &[Elem],
+    ts: i64,
+) {
+    let Ok(series) = ev.loaded.series(vs) else {
+        return;
+    };
+    let t = ev.ref_time(&vs.at, &vs.offset, ts);
+    let from = t.saturating_sub(ev.lookback);
+    let mut hints: HashMap<&Labels, ResetHint> = HashMap::new();
+    for s in series {
+        let lo = s.hists.partition_point(|p| p.t <= from);
+        let hi = s.hists.partition_point(|p| p.t <= t);
+        let Some(window) = s.hists.get(lo..hi) else {
+            continue;
+        };
+        if let Some(last) = window.last() {
+            // The sample before it, in the window or not: Prometheus' read
+            // passes over it on its way to the window.
+            let prev = hi.checked_sub(2).and_then(|i| s.hists.get(i));
+            hints.insert(&s.labels, stats_hint(prev.map(|p| &*p.h), &last.h));
+        }
+    }
+    for members in groups(a, input) {
+        let hs = members
+            .iter()
+            .filter(|e| e.h.is_some())
+            .filter_map(|e| hints.get(&e.labels).copied());
+        if conflicting(hs) {
+            ev.annotations.warn(
+                a.expr.as_ref(),
+                "conflicting counter resets during histogram aggregation",
+            );
+        }
     }
 }
 
@@ -998,6 +1154,26 @@ mod tests {
         let q = "sum(\n  label_replace(\n   x  # comment (\n , \"a\", \"b\", \"c\", \"d\"))";
         assert_eq!(pos_of_call_arg(q, 1), Some((4, 4)));
         assert_eq!(pos_of_call_arg(q, 0), Some((3, 4)));
+    }
+
+    #[test]
+    fn stats_decoding_is_decided_by_the_nearest_histogram_function() {
+        let count = |q: &str| {
+            let e = parse(q).expect("parse");
+            let mut out = HashSet::new();
+            stats_selectors(&e, None, &mut out);
+            out.len()
+        };
+        assert_eq!(count("histogram_count(sum(a))"), 1);
+        assert_eq!(
+            count("histogram_sum(sum_over_time(a[5m])) + histogram_avg(b)"),
+            2
+        );
+        // A binary operator starts afresh on each side.
+        assert_eq!(count("histogram_sum(a + b)"), 0);
+        assert_eq!(count("histogram_count(histogram_quantile(0.5, a))"), 0);
+        assert_eq!(count("histogram_quantile(0.5, histogram_count(a))"), 1);
+        assert_eq!(count("sum(a)"), 0);
     }
 
     #[test]
