@@ -233,3 +233,39 @@ fn the_reserved_marker_cannot_be_injected() {
         assert!(err(q).contains("is reserved"), "{q}: {}", err(q));
     }
 }
+
+#[test]
+fn broken_input_is_an_error_never_a_panic() {
+    for q in [
+        "",
+        "[",
+        "x[",
+        "x[1m",
+        "x offset",
+        "x offset (",
+        "x offset -",
+        "x offset min_of(",
+        "info(",
+        "info(x, {",
+        "</",
+        "x </",
+        "x smoothed smoothed",
+        "x[1m:step(]",
+        "x[1m:]]",
+        "\"unterminated",
+        "x{a=\"\\",
+        "x[9999999999999999999999y]",
+        "x offset 1e300",
+        "x[0x7fffffffffffffff]",
+        "métrique[1m+1m]",
+        "x{a=\"é\"}[1m+1m] smoothed",
+        "x @",
+        "x @ start(",
+        "{} anchored",
+    ] {
+        let _ = parse(q, CTX);
+    }
+    // Non-ASCII inside strings is fine next to extended syntax.
+    let p = parse("rate(x{a=\"é[1m+1m]\"}[1m+1m] anchored)", CTX).expect("parse");
+    assert!(format!("{:?}", p.expr).contains("é[1m+1m]"));
+}
