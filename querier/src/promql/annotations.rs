@@ -763,6 +763,28 @@ pub(crate) fn range_series<T: 'static>(
     }
 }
 
+/// A smoothed vector selector's point between `prev` and `next`, or next
+/// to float samples (`floats`), which it cannot interpolate.
+pub(crate) fn smoothed_point(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+    labels: &Labels,
+    floats: bool,
+    prev: Option<&FloatHistogram>,
+    next: Option<&FloatHistogram>,
+) {
+    let name = metric_name(labels, false);
+    if floats {
+        ev.annotations.warn(
+            vs,
+            format!("encountered a mix of histograms and floats for metric name {name:?}"),
+        );
+    }
+    if let (Some(a), Some(b)) = (prev, next) {
+        schema_mix(ev, vs, name, [a, b].into_iter());
+    }
+}
+
 /// Counter functions over gauge histograms and gauge functions over
 /// counter histograms.
 fn hint_kind<'h, T>(

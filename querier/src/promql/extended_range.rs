@@ -82,6 +82,22 @@ pub(crate) fn eval(
             start.saturating_sub(lookback),
             end.saturating_add(lookback),
         ) {
+            // Annotations see the window with the sample before it, as the
+            // function does.
+            let mut window: Vec<HPoint> = hists_in(s, start.saturating_sub(lookback), start)
+                .last()
+                .cloned()
+                .into_iter()
+                .collect();
+            window.extend_from_slice(hists_in(s, start, end));
+            if m == SelectorMod::Smoothed {
+                window.extend(
+                    hists_in(s, end, end.saturating_add(lookback))
+                        .first()
+                        .cloned(),
+                );
+            }
+            super::annotations::range_series(ev, name, ms, &s.labels, false, &inside, &window);
             let e = match m {
                 SelectorMod::Smoothed if inside.is_empty() => {
                     smoothed_histograms(s, name, start, end, lookback)
@@ -358,6 +374,7 @@ pub(crate) fn smoothed_vector(
                 .next()
                 .is_some()
             {
+                super::annotations::smoothed_point(ev, vs, &s.labels, true, None, None);
                 continue;
             }
             let Some(prev) = hists_in(s, t.saturating_sub(lookback), t).last() else {
@@ -365,6 +382,14 @@ pub(crate) fn smoothed_vector(
             };
             let h = match hists_in(s, t, t.saturating_add(lookback)).first() {
                 Some(next) => {
+                    super::annotations::smoothed_point(
+                        ev,
+                        vs,
+                        &s.labels,
+                        false,
+                        Some(&prev.h),
+                        Some(&next.h),
+                    );
                     let counter = prev.h.hint != ResetHint::Gauge;
                     match interpolate_h(prev, next, t, counter) {
                         Some((h, _)) => Arc::new(h),
