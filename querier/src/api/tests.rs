@@ -218,8 +218,9 @@ async fn buildinfo_looks_like_prometheus() {
     assert_eq!(body["data"]["version"], PROMETHEUS_COMPAT_VERSION);
 }
 
-#[tokio::test]
-async fn a_corrupt_object_is_read_around_with_a_warning() {
+/// A tenant with `up` = 1 at 0 and a corrupt segment object; the router
+/// and the corrupt object's path.
+async fn app_with_a_corrupt_segment() -> (Router, object_store::path::Path) {
     use object_store::ObjectStoreExt;
     let storage = Storage::in_memory();
     let tenant = TenantId::new("default").expect("tenant");
@@ -242,7 +243,15 @@ async fn a_corrupt_object_is_read_around_with_a_warning() {
         .put(&bad, object_store::PutPayload::from(&b"garbage"[..]))
         .await
         .expect("put");
-    let app = router(QueryState::new(storage, QueryConfig::default(), tenant));
+    (
+        router(QueryState::new(storage, QueryConfig::default(), tenant)),
+        bad,
+    )
+}
+
+#[tokio::test]
+async fn a_corrupt_object_is_read_around_with_a_warning() {
+    let (app, bad) = app_with_a_corrupt_segment().await;
     let (s, body) = get(&app, "/api/v1/query?query=up&time=10").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["result"][0]["value"], json!([10, "1"]));
@@ -304,29 +313,7 @@ async fn query_answers_carry_warnings_and_infos() {
 /// Storage warnings and engine warnings share the `warnings` array.
 #[tokio::test]
 async fn storage_and_engine_warnings_are_merged() {
-    use object_store::ObjectStoreExt;
-    let storage = Storage::in_memory();
-    let tenant = TenantId::new("default").expect("tenant");
-    storage
-        .write_segment(
-            &tenant,
-            &[Series {
-                labels: labels(&[("__name__", "up")]),
-                samples: vec![Sample::new(0, 1.0)],
-            }],
-        )
-        .await
-        .expect("write");
-    let bad = object_store::path::Path::from(format!(
-        "{}/2016073017/01ARZ3NDEKTSV4RRFFQ69G5FAV.parquet",
-        storage::paths::segments_prefix(&tenant)
-    ));
-    storage
-        .object_store()
-        .put(&bad, object_store::PutPayload::from(&b"garbage"[..]))
-        .await
-        .expect("put");
-    let app = router(QueryState::new(storage, QueryConfig::default(), tenant));
+    let (app, _) = app_with_a_corrupt_segment().await;
     let (s, body) = get(
         &app,
         "/api/v1/query_range?query=sort_desc(up)&start=0&end=60&step=15",

@@ -84,7 +84,8 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// [`finish_vector`](super::value::finish_vector) with memoised labels.
+    /// Applies pending name removal (memoised) and rejects duplicate label
+    /// sets, as Prometheus does once a query (or a step of it) is complete.
     pub fn finish_vector(&self, v: Vec<Elem>) -> Result<Vec<Elem>, EvalError> {
         let out: Vec<Elem> = v
             .into_iter()

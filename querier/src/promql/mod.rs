@@ -43,7 +43,7 @@ use eval::Evaluator;
 pub use native_histogram::FloatHistogram;
 pub use value::HPoint;
 pub use value::format_float;
-use value::{Val, check_unique, final_labels, finish_vector};
+use value::{Val, check_unique, final_labels};
 
 /// Where the engine gets series from. The querier implements it over object
 /// storage for one tenant; tests and the conformance runner may use others.
@@ -184,7 +184,7 @@ impl Engine {
             Val::Scalar(v) => Value::Scalar { t: time_ms, v },
             Val::Str(s) => Value::String { t: time_ms, s },
             Val::Vector(v) => Value::Vector(
-                finish_vector(v)?
+                ev.finish_vector(v)?
                     .into_iter()
                     .map(|e| VectorSample {
                         labels: e.labels,

@@ -121,22 +121,6 @@ pub(crate) fn final_labels(labels: &Labels, drop_name: bool) -> Labels {
     }
 }
 
-/// Applies pending name removal and rejects duplicate label sets, as
-/// Prometheus does once a query (or a step of it) is complete.
-pub(crate) fn finish_vector(v: Vec<Elem>) -> Result<Vec<Elem>, EvalError> {
-    let out: Vec<Elem> = v
-        .into_iter()
-        .map(|e| Elem {
-            labels: final_labels(&e.labels, e.drop_name),
-            v: e.v,
-            h: e.h,
-            drop_name: false,
-        })
-        .collect();
-    check_unique(out.iter().map(|e| &e.labels))?;
-    Ok(out)
-}
-
 pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EvalError> {
     let mut seen = HashSet::new();
     for l in labels {
