@@ -54,11 +54,14 @@ const CHECKSUM_PLACEHOLDER: &[u8; 16] = b"0000000000000000";
 const THRIFT_VALUE_OF_16: [u8; 2] = [0x18, 0x10];
 /// Parquet's trailer: footer length (u32 LE) and the magic.
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
-/// zstd level of the series index: label sets are very repetitive, so level
-/// 1 already shrinks them about as much as 3 did, at about half the CPU
-/// (every segment carries the labels of all its series, which made the
+/// zstd level of a segment's series index: label sets are very repetitive,
+/// so level 1 already shrinks them about as much as 3 did, at about half the
+/// CPU (every segment carries the labels of all its series, which made the
 /// index the largest single cost of writing a segment).
-const INDEX_ZSTD_LEVEL: i32 = 1;
+const SEGMENT_INDEX_ZSTD_LEVEL: i32 = 1;
+/// zstd level of a block's series index: a block is written once by the
+/// compactor and kept for years, so its size counts more than the CPU.
+const BLOCK_INDEX_ZSTD_LEVEL: i32 = 3;
 /// Largest decompressed series index a reader accepts (a corrupt or hostile
 /// footer must not make a reader allocate without bound).
 const MAX_INDEX_BYTES: usize = 1 << 30;
@@ -220,7 +223,10 @@ fn segment_footer(index: &SegmentIndex) -> Result<Vec<KeyValue>> {
     Ok(vec![
         KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
         KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-        KeyValue::new(KEY_INDEX.to_string(), encode_index(index, true)?),
+        KeyValue::new(
+            KEY_INDEX.to_string(),
+            encode_index(index, true, SEGMENT_INDEX_ZSTD_LEVEL)?,
+        ),
         KeyValue::new(
             KEY_CHECKSUM.to_string(),
             String::from_utf8_lossy(CHECKSUM_PLACEHOLDER).into_owned(),
@@ -506,7 +512,10 @@ pub(crate) fn footer_entries(
     Ok(vec![
         KeyValue::new(KEY_FORMAT.to_string(), magic.to_string()),
         KeyValue::new(KEY_VERSION.to_string(), format_version.to_string()),
-        KeyValue::new(KEY_INDEX.to_string(), encode_index(index, false)?),
+        KeyValue::new(
+            KEY_INDEX.to_string(),
+            encode_index(index, false, BLOCK_INDEX_ZSTD_LEVEL)?,
+        ),
     ])
 }
 
@@ -514,8 +523,9 @@ pub(crate) fn footer_entries(
 /// [`segment_index`]). Parquet key-value values are strings, hence base64;
 /// zstd shrinks the label text about tenfold, which matters because every
 /// segment carries one. `checksum`: the zstd frame carries a content
-/// checksum (segments since version 2; blocks do not, yet).
-fn encode_index(index: &SegmentIndex, checksum: bool) -> Result<String> {
+/// checksum (segments since version 2; blocks do not, yet). `level`: the
+/// zstd level (segments and blocks differ; any level decodes).
+fn encode_index(index: &SegmentIndex, checksum: bool, level: i32) -> Result<String> {
     let enc = |e: std::io::Error| StorageError::Encode(e.to_string());
     let raw = segment_index::encode(index);
     let compressed = INDEX_COMPRESSOR.with(|cell| {
@@ -524,8 +534,10 @@ fn encode_index(index: &SegmentIndex, checksum: bool) -> Result<String> {
         let mut slot = cell.borrow_mut();
         let zstd = match &mut *slot {
             Some(z) => z,
-            None => slot.insert(zstd::bulk::Compressor::new(INDEX_ZSTD_LEVEL)?),
+            None => slot.insert(zstd::bulk::Compressor::new(level)?),
         };
+        // Parameters are sticky: both are set for every index.
+        zstd.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))?;
         zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(checksum))?;
         zstd.compress(&raw)
     });
@@ -535,7 +547,7 @@ fn encode_index(index: &SegmentIndex, checksum: bool) -> Result<String> {
 thread_local! {
     /// One zstd context per thread, reused for every index: creating one per
     /// segment (and sizing its tables anew) was a measurable share of ingest
-    /// CPU. Parameters are sticky; the checksum flag is set per call.
+    /// CPU. Parameters are sticky; level and checksum flag are set per call.
     static INDEX_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }

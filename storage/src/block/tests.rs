@@ -140,6 +140,10 @@ fn encoded_bytes_are_frozen() {
             &[(3, 21.3), (15_004, 21.4), (30_003, f64::NAN)],
         ),
     ];
+    // The series-index compressor is reused per thread, at the segment's
+    // level for segments: a segment written first on this thread must not
+    // change the block's bytes.
+    crate::segment::encode(&input).expect("segment");
     let (bytes, _) = encode(&input, &opts(0, 4 * 3_600_000, 2 * 3_600_000)).expect("encode");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/block/snapshot_v1.hex");
