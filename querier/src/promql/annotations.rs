@@ -262,77 +262,31 @@ enum Tok {
     /// Numbers and durations.
     Num,
     Str,
-    Punct(&'static str),
+    /// Brackets, commas, `@`, operators (the trim operators `</` and `>/`
+    /// as one token), by their text.
+    Punct(String),
 }
 
-/// Splits a query into tokens with their byte offsets. Only as fine as the
-/// position walk needs: it never has to reject a query, the parser did that.
+/// The query's tokens (the syntax front end's lexer) with their byte
+/// offsets. A query the lexer cannot read gets no positions.
 fn tokenize(q: &str) -> Vec<(usize, Tok)> {
-    const PUNCT: [&str; 22] = [
-        "==", "!=", "=~", "!~", "<=", ">=", "(", ")", "{", "}", "[", "]", ",", "+", "-", "*", "/",
-        "%", "^", "<", ">", "@",
-    ];
-    let b = q.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'#' {
-            while b.get(i).is_some_and(|&c| c != b'\n') {
-                i += 1;
-            }
-        } else if c == b'"' || c == b'\'' || c == b'`' {
-            i += 1;
-            while let Some(&d) = b.get(i) {
-                i += 1;
-                if d == b'\\' && c != b'`' {
-                    i += 1;
-                } else if d == c {
-                    break;
-                }
-            }
-            out.push((start, Tok::Str));
-        } else if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
-            while b
-                .get(i)
-                .is_some_and(|&d| d.is_ascii_alphanumeric() || d == b'_' || d == b':')
-            {
-                i += 1;
-            }
-            out.push((start, Tok::Ident(q.get(start..i).unwrap_or("").to_string())));
-        } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-        {
-            while let Some(&d) = b.get(i) {
-                let sign_after_exp = (d == b'+' || d == b'-')
-                    && i > start
-                    && matches!(b.get(i - 1), Some(b'e' | b'E'))
-                    && !q.get(start..i).unwrap_or("").starts_with("0x");
-                if d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || sign_after_exp {
-                    i += 1;
-                } else {
-                    break;
-                }
-            }
-            out.push((start, Tok::Num));
-        } else {
-            let rest = q.get(i..).unwrap_or("");
-            match PUNCT.iter().find(|p| rest.starts_with(**p)) {
-                Some(p) => {
-                    i += p.len();
-                    out.push((start, Tok::Punct(p)));
-                }
-                None => {
-                    // `=`, `:` inside brackets and anything else: skipped
-                    // over as an opaque character.
-                    i += rest.chars().next().map_or(1, char::len_utf8);
-                    out.push((start, Tok::Punct("?")));
-                }
-            }
-        }
-    }
-    out
+    use super::syntax::lexer::{self, Kind};
+    let Ok(tokens) = lexer::tokenize(q) else {
+        return Vec::new();
+    };
+    tokens
+        .into_iter()
+        .map(|t| {
+            let text = t.text(q).to_string();
+            let tok = match t.kind {
+                Kind::Ident => Tok::Ident(text),
+                Kind::Number | Kind::Duration => Tok::Num,
+                Kind::Str => Tok::Str,
+                _ => Tok::Punct(text),
+            };
+            (t.start, tok)
+        })
+        .collect()
 }
 
 /// Walks the AST in source order over the tokens.
@@ -352,7 +306,7 @@ impl Walker<'_> {
     }
 
     fn is_punct(&self, p: &str) -> bool {
-        matches!(self.peek(), Some(Tok::Punct(q)) if *q == p)
+        matches!(self.peek(), Some(Tok::Punct(q)) if q == p)
     }
 
     fn is_ident(&self, names: &[&str]) -> bool {
@@ -454,13 +408,8 @@ impl Walker<'_> {
             Expr::Binary(b) => {
                 self.mark(b, off);
                 self.expr(&b.lhs)?;
-                // The operator; the trim operators `</` and `>/` are two
-                // tokens here.
-                let trim = self.is_punct("<") || self.is_punct(">");
+                // The operator (one token, the trim operators too).
                 self.bump()?;
-                if trim && self.is_punct("/") {
-                    self.bump()?;
-                }
                 loop {
                     if self.is_ident(&["bool"]) {
                         self.bump()?;

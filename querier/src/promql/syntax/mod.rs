@@ -29,7 +29,7 @@
 //! promql-parser byte for byte as written.
 
 mod duration;
-mod lexer;
+pub(super) mod lexer;
 #[cfg(test)]
 mod tests;
 
