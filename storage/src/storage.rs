@@ -1254,8 +1254,6 @@ type PostingsOf = (Arc<SegmentIndex>, Arc<Postings>);
 /// A series' slot in the gathered output and the source position of its run.
 type SlotAt = (usize, usize);
 
-/// One series' samples as read, in runs (a block chunk, or a segment's rows of
-/// the series) tagged with their source position and arrival order.
 /// The series of a read from what it gathered per label set: merged
 /// (see [`Gathered::finish`]), empty ones left out, sorted by labels.
 fn gathered_series(acc: Vec<(&Labels, Gathered)>) -> Vec<Series> {
@@ -1273,6 +1271,8 @@ fn gathered_series(acc: Vec<(&Labels, Gathered)>) -> Vec<Series> {
     out
 }
 
+/// One series' samples as read, in runs (a block chunk, or a segment's rows of
+/// the series) tagged with their source position and arrival order.
 #[derive(Default)]
 struct Gathered {
     samples: Vec<Sample>,

@@ -121,16 +121,10 @@ pub fn histogram(h: &FloatHistogram) -> Json {
 }
 
 /// The body of a successful query response, `{"data":...,"status":"success"}`
-/// with `"warnings"` when there are any: the bytes `serde_json` writes for
-/// the tree of [`query_data`], without building the tree.
-#[cfg(test)]
-pub fn write_query_response(v: &Value, warnings: &[String]) -> Vec<u8> {
-    write_query_response_annotated(v, warnings, &[])
-}
-
-/// [`write_query_response`] with Prometheus 3's `"infos"` array too
-/// (omitted when empty, like `"warnings"`; keys in `serde_json`'s order).
-pub fn write_query_response_annotated(v: &Value, warnings: &[String], infos: &[String]) -> Vec<u8> {
+/// with `"warnings"` and Prometheus 3's `"infos"` when there are any (keys in
+/// `serde_json`'s order): the bytes `serde_json` writes for the tree of
+/// [`query_data`], without building the tree.
+pub fn write_query_response(v: &Value, warnings: &[String], infos: &[String]) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(estimate(v)));
     w.raw("{\"data\":");
     w.query_data(v);
@@ -392,7 +386,7 @@ mod tests {
     }
 
     fn assert_same_bytes(v: &Value, warnings: &[String]) {
-        let direct = write_query_response(v, warnings);
+        let direct = write_query_response(v, warnings, &[]);
         let tree = tree_bytes(v, warnings);
         assert_eq!(
             String::from_utf8_lossy(&direct),

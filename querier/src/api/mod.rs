@@ -294,7 +294,7 @@ async fn evaluate(
                 infos: annotations.infos,
             }
             .limited(crate::promql::API_MAX_PER_KIND);
-            let body = json::write_query_response_annotated(
+            let body = json::write_query_response(
                 &value,
                 &annotations.warnings,
                 &annotations.infos,
