@@ -6,12 +6,15 @@
 //! fetches only the pages holding the wanted rows) and a directory of every
 //! chunk row (series id, first and last timestamp). A read then names the
 //! rows it wants ([`BlockChunks::rows`]) and fetches, verifies and decodes
-//! exactly those ([`BlockChunks::fetch`]).
+//! exactly those ([`BlockChunks::fetch`]), or fetches and verifies them
+//! and leaves decoding to the caller ([`BlockChunks::fetch_encoded`]:
+//! large reads decode straight into the samples they hand on).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::buffer::Buffer;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -60,6 +63,48 @@ pub struct BlockChunks {
 /// decoding writes the samples in their final place (no copy into an
 /// `Arc<[_]>`).
 pub type DecodedChunk = Arc<Vec<Sample>>;
+
+/// A chunk row fetched and checked against its checksum, not yet decoded.
+/// Its bytes share the fetched page's buffer (no copy).
+#[derive(Clone, Debug)]
+pub struct EncodedChunk {
+    bytes: Buffer,
+    /// The row in its block (for error messages).
+    pub row: usize,
+    /// First and last timestamp, from the block's directory.
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+impl EncodedChunk {
+    /// A chunk of `bytes` (unchecked: for tests of readers).
+    #[cfg(test)]
+    pub(crate) fn new(bytes: Vec<u8>, row: usize, min_time: i64, max_time: i64) -> Self {
+        Self {
+            bytes: Buffer::from_vec(bytes),
+            row,
+            min_time,
+            max_time,
+        }
+    }
+
+    /// Samples in the chunk, from its header (0 when the header is
+    /// unreadable: decoding then fails and says why).
+    pub fn samples(&self) -> usize {
+        chunk::sample_count(&self.bytes).unwrap_or(0)
+    }
+
+    /// Appends the chunk's samples to `out` (left as it was on error).
+    pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), chunk::ChunkError> {
+        chunk::decode(&self.bytes, out)
+    }
+
+    pub fn decode(&self) -> Result<DecodedChunk, chunk::ChunkError> {
+        let mut samples = Vec::with_capacity(self.samples());
+        self.decode_into(&mut samples)?;
+        Ok(DecodedChunk::new(samples))
+    }
+}
 
 impl BlockChunks {
     /// Reads the footer (with the offset index) and the directory columns
@@ -125,6 +170,11 @@ impl BlockChunks {
         })
     }
 
+    /// The block's object key.
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
     /// Number of chunk rows.
     pub fn len(&self) -> usize {
         self.series.len()
@@ -156,6 +206,24 @@ impl BlockChunks {
         rows: &[usize],
     ) -> Result<Vec<DecodedChunk>> {
         let name = self.key.as_ref();
+        self.fetch_encoded(store, rows)
+            .await?
+            .iter()
+            .map(|c| {
+                c.decode()
+                    .map_err(|e| corrupt(name, format!("row {}: {e}", c.row)))
+            })
+            .collect()
+    }
+
+    /// [`BlockChunks::fetch`] without decoding: each chunk checked against
+    /// its checksum, in the order of `rows`.
+    pub async fn fetch_encoded(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        rows: &[usize],
+    ) -> Result<Vec<EncodedChunk>> {
+        let name = self.key.as_ref();
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -180,8 +248,8 @@ impl BlockChunks {
                 .build()
                 .map_err(|e| parquet_error(name, e))?;
         let mut out = Vec::with_capacity(rows.len());
-        // Chunks of a block mostly hold the same number of samples.
-        let mut hint = 0;
+        // Rows the reader gave (more than selected means corrupt offsets).
+        let mut seen = 0usize;
         while let Some(b) = stream
             .try_next()
             .await
@@ -189,22 +257,28 @@ impl BlockChunks {
         {
             let chunks = column::<BinaryArray>(&b, 0, name)?;
             let sums = column::<UInt32Array>(&b, 1, name)?;
+            let (values, offsets) = (chunks.values(), chunks.value_offsets());
+            seen += b.num_rows();
             for i in 0..b.num_rows() {
-                let row = rows.get(out.len()).copied().unwrap_or_default();
-                let bytes = chunks.value(i);
-                verify_chunk(bytes, sums.value(i))
+                let Some(&row) = rows.get(out.len()) else {
+                    break; // more rows than selected: reported below
+                };
+                verify_chunk(chunks.value(i), sums.value(i))
                     .map_err(|r| corrupt(name, format!("row {row}: {r}")))?;
-                let mut samples = Vec::with_capacity(hint);
-                chunk::decode(bytes, &mut samples)
-                    .map_err(|e| corrupt(name, format!("row {row}: {e}")))?;
-                hint = samples.len();
-                out.push(DecodedChunk::new(samples));
+                // `value(i)` succeeded, so the offsets are valid.
+                let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                out.push(EncodedChunk {
+                    bytes: values.slice_with_length(from, to - from),
+                    row,
+                    min_time: self.min_time[row],
+                    max_time: self.max_time[row],
+                });
             }
         }
-        if out.len() != rows.len() {
+        if seen != rows.len() {
             return Err(corrupt(
                 name,
-                format!("{} chunk rows read, {} selected", out.len(), rows.len()),
+                format!("{seen} chunk rows read, {} selected", rows.len()),
             ));
         }
         Ok(out)

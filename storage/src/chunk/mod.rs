@@ -90,6 +90,25 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Sample>) -> Result<(), ChunkError> {
     result
 }
 
+/// The number of samples a chunk holds, from its header alone (so a reader
+/// can size the vector it decodes several chunks into before decoding).
+/// Bounded as [`decode`] bounds it: never more than the chunk has bytes.
+pub fn sample_count(bytes: &[u8]) -> Result<usize, ChunkError> {
+    let mut r = Reader::new(bytes);
+    let format = r.u8()?;
+    if format != FORMAT_V1 {
+        return Err(ChunkError(format!("unknown format {format}")));
+    }
+    let n = r.varint()?;
+    if n > r.remaining() as u64 {
+        return Err(ChunkError(format!(
+            "{n} samples cannot fit in {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(n as usize)
+}
+
 fn encode_times(samples: &[Sample], out: &mut Vec<u8>) {
     let mut prev_t = samples[0].t;
     put_varint(out, zigzag(prev_t));

@@ -366,6 +366,24 @@ fn prefixes_are_errors() {
     }
 }
 
+/// The header's count is what decoding gives, for every kind of chunk;
+/// a count the bytes cannot hold is an error, as in `decode`.
+#[test]
+fn sample_count_reads_the_header() {
+    let mut rng = Rng(7);
+    for _ in 0..500 {
+        let s = case(&mut rng);
+        let mut b = Vec::new();
+        encode(&s, &mut b);
+        assert_eq!(sample_count(&b), Ok(s.len()));
+    }
+    let mut b = vec![FORMAT_V1];
+    put_varint(&mut b, 1 << 40);
+    assert!(sample_count(&b).is_err());
+    assert!(sample_count(&[]).is_err());
+    assert!(sample_count(&[FORMAT_V1 + 1, 0]).is_err());
+}
+
 #[test]
 fn huge_counts_are_refused_before_allocating() {
     let mut b = vec![FORMAT_V1];

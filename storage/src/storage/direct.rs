@@ -10,6 +10,14 @@
 //! objects are read concurrently, and a decoder panic on corrupt bytes
 //! becomes a corruption error naming the object, as it did in a
 //! DataFusion scan.
+//!
+//! A read too large for the decoded cache ([`ReadCache::keeps`]) fetches
+//! and checks its chunks but does not decode them in the object tasks:
+//! they are decoded while gathering, straight into each series' final
+//! vector (sized from the chunk headers), on all cores. Decoded chunks
+//! and a copy of each would be twice the memory, and fresh memory is what
+//! a cold process pays most for (the kernel zeroes every page it touches
+//! first: over half of a cold 7-day read of every series was that).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,13 +28,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{Instrument, debug_span};
 
 use super::read_cache::{CachedBlock, ReadCache, SegmentSamples};
-use super::{Gathered, SourceKind, Storage, gathered_series};
-use crate::block::reader::{BlockChunks, DecodedChunk};
+use super::{Gathered, SourceKind, Storage};
+use crate::block::reader::{BlockChunks, DecodedChunk, EncodedChunk};
 use crate::error::{Result, StorageError};
 use crate::labels::{Labels, SeriesId};
 use crate::manifest::Versioned;
 use crate::matcher::Matcher;
 use crate::sample::{Sample, Series};
+use crate::segment::SegmentIndex;
 use crate::tenant::TenantId;
 use crate::{block, paths, segment};
 use ulid::Ulid;
@@ -39,8 +48,16 @@ const OBJECT_CONCURRENCY: usize = 16;
 /// What one object gave a read: per wanted series (in the order asked),
 /// its sample runs.
 enum Fetched {
-    Block(Vec<Vec<DecodedChunk>>),
+    Block(Vec<Vec<Piece>>),
     Segment(Arc<SegmentSamples>),
+}
+
+/// A chunk of a block as a read holds it.
+enum Piece {
+    /// Decoded: found in the cache, or decoded to be kept there.
+    Decoded(DecodedChunk),
+    /// Checked but not decoded: decoded while gathering (see the module docs).
+    Encoded(EncodedChunk),
 }
 
 impl Storage {
@@ -111,6 +128,15 @@ impl Storage {
         if matched.iter().all(Vec::is_empty) {
             return Ok(Vec::new());
         }
+        let estimate: f64 = sources
+            .iter()
+            .zip(&matched)
+            .filter(|(src, _)| src.kind == SourceKind::Block)
+            .map(|(src, m)| estimated_samples(&src.index, m.len(), start_ms, end_ms))
+            .sum();
+        let keep = self
+            .read_cache
+            .keeps((estimate * SAMPLE_BYTES as f64) as usize);
         // Owned task inputs built before the stream (borrowing closures
         // would make callers' futures not `Send`).
         let tasks: Vec<_> = sources
@@ -129,11 +155,11 @@ impl Storage {
                     let task = tokio::spawn(
                         async move {
                             match kind {
-                                SourceKind::Block => {
-                                    read_block(store, &cache, &key, size, &ids, start_ms, end_ms)
-                                        .await
-                                        .map(Fetched::Block)
-                                }
+                                SourceKind::Block => read_block(
+                                    store, &cache, &key, size, &ids, start_ms, end_ms, keep,
+                                )
+                                .await
+                                .map(Fetched::Block),
                                 SourceKind::Segment => {
                                     let s = read_segment(store, &cache, &key).await?;
                                     if let Ok(mut v) = verified.lock() {
@@ -165,9 +191,9 @@ impl Storage {
 
         // Runs gathered per series, tagged with source position and
         // arrival order, merged once at the end (as the scan path does).
-        // First only the slices are noted (cheap); the samples are then
-        // copied once, into vectors of the exact size, series spread over
-        // the cores when there are many samples.
+        // First only the runs are noted (cheap); the samples are then
+        // copied or decoded once, into vectors of their final size, series
+        // spread over the cores when there are many samples.
         let mut slots: HashMap<&Labels, usize> = HashMap::new();
         let mut plans: Vec<(&Labels, Vec<Run<'_>>)> = Vec::new();
         let fetched: Vec<(usize, Fetched)> = fetched
@@ -187,13 +213,17 @@ impl Storage {
                     Fetched::Block(chunks) => {
                         for c in chunks.get(i).map(Vec::as_slice).unwrap_or_default() {
                             seq += 1;
-                            let samples = in_range(c, start_ms, end_ms);
-                            runs.push(Run {
-                                pos,
-                                seq,
-                                samples,
-                                skip: None,
-                            });
+                            let part = match c {
+                                Piece::Decoded(c) => Part::Slice {
+                                    samples: in_range(c, start_ms, end_ms),
+                                    skip: None,
+                                },
+                                Piece::Encoded(c) => Part::Chunk {
+                                    chunk: c,
+                                    key: &src.meta.location,
+                                },
+                            };
+                            runs.push(Run { pos, seq, part });
                         }
                     }
                     Fetched::Segment(s) => {
@@ -202,88 +232,194 @@ impl Storage {
                         runs.push(Run {
                             pos,
                             seq,
-                            samples: in_range(samples, start_ms, end_ms),
-                            skip: src.done.is_some().then_some(src),
+                            part: Part::Slice {
+                                samples: in_range(samples, start_ms, end_ms),
+                                skip: src.done.is_some().then_some(src),
+                            },
                         });
                     }
                 }
             }
         }
-        Ok(gather(plans))
+        gather(plans, start_ms, end_ms)
     }
 }
 
-/// One run of samples for a series: a slice of a decoded chunk or segment,
-/// inside the read's range.
+const SAMPLE_BYTES: usize = std::mem::size_of::<Sample>();
+
+/// Samples a read of `matched` of the series of an object with `index` in
+/// `[start, end]` holds, estimated from the index alone (its sample count
+/// spread evenly over its series and time range).
+fn estimated_samples(index: &SegmentIndex, matched: usize, start: i64, end: i64) -> f64 {
+    if index.series.is_empty() || !index.overlaps(start, end) {
+        return 0.0;
+    }
+    let (lo, hi) = (start.max(index.min_time), end.min(index.max_time));
+    let time =
+        (hi as f64 - lo as f64 + 1.0) / (index.max_time as f64 - index.min_time as f64 + 1.0);
+    index.samples as f64 * (matched as f64 / index.series.len() as f64) * time.min(1.0)
+}
+
+/// One run of samples for a series, tagged with its source position and
+/// arrival order.
 struct Run<'a> {
     pos: usize,
     seq: usize,
-    samples: &'a [Sample],
-    /// A segment whose samples in ranges the manifest marks done are read
-    /// from blocks instead (skipped here).
-    skip: Option<&'a Source>,
+    part: Part<'a>,
+}
+
+enum Part<'a> {
+    /// Decoded samples, inside the read's range.
+    Slice {
+        samples: &'a [Sample],
+        /// A segment whose samples in ranges the manifest marks done are
+        /// read from blocks instead (skipped here).
+        skip: Option<&'a Source>,
+    },
+    /// A block's chunk, decoded into the series' vector and clipped there.
+    Chunk {
+        chunk: &'a EncodedChunk,
+        /// Its block (for errors).
+        key: &'a Path,
+    },
+}
+
+impl Run<'_> {
+    /// Samples the run adds at most.
+    fn len(&self) -> usize {
+        match &self.part {
+            Part::Slice { samples, .. } => samples.len(),
+            Part::Chunk { chunk, .. } => chunk.samples(),
+        }
+    }
 }
 
 /// Samples gathered by one thread before the work is split.
 const GATHER_SPLIT_SAMPLES: usize = 1 << 20;
 
 /// The series of `plans`, each with its runs merged ([`Gathered::finish`]),
-/// sorted by labels. Large reads are copied on all cores.
-fn gather(plans: Vec<(&Labels, Vec<Run<'_>>)>) -> Vec<Series> {
+/// sorted by labels, samples inside `[start, end]`. Large reads are copied
+/// (and decoded) on all cores.
+fn gather(plans: Vec<(&Labels, Vec<Run<'_>>)>, start: i64, end: i64) -> Result<Vec<Series>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    gather_split(plans, threads, GATHER_SPLIT_SAMPLES)
+    gather_split(plans, threads, GATHER_SPLIT_SAMPLES, start, end)
 }
 
 /// [`gather`] on up to `threads` threads, one per `split` samples.
-fn gather_split(plans: Vec<(&Labels, Vec<Run<'_>>)>, threads: usize, split: usize) -> Vec<Series> {
+fn gather_split(
+    plans: Vec<(&Labels, Vec<Run<'_>>)>,
+    threads: usize,
+    split: usize,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Series>> {
     let total: usize = plans
         .iter()
-        .flat_map(|(_, runs)| runs.iter().map(|r| r.samples.len()))
+        .flat_map(|(_, runs)| runs.iter().map(Run::len))
         .sum();
     let parts = threads.min(total / split.max(1)).max(1);
-    if parts == 1 {
-        return gathered_series(plans.into_iter().map(gather_one).collect());
-    }
-    let per = plans.len().div_ceil(parts);
-    let mut plans = plans;
-    let mut chunks = Vec::with_capacity(parts);
-    while plans.len() > per {
-        let rest = plans.split_off(per);
-        chunks.push(std::mem::replace(&mut plans, rest));
-    }
-    chunks.push(plans);
-    let mut out: Vec<Series> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| scope.spawn(move || gathered_series(c.into_iter().map(gather_one).collect())))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let some = |plans: Vec<(&Labels, Vec<Run<'_>>)>| -> Result<Vec<Series>> {
+        let mut out = Vec::with_capacity(plans.len());
+        for plan in plans {
+            if let Some(s) = gather_one(plan, start, end)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    };
+    let mut out = if parts == 1 {
+        some(plans)?
+    } else {
+        let per = plans.len().div_ceil(parts);
+        let mut plans = plans;
+        let mut chunks = Vec::with_capacity(parts);
+        while plans.len() > per {
+            let rest = plans.split_off(per);
+            chunks.push(std::mem::replace(&mut plans, rest));
+        }
+        chunks.push(plans);
+        let some = &some;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|c| scope.spawn(move || some(c)))
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            }
+            Ok::<_, StorageError>(out)
+        })?
+    };
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
-    out
+    Ok(out)
 }
 
-/// Copies one series' runs into a [`Gathered`] of the exact size.
-fn gather_one<'a>((labels, runs): (&'a Labels, Vec<Run<'_>>)) -> (&'a Labels, Gathered) {
-    let len = runs.iter().map(|r| r.samples.len()).sum();
+/// One series' runs copied or decoded into one vector of the final size,
+/// then merged if they overlap ([`Gathered::finish`]); `None` if no sample
+/// is left.
+fn gather_one(
+    (labels, runs): (&Labels, Vec<Run<'_>>),
+    start: i64,
+    end: i64,
+) -> Result<Option<Series>> {
+    let len = runs.iter().map(Run::len).sum();
     let mut g = Gathered::with_capacity(len, runs.len());
+    // Whether the samples so far are sorted with unique timestamps (then
+    // nothing needs merging, and no second pass is made over them).
+    let mut ordered = true;
     for r in runs {
-        match r.skip {
-            None => g.push_slice(r.pos, r.seq, r.samples),
-            Some(src) => {
+        let from = g.samples.len();
+        match r.part {
+            Part::Slice {
+                samples,
+                skip: None,
+            } => {
+                g.push_slice(r.pos, r.seq, samples);
+                ordered = ordered && samples.windows(2).all(|w| w[0].t < w[1].t);
+            }
+            Part::Slice {
+                samples,
+                skip: Some(src),
+            } => {
                 g.start_run(r.pos, r.seq);
-                for x in r.samples {
+                for x in samples {
                     if !src.skips(x.t) {
                         g.push(*x);
                     }
                 }
+                ordered = ordered && g.samples[from..].windows(2).all(|w| w[0].t < w[1].t);
+            }
+            Part::Chunk { chunk, key } => {
+                g.start_run(r.pos, r.seq);
+                chunk
+                    .decode_into(&mut g.samples)
+                    .map_err(|e| StorageError::Corrupt {
+                        key: key.to_string(),
+                        reason: format!("row {}: {e}", chunk.row),
+                    })?;
+                // Decoded timestamps increase (the decoder checks), so
+                // clipping to the range cuts at most both ends.
+                let run = &g.samples[from..];
+                let lo = run.partition_point(|x| x.t < start);
+                let hi = run.partition_point(|x| x.t <= end).max(lo);
+                if hi < run.len() {
+                    g.samples.truncate(from + hi);
+                }
+                if lo > 0 {
+                    g.samples.drain(from..from + lo);
+                }
             }
         }
+        if from > 0 && g.samples.len() > from && g.samples[from - 1].t >= g.samples[from].t {
+            ordered = false;
+        }
     }
-    (labels, g)
+    let samples = if ordered { g.samples } else { g.finish() };
+    Ok((!samples.is_empty()).then(|| Series {
+        labels: labels.clone(),
+        samples,
+    }))
 }
 
 /// The samples of a time-sorted `run` inside `[start, end]`.
@@ -294,7 +430,9 @@ fn in_range(run: &[Sample], start: i64, end: i64) -> &[Sample] {
 }
 
 /// The chunks of series `ids` (ascending) overlapping `[start, end]` in the
-/// block at `key`: from the decoded cache, the rest fetched in one read.
+/// block at `key`: from the decoded cache, the rest fetched in one read
+/// (decoded and kept when `keep`).
+#[allow(clippy::too_many_arguments)]
 async fn read_block(
     store: Arc<dyn ObjectStore>,
     cache: &ReadCache,
@@ -303,7 +441,8 @@ async fn read_block(
     ids: &[SeriesId],
     start: i64,
     end: i64,
-) -> Result<Vec<Vec<DecodedChunk>>> {
+    keep: bool,
+) -> Result<Vec<Vec<Piece>>> {
     let block = match cache.block(key) {
         Some(b) => b,
         None => {
@@ -311,7 +450,7 @@ async fn read_block(
             cache.insert_block(key, chunks)
         }
     };
-    read_rows(store, cache, &block, ids, start, end).await
+    read_rows(store, cache, &block, ids, start, end, keep).await
 }
 
 /// The chunks of series `ids` (ascending) overlapping `[start, end]` in a
@@ -323,14 +462,15 @@ async fn read_rows(
     ids: &[SeriesId],
     start: i64,
     end: i64,
-) -> Result<Vec<Vec<DecodedChunk>>> {
-    let mut out: Vec<Vec<Option<DecodedChunk>>> = Vec::with_capacity(ids.len());
+    keep: bool,
+) -> Result<Vec<Vec<Piece>>> {
+    let mut out: Vec<Vec<Option<Piece>>> = Vec::with_capacity(ids.len());
     // Rows come out ascending: the directory is in series order and `ids` is.
     let (mut missing, mut at) = (Vec::new(), Vec::new());
     for (i, &id) in ids.iter().enumerate() {
         let mut runs = Vec::new();
         for row in block.chunks.rows(id, start, end) {
-            let hit = cache.chunk(block.id, row);
+            let hit = cache.chunk(block.id, row).map(Piece::Decoded);
             if hit.is_none() {
                 missing.push(row);
                 at.push((i, runs.len()));
@@ -340,10 +480,18 @@ async fn read_rows(
         out.push(runs);
     }
     if !missing.is_empty() {
-        let fetched = block.chunks.fetch(store, &missing).await?;
+        let fetched = block.chunks.fetch_encoded(store, &missing).await?;
         for ((row, (i, j)), c) in missing.iter().zip(at).zip(fetched) {
-            cache.insert_chunk(block.id, *row, c.clone());
-            out[i][j] = Some(c);
+            out[i][j] = Some(if keep {
+                let d = c.decode().map_err(|e| StorageError::Corrupt {
+                    key: block.chunks.key().to_string(),
+                    reason: format!("row {row}: {e}"),
+                })?;
+                cache.insert_chunk(block.id, *row, d.clone());
+                Piece::Decoded(d)
+            } else {
+                Piece::Encoded(c)
+            });
         }
     }
     Ok(out

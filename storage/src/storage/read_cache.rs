@@ -10,6 +10,12 @@
 //!
 //! Both are foyer in-memory caches weighted by approximate bytes, so their
 //! memory stays below the configured bounds whatever the queries read.
+//!
+//! A read larger than half the decoded cache does not add to it
+//! ([`ReadCache::keeps`]): such a read (a week of every series) evicts
+//! what smaller dashboards keep warm and would not find itself there the
+//! next time either, and keeping its chunks doubles the fresh memory a
+//! cold process must fault in (the chunks, then their copies per series).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -100,6 +106,8 @@ pub struct ReadCache {
     blocks: Cache<Path, Arc<CachedBlock>>,
     /// None: no room for decoded samples (nothing is kept).
     decoded: Option<Cache<Key, Decoded>>,
+    /// Largest read (decoded bytes) whose chunks are kept.
+    keep_limit: usize,
     next_id: Arc<AtomicU64>,
 }
 
@@ -136,8 +144,16 @@ impl ReadCache {
         Self {
             blocks,
             decoded,
+            keep_limit: decoded_bytes / 2,
             next_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Whether a read of about `bytes` of decoded samples should keep the
+    /// chunks it decodes (see the module docs): only with a decoded cache,
+    /// and only when the read is at most half its size.
+    pub fn keeps(&self, bytes: usize) -> bool {
+        self.decoded.is_some() && bytes <= self.keep_limit
     }
 
     pub fn block(&self, key: &Path) -> Option<Arc<CachedBlock>> {
@@ -262,6 +278,15 @@ mod tests {
         let dir_misses = DIRECTORY_MISSES.get();
         assert!(c.block(&Path::from("nope")).is_none());
         assert!(DIRECTORY_MISSES.get() > dir_misses);
+    }
+
+    #[test]
+    fn reads_larger_than_half_the_decoded_cache_are_not_kept() {
+        let c = ReadCache::new(1 << 20, 1000);
+        assert!(c.keeps(0));
+        assert!(c.keeps(500));
+        assert!(!c.keeps(501));
+        assert!(!ReadCache::new(1 << 20, 0).keeps(0), "no decoded cache");
     }
 
     #[test]

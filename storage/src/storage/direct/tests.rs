@@ -151,7 +151,10 @@ fn bits(series: &[Series]) -> Vec<(String, Vec<(i64, u64)>)> {
 
 #[tokio::test]
 async fn the_direct_path_answers_as_the_scan_bit_for_bit() {
-    for decoded in [0, 64 << 20] {
+    // No decoded cache (chunks decoded while gathering), room for every
+    // read (decoded in the object tasks and kept), and room for small reads
+    // only (large reads mix kept chunks with ones decoded while gathering).
+    for decoded in [0, 64 << 20, 8 << 10] {
         let s = Storage::in_memory().with_read_cache(ReadCache::new(1 << 20, decoded));
         let srcs = sources(&s).await;
         let selectors: Vec<Vec<Matcher>> = vec![
@@ -618,32 +621,30 @@ fn gathering_on_several_threads_equals_one_thread() {
             .enumerate()
             .rev()
             .map(|(i, l)| {
+                let slice = |samples, skip| Part::Slice { samples, skip };
                 let runs = vec![
                     Run {
                         pos: 0,
                         seq: 1,
-                        samples: &a[i],
-                        skip: None,
+                        part: slice(&a[i], None),
                     },
                     Run {
                         pos: 1,
                         seq: 2,
-                        samples: &b[i],
-                        skip: Some(&done),
+                        part: slice(&b[i], Some(&done)),
                     },
                     // Rewrites part of the first run.
                     Run {
                         pos: 2,
                         seq: 3,
-                        samples: &b[i][..10],
-                        skip: None,
+                        part: slice(&b[i][..10], None),
                     },
                 ];
                 (l, runs)
             })
             .collect()
     };
-    let one = gather_split(plans(), 1, usize::MAX);
+    let one = gather_split(plans(), 1, usize::MAX, i64::MIN, i64::MAX).expect("gather");
     assert_eq!(one.len(), 7);
     assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));
     assert!(one[0].samples.windows(2).all(|w| w[0].t < w[1].t));
@@ -653,7 +654,95 @@ fn gathering_on_several_threads_equals_one_thread() {
     // segment past its done range.
     assert_eq!(one[0].samples.len(), 70);
     for threads in [2, 3, 7, 16] {
-        let many = gather_split(plans(), threads, 1);
+        let many = gather_split(plans(), threads, 1, i64::MIN, i64::MAX).expect("gather");
         assert_eq!(bits(&many), bits(&one), "{threads} threads");
     }
+}
+
+/// Chunks decoded while gathering are clipped to the range, mixed with
+/// decoded runs, merged when they overlap, and a chunk that does not
+/// decode is a corruption error naming its block and row.
+#[test]
+fn chunks_decoded_while_gathering_are_clipped_merged_and_checked() {
+    let labels = Labels::from_pairs([("__name__", "m")]).expect("labels");
+    let key = Path::from("tenants/t/blocks/raw/b.parquet");
+    let run = |from: i64, n: i64, v: f64| -> Vec<Sample> {
+        (0..n)
+            .map(|k| Sample::new(from + k * 10, v + k as f64))
+            .collect()
+    };
+    let encoded = |samples: &[Sample], row| {
+        let mut b = Vec::new();
+        crate::chunk::encode(samples, &mut b);
+        EncodedChunk::new(b, row, samples[0].t, samples[samples.len() - 1].t)
+    };
+    let (a, b, c) = (run(0, 50, 1.0), run(500, 50, 2.0), run(1000, 50, 3.0));
+    let (ea, ec) = (encoded(&a, 0), encoded(&c, 2));
+    // Rewrites the end of `a` (a later source).
+    let late = run(480, 3, 9.0);
+    let part = |chunk| Part::Chunk { chunk, key: &key };
+    let plan = |start, end| {
+        let runs = vec![
+            Run {
+                pos: 0,
+                seq: 1,
+                part: part(&ea),
+            },
+            Run {
+                pos: 0,
+                seq: 2,
+                part: Part::Slice {
+                    samples: in_range(&b, start, end),
+                    skip: None,
+                },
+            },
+            Run {
+                pos: 0,
+                seq: 3,
+                part: part(&ec),
+            },
+            Run {
+                pos: 1,
+                seq: 4,
+                part: Part::Slice {
+                    samples: in_range(&late, start, end),
+                    skip: None,
+                },
+            },
+        ];
+        vec![(&labels, runs)]
+    };
+    for (start, end) in [(i64::MIN, i64::MAX), (15, 1015), (495, 505), (1490, 2000)] {
+        let got = gather_split(plan(start, end), 1, usize::MAX, start, end).expect("gather");
+        let mut want: Vec<Sample> = a.iter().chain(&b).chain(&c).copied().collect();
+        for x in &late {
+            if let Some(w) = want.iter_mut().find(|w| w.t == x.t) {
+                *w = *x;
+            }
+        }
+        want.retain(|x| start <= x.t && x.t <= end);
+        assert_eq!(got.len(), 1, "[{start}, {end}]");
+        assert_eq!(got[0].samples, want, "[{start}, {end}]");
+    }
+    assert!(
+        gather_split(plan(5000, 6000), 1, usize::MAX, 5000, 6000)
+            .expect("gather")
+            .is_empty()
+    );
+
+    let mut bytes = Vec::new();
+    crate::chunk::encode(&a, &mut bytes);
+    bytes.truncate(bytes.len() - 3);
+    let broken = EncodedChunk::new(bytes, 7, 0, 490);
+    let runs = vec![Run {
+        pos: 0,
+        seq: 1,
+        part: part(&broken),
+    }];
+    let err =
+        gather_split(vec![(&labels, runs)], 2, 1, i64::MIN, i64::MAX).expect_err("corrupt chunk");
+    assert!(
+        matches!(&err, StorageError::Corrupt { key: k, reason } if k == key.as_ref() && reason.contains("row 7")),
+        "{err}"
+    );
 }
