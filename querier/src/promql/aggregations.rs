@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
-use storage::labels::is_valid_label_name;
+use storage::labels::{LabelsMap, is_valid_label_name};
 use storage::{Labels, METRIC_NAME};
 
 use super::EvalError;
@@ -118,7 +118,7 @@ impl<'a> Grouping<'a> {
 
 /// Groups elements, keeping groups in order of first appearance.
 fn group<'e>(input: &'e [Elem], g: &Grouping) -> Vec<(Labels, Vec<&'e Elem>)> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelsMap<usize> = LabelsMap::default();
     let mut groups: Vec<(Labels, Vec<&Elem>)> = Vec::new();
     for e in input {
         let key = g.key(&e.labels);

@@ -152,11 +152,37 @@ impl Collector {
     pub fn take(&self) -> Annotations {
         std::mem::take(&mut *self.out.borrow_mut())
     }
+
+    /// A collector for another evaluator of the same query (later steps of
+    /// a range query on another thread): same positions, nothing reported.
+    pub fn fork(&self) -> Self {
+        Self {
+            positions: self.positions.clone(),
+            stats: self.stats.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in what a fork reported, as if reported here after everything
+    /// so far (each message once, in first-reported order).
+    pub fn merge(&self, fork: Collector) {
+        let more = fork.out.into_inner();
+        for w in more.warnings {
+            if self.seen.borrow_mut().insert(w.clone()) {
+                self.out.borrow_mut().warnings.push(w);
+            }
+        }
+        for i in more.infos {
+            if self.seen.borrow_mut().insert(i.clone()) {
+                self.out.borrow_mut().infos.push(i);
+            }
+        }
+    }
 }
 
 /// Where each node of a parsed query starts, as (line, column), keyed by
 /// the node's address (the `Expr` and the struct inside it).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Positions {
     by_node: HashMap<usize, (usize, usize)>,
 }
@@ -503,7 +529,7 @@ fn metric_name(labels: &Labels, dropped: bool) -> &str {
     if dropped {
         ""
     } else {
-        labels.get(METRIC_NAME).unwrap_or("")
+        labels.metric_name().unwrap_or("")
     }
 }
 
@@ -602,8 +628,13 @@ pub(crate) fn range_series<T: 'static>(
     hists: &[HPoint],
 ) {
     let ann = &ev.annotations;
-    let name = metric_name(labels, dropped);
     let (floats, nh) = (samples.len(), hists.len());
+    // Without histograms only the counter-name check below can apply: the
+    // common case returns before any lookup (this runs per series and step).
+    if nh == 0 && !(floats > 1 && matches!(func, "rate" | "increase")) {
+        return;
+    }
+    let name = metric_name(labels, dropped);
     // Over a range selector read with stats-only decoding.
     let stats_sel = match (arg as &dyn std::any::Any).downcast_ref::<MatrixSelector>() {
         Some(ms) => Some(&ms.vs),

@@ -7,38 +7,54 @@
 //! name) ask the memo, keyed by the operator and the input set's storage
 //! address, so each distinct input is transformed once per query instead of
 //! once per step. The derived sets come out of the memo shared as well, so
-//! the next operator up the tree hits its memo too.
+//! the next operator up the tree hits its memo too. Derived sets are also
+//! interned: equal sets derived from different inputs (the group key of
+//! every series of one group) are one shared set, so comparing them is a
+//! pointer comparison rather than a comparison of their strings.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use storage::Labels;
+use storage::labels::LabelsBuildHasher;
 
 /// Entries after which a memo starts afresh: label sets built anew at every
 /// step (by an operator without a memo) never hit, and must not pile up.
 const MAX_ENTRIES: usize = 1 << 18;
 
+/// Derived label sets by content, each once.
+type Interned = HashSet<Labels, LabelsBuildHasher>;
+
 /// A value a memo can hand out; `prepare` runs once, before the value is
-/// stored, for work every later clone should not repeat.
+/// stored, for work every later clone should not repeat, and returns the
+/// value to store (its label sets interned).
 pub(crate) trait MemoValue: Clone {
-    fn prepare(&self) {}
+    fn prepare(self, interned: &mut Interned) -> Self;
 }
 
 /// The id of a label set is computed lazily and copied into clones made
-/// after that, so it is computed before the set is shared.
+/// after that, so it is computed (by the interning lookup) before the set
+/// is shared.
 impl MemoValue for Labels {
-    fn prepare(&self) {
-        self.series_id();
+    fn prepare(self, interned: &mut Interned) -> Self {
+        intern(self, interned)
     }
 }
 
 impl MemoValue for Option<(Labels, f64)> {
-    fn prepare(&self) {
-        if let Some((l, _)) = self {
-            l.series_id();
-        }
+    fn prepare(self, interned: &mut Interned) -> Self {
+        self.map(|(l, v)| (intern(l, interned), v))
     }
+}
+
+/// The interned set equal to `l` (`l` itself if it is the first).
+fn intern(l: Labels, interned: &mut Interned) -> Labels {
+    if let Some(same) = interned.get(&l) {
+        return same.clone();
+    }
+    interned.insert(l.clone());
+    l
 }
 
 /// Entries by (operator, input set's address): the input set, kept alive
@@ -49,12 +65,14 @@ type Entries<V> = HashMap<(usize, usize), (Labels, V), BuildHasherDefault<AddrHa
 /// Derived values by (operator, input label set).
 pub(crate) struct LabelMemo<V> {
     map: RefCell<Entries<V>>,
+    interned: RefCell<Interned>,
 }
 
 impl<V> Default for LabelMemo<V> {
     fn default() -> Self {
         Self {
             map: RefCell::new(HashMap::default()),
+            interned: RefCell::new(HashSet::default()),
         }
     }
 }
@@ -67,12 +85,15 @@ impl<V: MemoValue> LabelMemo<V> {
         if let Some((_, v)) = self.map.borrow().get(&key) {
             return v.clone();
         }
+        // Derived before borrowing: a derivation may use the memo too.
         let v = derive(input);
-        v.prepare();
         let mut map = self.map.borrow_mut();
+        let mut interned = self.interned.borrow_mut();
         if map.len() >= MAX_ENTRIES {
             map.clear();
+            interned.clear();
         }
+        let v = v.prepare(&mut interned);
         map.insert(key, (input.clone(), v.clone()));
         v
     }
@@ -141,6 +162,23 @@ mod tests {
         let equal = l(&[("a", "1"), ("b", "2")]);
         assert_eq!(memo.get(1, &equal, derive), first);
         assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn equal_derived_sets_are_one_shared_set() {
+        let memo: LabelMemo<Labels> = LabelMemo::default();
+        let key = |x: &Labels| x.without("a");
+        let (a, b) = (l(&[("a", "1"), ("b", "2")]), l(&[("a", "3"), ("b", "2")]));
+        let (ka, kb) = (memo.get(1, &a, key), memo.get(1, &b, key));
+        assert_eq!(ka, l(&[("b", "2")]));
+        assert_eq!(ka.storage_addr(), kb.storage_addr());
+        let c = l(&[("a", "1"), ("b", "4")]);
+        assert_ne!(memo.get(1, &c, key).storage_addr(), ka.storage_addr());
+        let buckets: LabelMemo<Option<(Labels, f64)>> = LabelMemo::default();
+        let split = |x: &Labels| Some((x.without("a"), 1.0));
+        let (sa, sb) = (buckets.get(1, &a, split), buckets.get(1, &b, split));
+        let addr = |v: Option<(Labels, f64)>| v.map(|(l, _)| l.storage_addr());
+        assert_eq!(addr(sa), addr(sb));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod native_histogram;
 mod range_functions;
 mod selectors;
 mod start_timestamp;
+mod steps;
 mod syntax;
 mod time_functions;
 mod trim;
@@ -28,8 +29,6 @@ mod histogram_tests;
 mod tests;
 #[cfg(test)]
 mod tier3_tests;
-
-use std::collections::HashMap;
 
 use std::sync::Arc;
 
@@ -235,6 +234,22 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<(Value, Annotations), EvalError> {
+        self.range_query_runs(q, query, start_ms, end_ms, step_ms, None)
+            .await
+    }
+
+    /// [`Self::range_query_annotated`] with its steps evaluated in `runs`
+    /// runs on as many threads (by the query's size when `None`; see
+    /// [`steps`]); tests compare split and unsplit answers.
+    pub(crate) async fn range_query_runs(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        runs: Option<usize>,
+    ) -> Result<(Value, Annotations), EvalError> {
         if step_ms <= 0 {
             return Err(EvalError::Parse(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -269,43 +284,19 @@ impl Engine {
         let lookback = self.opts.lookback_delta_ms;
         let loaded =
             selectors::load(q, &expr, start_ms, end_ms, lookback, self.opts.max_samples).await?;
-        let ev = Evaluator::new(&loaded, start_ms, end_ms, step_ms, lookback)
-            .with_annotations(annotations::Collector::new(query, &expr));
-        let mut series: HashMap<Labels, (Vec<Sample>, Vec<HPoint>)> = HashMap::new();
-        let mut points = 0usize;
-        let mut ts = start_ms;
-        while ts <= end_ms {
-            let elems = match ev.eval(&expr, ts)? {
-                Val::Scalar(v) => vec![value::Elem {
-                    labels: Labels::empty(),
-                    h: None,
-                    v,
-                    drop_name: false,
-                }],
-                Val::Vector(v) => ev.finish_vector(v)?,
-                other => {
-                    return Err(EvalError::Execution(format!(
-                        "range query step evaluated to {}",
-                        other.type_name()
-                    )));
-                }
-            };
-            points += elems.len();
-            if points > self.opts.max_samples {
-                return Err(EvalError::TooManySamples);
-            }
-            for e in elems {
-                let entry = series.entry(e.labels).or_default();
-                match e.h {
-                    Some(h) => entry.1.push(HPoint { t: ts, h }),
-                    None => entry.0.push(Sample::new(ts, e.v)),
-                }
-            }
-            let Some(next) = ts.checked_add(step_ms) else {
-                break;
-            };
-            ts = next;
-        }
+        let r = steps::RangeEval {
+            expr: &expr,
+            loaded: &loaded,
+            start: start_ms,
+            end: end_ms,
+            step: step_ms,
+            lookback,
+            max_samples: self.opts.max_samples,
+        };
+        let n_steps = usize::try_from((end_ms - start_ms) / step_ms).unwrap_or(usize::MAX);
+        let runs = runs.unwrap_or_else(|| steps::runs_for(loaded.series_count(), n_steps));
+        let (series, annotations) =
+            steps::eval_range(&r, annotations::Collector::new(query, &expr), runs)?;
         let mut out: Vec<MatrixSeries> = series
             .into_iter()
             .map(|(labels, (samples, histograms))| MatrixSeries {
@@ -315,7 +306,7 @@ impl Engine {
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok((Value::Matrix(out), ev.annotations.take()))
+        Ok((Value::Matrix(out), annotations))
     }
 }
 

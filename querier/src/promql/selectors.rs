@@ -124,6 +124,11 @@ impl Loaded {
             .ok_or_else(|| EvalError::Execution("selector was not loaded".into()))
     }
 
+    /// Series loaded for all selectors (a measure of a query's work).
+    pub fn series_count(&self) -> usize {
+        self.by_node.values().map(|s| s.len()).sum()
+    }
+
     pub fn info_series(&self, call: &Call) -> Result<&[SelSeries], EvalError> {
         self.info_by_call
             .get(&node_id(call))

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use storage::labels::LabelsBuildHasher;
 use storage::{Label, Labels, METRIC_NAME, Sample};
 
 use super::EvalError;
@@ -122,7 +123,7 @@ pub(crate) fn final_labels(labels: &Labels, drop_name: bool) -> Labels {
 }
 
 pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EvalError> {
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<&Labels, LabelsBuildHasher> = HashSet::default();
     for l in labels {
         if !seen.insert(l) {
             return Err(same_labelset());
