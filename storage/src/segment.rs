@@ -7,9 +7,9 @@
 //! touching samples. Since version 2 the footer also carries a checksum of
 //! the whole object ([`seal`], [`verify`]), so a reader that fetched a whole
 //! segment ([`read`]) refuses a corrupt one before using any of it, and the
-//! series index is a compressed frame with its own content checksum (zstd in
-//! version 2, LZ4 since version 3), so footer-only readers ([`decode_index`])
-//! refuse a corrupt index too. See `docs/format/segment.md`.
+//! series index is a zstd frame with its own content checksum, so footer-only
+//! readers ([`decode_index`]) refuse a corrupt index too. See
+//! `docs/format/segment.md`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,12 +34,11 @@ use crate::segment_index;
 /// Value of the `strata.format` key: identifies a Strata segment.
 pub const FORMAT_MAGIC: &str = "strata-segment";
 /// Value of the `strata.format_version` key written by this code.
-/// Version 2 added the whole-object checksum and the index's zstd checksum;
-/// version 3 stores the series index as an LZ4 frame instead of zstd.
-pub const FORMAT_VERSION: u32 = 3;
-/// Versions this code reads: version 1 (no checksum) and 2 (zstd index)
-/// segments stay readable until the compactor has replaced them.
-const READ_VERSIONS: [u32; 3] = [1, 2, 3];
+/// Version 2 added the whole-object checksum and the index's zstd checksum.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this code reads: version 1 segments (no checksum) stay readable
+/// until the compactor has replaced them.
+const READ_VERSIONS: [u32; 2] = [1, 2];
 
 const KEY_FORMAT: &str = "strata.format";
 const KEY_VERSION: &str = "strata.format_version";
@@ -55,6 +54,11 @@ const CHECKSUM_PLACEHOLDER: &[u8; 16] = b"0000000000000000";
 const THRIFT_VALUE_OF_16: [u8; 2] = [0x18, 0x10];
 /// Parquet's trailer: footer length (u32 LE) and the magic.
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+/// zstd level of a segment's series index: label sets are very repetitive,
+/// so level 1 already shrinks them about as much as 3 did, at about half the
+/// CPU (every segment carries the labels of all its series, which made the
+/// index the largest single cost of writing a segment).
+const SEGMENT_INDEX_ZSTD_LEVEL: i32 = 1;
 /// zstd level of a block's series index: a block is written once by the
 /// compactor and kept for years, so its size counts more than the CPU.
 const BLOCK_INDEX_ZSTD_LEVEL: i32 = 3;
@@ -219,7 +223,10 @@ fn segment_footer(index: &SegmentIndex) -> Result<Vec<KeyValue>> {
     Ok(vec![
         KeyValue::new(KEY_FORMAT.to_string(), FORMAT_MAGIC.to_string()),
         KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
-        KeyValue::new(KEY_INDEX.to_string(), encode_index(index, IndexCodec::Lz4)?),
+        KeyValue::new(
+            KEY_INDEX.to_string(),
+            encode_index(index, true, SEGMENT_INDEX_ZSTD_LEVEL)?,
+        ),
         KeyValue::new(
             KEY_CHECKSUM.to_string(),
             String::from_utf8_lossy(CHECKSUM_PLACEHOLDER).into_owned(),
@@ -481,8 +488,7 @@ fn check_footer(
     let compressed = BASE64
         .decode(text)
         .map_err(|e| corrupt(format!("series index is not base64: {e}")))?;
-    let raw = index_codec(magic, version)
-        .decompress(&compressed)
+    let raw = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
         .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
     let index =
         segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))?;
@@ -508,113 +514,34 @@ pub(crate) fn footer_entries(
         KeyValue::new(KEY_VERSION.to_string(), format_version.to_string()),
         KeyValue::new(
             KEY_INDEX.to_string(),
-            encode_index(
-                index,
-                IndexCodec::Zstd {
-                    level: BLOCK_INDEX_ZSTD_LEVEL,
-                    checksum: false,
-                },
-            )?,
+            encode_index(index, false, BLOCK_INDEX_ZSTD_LEVEL)?,
         ),
     ])
 }
 
-/// How a footer's series index is compressed (before base64).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum IndexCodec {
-    /// A zstd frame: blocks, and segments of versions 1 and 2 (with a
-    /// content checksum since version 2). The level is the writer's choice.
-    Zstd { level: i32, checksum: bool },
-    /// An LZ4 frame with a content checksum (xxh32): segments since
-    /// version 3. Every segment carries the label sets of all its series,
-    /// and zstd (even at level 1) was the largest single cost of writing
-    /// one; LZ4 compresses them about eight times faster, to a footer about
-    /// half as large again.
-    Lz4,
-}
-
-/// The codec of the series index of a `magic` object of `version` (read
-/// side: the version decides, so a version 3 segment whose index is a zstd
-/// frame is corrupt, not guessed at).
-fn index_codec(magic: &str, version: u32) -> IndexCodec {
-    if magic == FORMAT_MAGIC && version >= 3 {
-        IndexCodec::Lz4
-    } else {
-        // Only the codec matters when reading.
-        IndexCodec::Zstd {
-            level: 0,
-            checksum: false,
-        }
-    }
-}
-
-impl IndexCodec {
-    fn compress(self, raw: &[u8]) -> std::io::Result<Vec<u8>> {
-        match self {
-            IndexCodec::Zstd { level, checksum } => INDEX_COMPRESSOR.with(|cell| {
-                // Nothing inside can call back into this function: the
-                // borrow is never taken twice.
-                let mut slot = cell.borrow_mut();
-                let zstd = match &mut *slot {
-                    Some(z) => z,
-                    None => slot.insert(zstd::bulk::Compressor::new(level)?),
-                };
-                // Parameters are sticky: both are set for every index.
-                zstd.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))?;
-                zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(checksum))?;
-                zstd.compress(raw)
-            }),
-            IndexCodec::Lz4 => {
-                let mut encoder = lz4::EncoderBuilder::new()
-                    .checksum(lz4::ContentChecksum::ChecksumEnabled)
-                    .content_size(raw.len() as u64)
-                    .build(Vec::with_capacity(raw.len() / 4))?;
-                std::io::Write::write_all(&mut encoder, raw)?;
-                let (out, result) = encoder.finish();
-                result.map(|()| out)
-            }
-        }
-    }
-
-    /// Decompresses an index of at most [`MAX_INDEX_BYTES`]; a truncated
-    /// frame or a content checksum mismatch is an error.
-    fn decompress(self, compressed: &[u8]) -> std::io::Result<Vec<u8>> {
-        match self {
-            IndexCodec::Zstd { .. } => zstd::bulk::decompress(compressed, MAX_INDEX_BYTES),
-            IndexCodec::Lz4 => {
-                use std::io::Read as _;
-                // liblz4's frame decoder checks its input (no read past a
-                // buffer on corrupt bytes) and the content checksum at the
-                // frame's end.
-                let mut decoder = lz4::Decoder::new(compressed)?;
-                let mut raw = Vec::new();
-                (&mut decoder)
-                    .take(MAX_INDEX_BYTES as u64 + 1)
-                    .read_to_end(&mut raw)?;
-                if raw.len() > MAX_INDEX_BYTES {
-                    return Err(std::io::Error::other(format!(
-                        "larger than {MAX_INDEX_BYTES} bytes"
-                    )));
-                }
-                // An error unless the frame ended (a truncated frame reads
-                // as a short one).
-                decoder.finish().1?;
-                Ok(raw)
-            }
-        }
-    }
-}
-
-/// The series index as stored in the footer: base64(compressed binary
-/// index, see [`segment_index`]). Parquet key-value values are strings,
-/// hence base64; compression shrinks the label text five- to tenfold, which
-/// matters because every segment carries one.
-fn encode_index(index: &SegmentIndex, codec: IndexCodec) -> Result<String> {
+/// The series index as stored in the footer: base64(zstd(binary index), see
+/// [`segment_index`]). Parquet key-value values are strings, hence base64;
+/// zstd shrinks the label text about tenfold, which matters because every
+/// segment carries one. `checksum`: the zstd frame carries a content
+/// checksum (segments since version 2; blocks do not, yet). `level`: the
+/// zstd level (segments and blocks differ; any level decodes).
+fn encode_index(index: &SegmentIndex, checksum: bool, level: i32) -> Result<String> {
+    let enc = |e: std::io::Error| StorageError::Encode(e.to_string());
     let raw = segment_index::encode(index);
-    let compressed = codec
-        .compress(&raw)
-        .map_err(|e| StorageError::Encode(format!("series index: {e}")))?;
-    Ok(BASE64.encode(compressed))
+    let compressed = INDEX_COMPRESSOR.with(|cell| {
+        // Nothing inside can call back into this function: the borrow is
+        // never taken twice.
+        let mut slot = cell.borrow_mut();
+        let zstd = match &mut *slot {
+            Some(z) => z,
+            None => slot.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        // Parameters are sticky: both are set for every index.
+        zstd.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))?;
+        zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(checksum))?;
+        zstd.compress(&raw)
+    });
+    Ok(BASE64.encode(compressed.map_err(enc)?))
 }
 
 thread_local! {

@@ -165,16 +165,15 @@ fn empty_segment_reads_back_empty() {
     assert!(rows.is_empty());
 }
 
-/// Frozen bytes of the version 3 encoding. If this fails, the segment bytes
+/// Frozen bytes of the version 2 encoding. If this fails, the segment bytes
 /// changed: if that was meant, bump `FORMAT_VERSION` when old readers could
-/// misread the new bytes, document it in `docs/format/segment.md`, keep the
-/// old snapshot as a readability test, and regenerate with
-/// `STRATA_UPDATE_SNAPSHOTS=1 cargo test -p storage segment`.
+/// misread the new bytes, document it in `docs/format/segment.md`, and
+/// regenerate with `STRATA_UPDATE_SNAPSHOTS=1 cargo test -p storage segment`.
 #[test]
-fn version_3_bytes_are_frozen() {
+fn version_2_bytes_are_frozen() {
     let (bytes, _) = encode(&fixture()).expect("encode");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/segment/snapshot_v3.hex");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/segment/snapshot_v2.hex");
     if std::env::var_os("STRATA_UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &hex).expect("write snapshot");
     }
@@ -205,20 +204,12 @@ fn version_1_segments_stay_readable() {
     assert_eq!(footer, index);
 }
 
-/// Version 2 segments (series index as a zstd frame, at level 3 until
-/// November 2026 and level 1 until version 3; see `docs/format/segment.md`)
-/// read as before, by the whole-object reader and by footer-only readers.
+/// Version 2 segments written before the writer changed its settings (series
+/// index at zstd level 3; see `docs/format/segment.md`) read as before: the
+/// settings are the writer's choice, not part of the format.
 #[test]
-fn version_2_segments_stay_readable() {
-    for hex in [
-        include_str!("snapshot_v2_zstd3.hex"),
-        include_str!("snapshot_v2_zstd1.hex"),
-    ] {
-        version_2_segment_reads(unhex(hex));
-    }
-}
-
-fn version_2_segment_reads(old: Vec<u8>) {
+fn version_2_segments_of_earlier_writer_settings_stay_readable() {
+    let old = unhex(include_str!("snapshot_v2_zstd3.hex"));
     assert!(verify("old", &old).expect("sealed"));
     let (index, rows) = read("old", Bytes::from(old.clone())).expect("read old v2");
     assert_eq!(bits(&rows), bits(&fixture()));
@@ -231,81 +222,6 @@ fn version_2_segment_reads(old: Vec<u8>) {
     assert_eq!(footer, index);
     let (_, new_index) = encode(&fixture()).expect("encode");
     assert_eq!(index, new_index, "same index, whatever the writer settings");
-}
-
-/// The footer entries of a freshly encoded fixture segment.
-fn fixture_footer() -> Vec<KeyValue> {
-    let (bytes, _) = encode(&fixture()).expect("encode");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
-    reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .expect("kv")
-}
-
-fn with_index(kv: &[KeyValue], version: &str, index: String) -> Vec<KeyValue> {
-    kv.iter()
-        .map(|e| match e.key.as_str() {
-            KEY_INDEX => KeyValue::new(KEY_INDEX.to_string(), index.clone()),
-            KEY_VERSION => KeyValue::new(KEY_VERSION.to_string(), version.to_string()),
-            _ => e.clone(),
-        })
-        .collect()
-}
-
-/// The version decides the index codec: a version 3 footer holding a zstd
-/// index, or a version 2 footer holding an LZ4 one, is corrupt (a reader
-/// never guesses), while the right pairings decode to the same index.
-#[test]
-fn the_version_decides_the_index_codec() {
-    let kv = fixture_footer();
-    let (_, want) = encode(&fixture()).expect("encode");
-    let zstd = IndexCodec::Zstd {
-        level: 1,
-        checksum: true,
-    };
-    let as_zstd = encode_index(&want, zstd).expect("zstd index");
-    let as_lz4 = encode_index(&want, IndexCodec::Lz4).expect("lz4 index");
-    assert_eq!(footer_value(&kv, KEY_INDEX), Some(as_lz4.as_str()));
-    assert_eq!(footer_value(&kv, KEY_VERSION), Some("3"));
-    let ok = |version: &str, index: &String| {
-        decode_index("k", Some(&with_index(&kv, version, index.clone())))
-    };
-    assert_eq!(ok("3", &as_lz4).expect("v3 lz4"), want);
-    assert_eq!(ok("2", &as_zstd).expect("v2 zstd"), want);
-    for (version, index) in [("3", &as_zstd), ("2", &as_lz4)] {
-        let err = ok(version, index).expect_err("wrong codec for the version");
-        assert!(
-            err.to_string().contains("does not decompress"),
-            "version {version}: {err}"
-        );
-    }
-}
-
-/// Footer-only readers cannot check the whole-object checksum: the LZ4
-/// frame's content checksum catches a corrupt index, and a truncated frame
-/// is an error, not a shorter index.
-#[test]
-fn a_corrupt_or_truncated_lz4_index_is_refused_by_footer_readers() {
-    let kv = fixture_footer();
-    let frame = BASE64
-        .decode(footer_value(&kv, KEY_INDEX).expect("index"))
-        .expect("base64");
-    let refused = |bytes: &[u8]| {
-        let err = decode_index("k", Some(&with_index(&kv, "3", BASE64.encode(bytes))))
-            .expect_err("corrupt index");
-        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
-    };
-    for i in 0..frame.len() {
-        let mut bad = frame.clone();
-        bad[i] ^= 1 << (i % 8);
-        refused(&bad);
-    }
-    for n in 0..frame.len() {
-        refused(&frame[..n]);
-    }
 }
 
 /// Every byte of a segment is covered: one flipped bit anywhere is an
