@@ -21,7 +21,17 @@ fi
 export RUSTC_BOOTSTRAP=1
 cd fuzz
 echo "==> cargo fuzz build ${flags[*]}"
-cargo fuzz build "${flags[@]}"
+build_log=$(mktemp)
+if ! cargo fuzz build "${flags[@]}" 2>&1 | tee "$build_log"; then
+    # A failed link prints the whole linker command (tens of kilobytes on
+    # one line) before the linker's own words: repeat those, cut short.
+    echo "fuzz build failed; its messages without the linker command line:" >&2
+    grep -v '^ *= note: *"cc"' "$build_log" | cut -c1-400 | grep -iE "error|ld:|collect2|signal|space|memory|killed" | tail -n 40 >&2 || true
+    echo "disk free: $(df -h --output=avail . | tail -1), memory available: $(free -m | awk '/^Mem:/ {print $7}') MiB" >&2
+    rm -f "$build_log"
+    exit 1
+fi
+rm -f "$build_log"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
