@@ -123,7 +123,9 @@ pub(crate) fn final_labels(labels: &Labels, drop_name: bool) -> Labels {
 }
 
 pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EvalError> {
-    let mut seen: HashSet<&Labels, LabelsBuildHasher> = HashSet::default();
+    // Sized up front: no rehashing at every step of a range query.
+    let mut seen: HashSet<&Labels, LabelsBuildHasher> =
+        HashSet::with_capacity_and_hasher(labels.size_hint().0, LabelsBuildHasher::default());
     for l in labels {
         if !seen.insert(l) {
             return Err(same_labelset());
