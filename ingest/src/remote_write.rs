@@ -684,8 +684,12 @@ mod tests {
                     &[(1, 1.0)],
                 ),
                 ts(vec![label("job", "no-name")], &[(1, 1.0)]),
-                ts(vec![label("__name__", "bad-name")], &[(1, 1.0)]),
-                ts(vec![label("__name__", "x"), label("1a", "v")], &[(1, 1.0)]),
+                ts(vec![label("", "v"), label("__name__", "e")], &[(1, 1.0)]),
+                // Prometheus 3 accepts any UTF-8 name.
+                ts(
+                    vec![label("1a", "v"), label("__name__", "a.b")],
+                    &[(1, 1.0)],
+                ),
                 ts(
                     vec![label("__name__", "x"), label("a", "waytoolongvalue")],
                     &[(1, 1.0)],
@@ -694,12 +698,14 @@ mod tests {
             metadata: vec![],
         };
         let v = validate(req, &limits);
-        assert_eq!(v.series.len(), 1);
+        assert_eq!(v.series.len(), 2, "{:?}", v.error());
         assert_eq!(v.series[0].labels.len(), 1, "empty-valued label dropped");
-        assert_eq!(v.rejected, 6);
+        assert_eq!(v.series[1].labels.get("__name__"), Some("a.b"));
+        assert_eq!(v.series[1].labels.get("1a"), Some("v"));
+        assert_eq!(v.rejected, 5);
         let err = v.error().expect("error").to_string();
         assert!(
-            err.contains("6 of 7 series rejected") && err.contains("not sorted"),
+            err.contains("5 of 7 series rejected") && err.contains("not sorted"),
             "{err}"
         );
     }
@@ -870,7 +876,7 @@ mod tests {
                     vec![label("__name__", "bad_e")],
                     &[(1, 1.0)],
                     vec![],
-                    vec![ex(vec![label("bad-name", "x")], 1)],
+                    vec![ex(vec![label("", "x")], 1)],
                 ),
                 full(
                     vec![label("__name__", "lonely")],

@@ -397,24 +397,19 @@ pub fn check_sorted(labels: &[Label]) -> Result<(), LabelError> {
     Ok(())
 }
 
-/// Legacy Prometheus metric name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+/// Prometheus 3's metric name rule (its default, UTF-8 name validation): any
+/// non-empty UTF-8 string. OpenTelemetry-style names such as
+/// `http.server.request.duration` are kept as sent; PromQL selects them
+/// with a quoted name (`{"http.server.request.duration"}`). A `&str` is
+/// always UTF-8: the decoders reject invalid bytes before a name gets here.
 pub fn is_valid_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    !s.is_empty()
 }
 
-/// Legacy Prometheus label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// Prometheus 3's label name rule (UTF-8 name validation): any non-empty
+/// UTF-8 string, e.g. `service.name` or `k8s-namespace`.
 pub fn is_valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty()
 }
 
 #[cfg(test)]
@@ -475,17 +470,18 @@ mod tests {
             l(&[("job", "x")]).validate(),
             Err(LabelError::MissingMetricName)
         ));
+        // Prometheus 3 accepts any UTF-8 name (Prometheus 2's legacy rule
+        // refused all of these).
+        for ok in [
+            l(&[("__name__", "9up")]),
+            l(&[("__name__", "http.server.duration"), ("service.name", "x")]),
+            l(&[("__name__", "up"), ("a-b", "x"), ("a:b", "y"), ("ü", "z")]),
+        ] {
+            assert_eq!(ok.validate(), Ok(()), "{ok:?}");
+        }
         assert!(matches!(
-            l(&[("__name__", "9up")]).validate(),
+            l(&[("__name__", "")]).validate(),
             Err(LabelError::InvalidMetricName { .. })
-        ));
-        assert!(matches!(
-            l(&[("__name__", "up"), ("a-b", "x")]).validate(),
-            Err(LabelError::InvalidLabelName { .. })
-        ));
-        assert!(matches!(
-            l(&[("__name__", "up"), ("a:b", "x")]).validate(),
-            Err(LabelError::InvalidLabelName { .. })
         ));
         assert!(matches!(
             l(&[("__name__", "up"), ("a", "")]).validate(),

@@ -154,21 +154,6 @@ async fn bad_input() {
             None,
         ),
         (
-            "invalid label name (dash)",
-            one(ts(&[("__name__", "m"), ("bad-name", "x")])),
-            None,
-        ),
-        (
-            "invalid label name (leading digit)",
-            one(ts(&[("1abc", "x"), ("__name__", "m")])),
-            None,
-        ),
-        (
-            "invalid metric name",
-            one(ts(&[("__name__", "1-bad metric")])),
-            None,
-        ),
-        (
             "empty label name",
             one(ts(&[("", "x"), ("__name__", "m")])),
             None,

@@ -28,6 +28,7 @@ mod rules_etcd;
 mod sql;
 mod store_faults;
 mod tls;
+mod utf8_names;
 
 use std::path::PathBuf;
 

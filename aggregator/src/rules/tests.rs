@@ -189,7 +189,7 @@ fn errors_name_the_field() {
         "rollup_rules[0].targets[0].pipeline[0].transform"
     );
     assert_eq!(
-        r("{ rollup = { new_name = \"1x\" } }"),
+        r("{ rollup = { new_name = \"\" } }"),
         "rollup_rules[0].targets[0].pipeline[0].rollup.new_name"
     );
     assert_eq!(

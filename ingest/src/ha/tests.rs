@@ -74,7 +74,7 @@ fn config_defaults_and_validation() {
         ),
         (
             HaTrackerConfig {
-                replica_label: "a-b".into(),
+                replica_label: String::new(),
                 ..HaTrackerConfig::default()
             },
             "ingest.ha_tracker.replica_label",

@@ -198,11 +198,11 @@ async fn bad_input_gets_a_4xx_with_a_message_and_keeps_earlier_data() {
             "duplicate",
         ),
         (
-            "invalid name",
+            "empty label name",
             None,
-            body(&[(&[("__name__", "x"), ("a-b", "1")], 1, 1.0)]),
+            body(&[(&[("", "1"), ("__name__", "x")], 1, 1.0)]),
             StatusCode::BAD_REQUEST,
-            "invalid label name",
+            "empty name",
         ),
     ];
     for (what, tenant, b, want, needle) in cases {

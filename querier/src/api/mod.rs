@@ -485,7 +485,8 @@ async fn label_values(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    if !storage::labels::is_valid_label_name(&name) && name != storage::METRIC_NAME {
+    let name = params::unescape_label_name(&name);
+    if !storage::labels::is_valid_label_name(&name) {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let found = matching_series(&state, &headers, &p).await?;

@@ -108,6 +108,37 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
+/// A label name from a URL path (`/api/v1/label/<name>/values`) as
+/// Prometheus 3 reads it: a name with characters outside `[a-zA-Z0-9_]` may
+/// come escaped as `U__` followed by the name with `_` written `__` and any
+/// other such character written `_<hex code point>_` (so `service.name` is
+/// `U__service_2e_name`). A name without the prefix, or one whose escapes
+/// do not decode, is taken as written, as Prometheus does.
+pub fn unescape_label_name(s: &str) -> String {
+    let Some(rest) = s.strip_prefix("U__") else {
+        return s.to_string();
+    };
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        let hex: String = chars.by_ref().take_while(|&c| c != '_').collect();
+        if hex.is_empty() {
+            // `__` is an escaped `_`.
+            out.push('_');
+            continue;
+        }
+        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            Some(c) => out.push(c),
+            None => return s.to_string(),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +161,23 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(500));
         assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
         assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn escaped_label_names_decode_as_in_prometheus() {
+        for (raw, want) in [
+            ("job", "job"),
+            ("service.name", "service.name"),
+            ("U__service_2e_name", "service.name"),
+            ("U__a__b", "a_b"),
+            ("U__k8s_2d_pod_2e_name", "k8s-pod.name"),
+            ("U___1f600_", "\u{1f600}"),
+            ("U__", ""),
+            // Not decodable: taken as written.
+            ("U__a_zz_", "U__a_zz_"),
+            ("U__a_d800_", "U__a_d800_"),
+        ] {
+            assert_eq!(unescape_label_name(raw), want, "{raw}");
+        }
     }
 }

@@ -140,7 +140,7 @@ async fn errors_use_prometheus_types_and_status_codes() {
             "bad_data",
         ),
         (
-            "/api/v1/label/bad-name/values",
+            "/api/v1/label/U__/values",
             StatusCode::BAD_REQUEST,
             "bad_data",
         ),

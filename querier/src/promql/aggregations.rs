@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::syntax::strings::check_label_name;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
-use storage::labels::{LabelsMap, is_valid_label_name};
+use storage::labels::LabelsMap;
 use storage::{Labels, METRIC_NAME};
 
 use super::EvalError;
@@ -319,10 +320,8 @@ fn limit_ratio(input: Vec<Elem>, r: f64) -> Result<Vec<Elem>, EvalError> {
 }
 
 fn count_values(input: Vec<Elem>, g: &Grouping, label: &str) -> Result<Vec<Elem>, EvalError> {
-    if !is_valid_label_name(label) {
-        return Err(EvalError::Execution(format!(
-            "invalid label name {label:?}"
-        )));
+    if let Err(quoted) = check_label_name(label) {
+        return Err(EvalError::Execution(format!("invalid label name {quoted}")));
     }
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut out: Vec<Elem> = Vec::new();

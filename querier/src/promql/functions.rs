@@ -4,10 +4,10 @@
 
 use std::cmp::Ordering;
 
+use super::syntax::strings::check_label_name;
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
-use storage::labels::is_valid_label_name;
 use storage::{Label, Labels, METRIC_NAME};
 
 use super::EvalError;
@@ -330,13 +330,11 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 }
 
 fn check_dst(dst: &str, func: &str) -> Result<(), EvalError> {
-    if is_valid_label_name(dst) {
-        Ok(())
-    } else {
-        Err(EvalError::Execution(format!(
-            "invalid destination label name in {func}(): {dst}"
-        )))
-    }
+    check_label_name(dst).map_err(|quoted| {
+        EvalError::Execution(format!(
+            "invalid destination label name in {func}(): {quoted}"
+        ))
+    })
 }
 
 fn label_replace(
@@ -372,9 +370,9 @@ fn label_replace(
 fn label_join(v: Vec<Elem>, dst: &str, sep: &str, srcs: &[String]) -> Result<Val, EvalError> {
     check_dst(dst, "label_join")?;
     for s in srcs {
-        if !is_valid_label_name(s) {
+        if let Err(quoted) = check_label_name(s) {
             return Err(EvalError::Execution(format!(
-                "invalid source label name in label_join(): {s}"
+                "invalid source label name in label_join(): {quoted}"
             )));
         }
     }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::syntax::strings::check_label_name;
 use promql_parser::parser::Expr;
 use storage::Labels;
-use storage::labels::is_valid_label_name;
 
 use super::EvalError;
 use super::eval::Evaluator;
@@ -81,10 +81,8 @@ fn quantiles(ev: &Evaluator<'_>, args: &[Box<Expr>], ts: i64) -> Result<Val, Eva
     let label = ev
         .eval(args.get(1).ok_or_else(missing)?, ts)?
         .into_string()?;
-    if !is_valid_label_name(&label) {
-        return Err(EvalError::Execution(format!(
-            "invalid label name {label:?}"
-        )));
+    if let Err(quoted) = check_label_name(&label) {
+        return Err(EvalError::Execution(format!("invalid label name {quoted}")));
     }
     let mut out = Vec::new();
     for q_expr in args.iter().skip(2) {

@@ -260,14 +260,9 @@ fn series_level_faults_reject_the_series_only() {
             "duplicate",
         ),
         (
-            "invalid label name",
-            |sy, ts| ts.labels_refs = sy.label_refs(&[("__name__", "m"), ("1a", "v")]),
-            "1a",
-        ),
-        (
-            "invalid metric name",
-            |sy, ts| ts.labels_refs = sy.label_refs(&[("__name__", "bad-name")]),
-            "bad-name",
+            "empty label name",
+            |sy, ts| ts.labels_refs = sy.label_refs(&[("", "v"), ("__name__", "m")]),
+            "empty name",
         ),
         (
             "no metric name",

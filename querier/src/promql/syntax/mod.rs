@@ -30,6 +30,7 @@
 
 mod duration;
 pub(super) mod lexer;
+pub(crate) mod strings;
 #[cfg(test)]
 mod tests;
 
@@ -497,6 +498,15 @@ pub(crate) fn rewrite(query: &str, ctx: QueryContext) -> Result<Rewritten, Strin
         }
     }
     extended |= !edits.is_empty();
+    // Literals spelling bytes that are not UTF-8 (see `strings`); they need
+    // no post-processing of the tree.
+    edits.extend(toks.iter().filter(|t| t.kind == Kind::Str).filter_map(|t| {
+        strings::substitute(t.text(query)).map(|with| Edit {
+            start: t.start,
+            end: t.end,
+            with,
+        })
+    }));
     Ok(Rewritten {
         text: apply(query, edits),
         atan2,
