@@ -25,6 +25,13 @@ pub mod table;
 pub mod tenant;
 
 pub use error::{LabelError, MatcherError, StorageError, TenantError};
+
+/// The cores this process may use, looked up once: the lookup reads cgroup
+/// files, a few percent of a short warm query when done per read.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 pub use labels::{Label, Labels, METRIC_NAME, SeriesId};
 pub use matcher::{MatchOp, Matcher};
 pub use sample::{STALE_NAN_BITS, Sample, Series};

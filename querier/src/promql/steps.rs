@@ -9,8 +9,6 @@
 //! evaluator gives. Prometheus evaluates a query on one core; with two,
 //! splitting halves the engine's share of a short dashboard query.
 
-use std::sync::OnceLock;
-
 use promql_parser::parser::Expr;
 use storage::labels::LabelsMap;
 use storage::{Labels, Sample};
@@ -43,18 +41,12 @@ pub(crate) struct RangeEval<'a> {
     pub max_samples: usize,
 }
 
-/// Cores a query may use (looked up once: the lookup reads cgroup files).
-fn cores() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// How many runs to split `steps` steps over `series` loaded series into.
 pub(crate) fn runs_for(series: usize, steps: usize) -> usize {
     if series.saturating_mul(steps) < SPLIT_MIN_WORK {
         return 1;
     }
-    cores().min(steps / MIN_STEPS_PER_RUN).max(1)
+    storage::cores().min(steps / MIN_STEPS_PER_RUN).max(1)
 }
 
 /// Evaluates every step of the range query in `runs` runs of consecutive

@@ -301,12 +301,7 @@ const GATHER_SPLIT_SAMPLES: usize = 1 << 20;
 /// sorted by labels, samples inside `[start, end]`. Large reads are copied
 /// (and decoded) on all cores.
 fn gather(plans: Vec<(&Labels, Vec<Run<'_>>)>, start: i64, end: i64) -> Result<Vec<Series>> {
-    // Looked up once: the lookup reads cgroup files, a few percent of a
-    // short warm query when done per read.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads =
-        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    gather_split(plans, threads, GATHER_SPLIT_SAMPLES, start, end)
+    gather_split(plans, crate::cores(), GATHER_SPLIT_SAMPLES, start, end)
 }
 
 /// [`gather`] on up to `threads` threads, one per `split` samples.
