@@ -128,9 +128,9 @@ fn errors_name_the_field() {
     );
     assert_eq!(
         bad(&m(
-            "filter = { \"a-b\" = \"x\" }\nstorage_policies = [\"1m:1d\"]"
+            "filter = { \"\" = \"x\" }\nstorage_policies = [\"1m:1d\"]"
         )),
-        "mapping_rules[0].filter.a-b"
+        "mapping_rules[0].filter."
     );
     assert_eq!(
         bad(&m(
