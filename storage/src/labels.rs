@@ -403,7 +403,7 @@ pub fn check_sorted(labels: &[Label]) -> Result<(), LabelError> {
 /// with a quoted name (`{"http.server.request.duration"}`). A `&str` is
 /// always UTF-8: the decoders reject invalid bytes before a name gets here.
 pub fn is_valid_metric_name(s: &str) -> bool {
-    !s.is_empty()
+    is_valid_label_name(s)
 }
 
 /// Prometheus 3's label name rule (UTF-8 name validation): any non-empty

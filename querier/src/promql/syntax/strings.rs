@@ -135,7 +135,7 @@ fn char_byte(c: char) -> Option<u8> {
 /// Prometheus 3's check of a label name given in a query: not empty and
 /// UTF-8. The error is the name quoted as Prometheus quotes it.
 pub(crate) fn check_label_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.chars().any(|c| char_byte(c).is_some()) {
+    if !storage::labels::is_valid_label_name(name) || name.chars().any(|c| char_byte(c).is_some()) {
         Err(go_quote(name))
     } else {
         Ok(())
