@@ -22,8 +22,10 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::column::page::{Page, PageReader};
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::WriterProperties;
+use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Result, StorageError};
@@ -334,7 +336,7 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
     // bytes; fuzz finding): the Parquet schema says all we check below.
     let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
     let size = bytes.len() as u64;
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes.clone(), options)
         .map_err(|e| corrupt(format!("parquet: {e}")))?;
     // The Parquet reader asserts (panics) on negative column chunk offsets
     // or sizes (fuzz finding): every chunk must lie inside the object.
@@ -377,6 +379,21 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
             s.id, s.labels
         )));
     }
+    // The index's sample count is covered by its own zstd checksum, unlike
+    // the footer's row counts: bound what decoding may produce by it.
+    let footer_rows: i64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows())
+        .sum();
+    if u64::try_from(footer_rows).ok() != Some(index.samples) {
+        return Err(corrupt(format!(
+            "{footer_rows} sample rows in the row groups, the index says {}",
+            index.samples
+        )));
+    }
+    check_dictionary_pages(bytes, builder.metadata()).map_err(corrupt)?;
     let reader = builder
         .build()
         .map_err(|e| corrupt(format!("parquet: {e}")))?;
@@ -421,6 +438,12 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
             }
             last = Some((id, t));
             rows += 1;
+            if rows > index.samples {
+                return Err(corrupt(format!(
+                    "more sample rows than the index's {}",
+                    index.samples
+                )));
+            }
         }
     }
     if rows != index.samples {
@@ -430,6 +453,48 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
         )));
     }
     Ok((index, out))
+}
+
+/// Refuses dictionary pages that claim more values than their bytes hold.
+/// The Parquet decoder sizes a dictionary by the page header's count before
+/// reading it, so a corrupt count of hundreds of millions allocated gigabytes
+/// (fuzz finding). Every sample column is 8 bytes wide in its plain
+/// dictionary; only dictionary pages are decompressed for the check.
+fn check_dictionary_pages(
+    bytes: Bytes,
+    metadata: &ParquetMetaData,
+) -> std::result::Result<(), String> {
+    const WIDTH: usize = 8;
+    let reader = Arc::new(bytes);
+    for rg in metadata.row_groups() {
+        let rows = usize::try_from(rg.num_rows()).map_err(|e| format!("row count: {e}"))?;
+        for column in rg.columns() {
+            let mut pages = SerializedPageReader::new(reader.clone(), column, rows, None)
+                .map_err(|e| format!("parquet: {e}"))?;
+            // Reading the header alone does not decompress a data page.
+            let first = pages
+                .peek_next_page()
+                .map_err(|e| format!("parquet: {e}"))?;
+            if !first.is_some_and(|p| p.is_dict) {
+                continue;
+            }
+            if let Some(Page::DictionaryPage {
+                buf, num_values, ..
+            }) = pages.get_next_page().map_err(|e| format!("parquet: {e}"))?
+                && usize::try_from(num_values)
+                    .ok()
+                    .and_then(|n| n.checked_mul(WIDTH))
+                    .is_none_or(|need| need > buf.len())
+            {
+                return Err(format!(
+                    "dictionary page of column {} claims {num_values} values in {} bytes",
+                    column.column_path(),
+                    buf.len()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the series index from a segment's footer key-value metadata.

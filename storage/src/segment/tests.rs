@@ -422,3 +422,51 @@ fn entries_of_one_series_merge_in_time_then_arrival_order() {
     let a_rows = &want.iter().find(|(n, _)| n == "a").expect("a").1;
     assert_eq!(a_rows, &[(1, 2.0), (1, 4.0), (2, 3.0), (3, 1.0), (3, 5.0)]);
 }
+
+/// Fuzz finding (`fuzz/corpus/segment/regression-dictionary-value-count`):
+/// a dictionary page header claiming about 800 million values made the
+/// Parquet decoder size its dictionary by that count, over 4 GB, before
+/// reading a byte of it. It must be a corrupt error.
+#[test]
+fn a_dictionary_page_claiming_more_values_than_it_holds_is_corrupt() {
+    let mut data =
+        include_bytes!("../../../fuzz/corpus/segment/regression-dictionary-value-count").to_vec();
+    seal("k", &mut data).expect("the input has a checksum slot");
+    let err = read("k", Bytes::from(data)).expect_err("corrupt");
+    assert!(err.to_string().contains("dictionary page"), "{err}");
+}
+
+/// The same check on a segment of ours: the first column's dictionary page
+/// header is patched to claim more values than it holds.
+#[test]
+fn a_dictionary_count_over_the_page_bytes_is_corrupt() {
+    let input = vec![
+        series(&[("__name__", "a")], &[(1, 1.0), (2, 2.0)]),
+        series(&[("__name__", "b")], &[(1, 3.0)]),
+    ];
+    let (bytes, _) = encode(&input).expect("encode");
+    assert!(read("k", bytes.clone()).is_ok());
+    let mut data = bytes.to_vec();
+    // Thrift compact page header after the magic: type (field 1), the two
+    // sizes (fields 2 and 3, one-byte varints here), then the dictionary
+    // page header (field 7, delta 4) whose field 1 is num_values.
+    let h = &data[4..];
+    assert_eq!(
+        (h[0], h[1], h[2], h[4]),
+        (0x15, 0x04, 0x15, 0x15),
+        "{h:02x?}"
+    );
+    assert_eq!(
+        (h[6], h[7]),
+        (0x4c, 0x15),
+        "dictionary page header: {h:02x?}"
+    );
+    assert_eq!(data[12], 2 * 2, "two distinct series ids, zigzag");
+    data[12] = 2 * 60; // 60 values: 480 bytes, the page holds 16
+    seal("k", &mut data).expect("checksum slot");
+    let err = read("k", Bytes::from(data)).expect_err("corrupt");
+    assert!(
+        err.to_string().contains("claims 60 values in 16 bytes"),
+        "{err}"
+    );
+}
