@@ -17,7 +17,7 @@ use serde_json::json;
 use serde_json::{Map, Number, Value as Json};
 use storage::{Labels, Sample};
 
-use crate::promql::{FloatHistogram, HPoint, Value, format_float};
+use crate::promql::{FloatHistogram, HPoint, Value, format_float, push_float};
 
 /// A millisecond time as Prometheus' JSON number of seconds (`1435781451.781`,
 /// or `1435781451` for a whole second).
@@ -196,15 +196,7 @@ impl Writer {
     /// [`float`]'s spelling, quoted (never needs escaping).
     fn float(&mut self, v: f64) {
         self.0.push(b'"');
-        if v.is_nan() {
-            self.raw("NaN");
-        } else if v == f64::INFINITY {
-            self.raw("+Inf");
-        } else if v == f64::NEG_INFINITY {
-            self.raw("-Inf");
-        } else {
-            let _ = write!(self.0, "{v}");
-        }
+        push_float(&mut self.0, v);
         self.0.push(b'"');
     }
 
@@ -539,5 +531,65 @@ mod tests {
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(f64::NEG_INFINITY), "-Inf");
         assert_eq!(float(1.0 / 3.0), "0.3333333333333333");
+        // Beyond zmij's fixed-notation range: no exponent, as Go's 'f'.
+        assert_eq!(float(1e21), "1000000000000000000000");
+        assert_eq!(float(-2.5e-7), "-0.00000025");
+        assert_eq!(float(f64::MIN_POSITIVE).len(), 2 + 307 + 17);
+        assert_eq!(float(123456789012345680.0), "123456789012345680");
+    }
+
+    /// Every finite float is spelled with the shortest digits that read
+    /// back as it, without an exponent: Rust's Display spelling, except
+    /// for an exact tie between two shortest spellings, which Go (and so
+    /// Prometheus) breaks to the even last digit and Display rounds up.
+    #[test]
+    fn floats_are_spelled_as_go_spells_them() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut ties = 0;
+        let mut check = |v: f64| {
+            if !v.is_finite() {
+                return;
+            }
+            let (ours, display) = (float(v), format!("{v}"));
+            assert_eq!(ours.parse::<f64>().ok(), Some(v), "{ours} reads back");
+            if ours != display {
+                let (a, b) = (ours.as_bytes(), display.as_bytes());
+                let n = a.len();
+                assert!(
+                    n == b.len()
+                        && a[..n - 1] == b[..n - 1]
+                        && a[n - 1] + 1 == b[n - 1]
+                        && a[n - 1] % 2 == 0,
+                    "bits {:#x}: {ours}, Display {display}",
+                    v.to_bits()
+                );
+                ties += 1;
+            }
+        };
+        for _ in 0..200_000 {
+            // Any bit pattern, and values as counters and rates have them.
+            check(f64::from_bits(rng.random()));
+            check(rng.random_range(0..1_000_000_000u64) as f64 / 1000.0);
+            check(rng.random::<f64>() * 10f64.powi(rng.random_range(-12..24)));
+        }
+        for v in [
+            0.0,
+            1.0,
+            1e15,
+            1e16,
+            1e17,
+            9007199254740993.0,
+            1e-5,
+            1e-6,
+            5e-324,
+        ] {
+            check(v);
+            check(-v);
+        }
+        // Ties are rare (about one value in a thousand here).
+        assert!(ties < 6_000, "{ties} ties in 600 000 values");
+        // Exactly 907216792588175.25: Go writes the even digit.
+        assert_eq!(float(907216792588175.25), "907216792588175.2");
     }
 }

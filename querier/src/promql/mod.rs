@@ -41,8 +41,8 @@ pub use annotations::{API_MAX_PER_KIND, Annotations};
 use eval::Evaluator;
 pub use native_histogram::FloatHistogram;
 pub use value::HPoint;
-pub use value::format_float;
 use value::{Val, check_unique, final_labels};
+pub use value::{format_float, push_float};
 
 /// Where the engine gets series from. The querier implements it over object
 /// storage for one tenant; tests and the conformance runner may use others.

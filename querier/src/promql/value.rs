@@ -158,17 +158,63 @@ pub(crate) fn labels_from(pairs: Vec<Label>) -> Labels {
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: how Prometheus spells floats in
-/// label values (`le`, `quantile`) and in API sample values. Rust's Display
-/// gives the same shortest round-trip digits without an exponent.
+/// label values (`le`, `quantile`) and in API sample values.
 pub fn format_float(v: f64) -> String {
+    let mut out = Vec::with_capacity(24);
+    push_float(&mut out, v);
+    // Only ASCII digits, signs, dots and the special spellings are written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`format_float`]'s spelling of `v` to `out`. Writing sample
+/// values is a good part of a short range query's answer, and zmij gives
+/// the shortest round-trip digits a few times faster than `core::fmt`.
+/// It also breaks an exact tie between two shortest spellings to the even
+/// digit, as Go does (Rust's Display rounds such a tie up).
+pub fn push_float(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.extend_from_slice(b"NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.extend_from_slice(b"+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.extend_from_slice(b"-Inf");
     } else {
-        format!("{v}")
+        let mut buf = zmij::Buffer::new();
+        let s = buf.format_finite(v);
+        match s.split_once('e') {
+            // zmij writes whole numbers as `12.0`; Go writes `12`.
+            None => out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes()),
+            Some((mantissa, exp)) => push_fixed(out, mantissa, exp),
+        }
+    }
+}
+
+/// Writes `mantissa`e`exp` (zmij's exponent form: `-1.234e+33`, `5e-07`)
+/// without an exponent, as Go's 'f' format does.
+fn push_fixed(out: &mut Vec<u8>, mantissa: &str, exp: &str) {
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: Vec<u8> = mantissa.bytes().filter(|b| *b != b'.').collect();
+    let exp: i64 = exp.trim_start_matches('+').parse().unwrap_or(0);
+    // Digits before the decimal point.
+    let point = exp + 1;
+    out.extend_from_slice(sign.as_bytes());
+    if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(&digits);
+    } else {
+        let point = point as usize;
+        if point >= digits.len() {
+            out.extend_from_slice(&digits);
+            out.extend(std::iter::repeat_n(b'0', point - digits.len()));
+        } else {
+            out.extend_from_slice(&digits[..point]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[point..]);
+        }
     }
 }
 
