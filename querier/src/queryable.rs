@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use storage::histogram::Histogram;
 use storage::matcher::matches_all;
 use storage::sidecar::HistogramSeries;
+use storage::step_grid::StepGrid;
 use storage::storage::Skipped;
 use storage::{Labels, Matcher, Sample, Series, Storage, TenantId};
 
@@ -56,6 +57,22 @@ impl Queryable for TenantQueryable {
         let (series, skipped) = self
             .storage
             .select_reporting(&self.tenant, matchers, start_ms, end_ms)
+            .await
+            .map_err(|e| EvalError::Storage(e.to_string()))?;
+        self.warnings.add(skipped);
+        Ok(series)
+    }
+
+    async fn select_at_steps(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        grid: StepGrid,
+    ) -> Result<Vec<Series>, EvalError> {
+        let (series, skipped) = self
+            .storage
+            .select_reporting_at_steps(&self.tenant, matchers, start_ms, end_ms, Some(grid))
             .await
             .map_err(|e| EvalError::Storage(e.to_string()))?;
         self.warnings.add(skipped);

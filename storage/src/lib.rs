@@ -20,6 +20,7 @@ pub mod sample;
 pub mod segment;
 pub mod segment_index;
 pub mod sidecar;
+pub mod step_grid;
 pub mod storage;
 pub mod table;
 pub mod tenant;

@@ -39,6 +39,7 @@ use crate::matcher::{Matcher, matches_all};
 use crate::paths;
 use crate::sample::{Sample, Series};
 use crate::segment::{self, COL_SERIES, COL_TIMESTAMP, COL_VALUE, SegmentIndex};
+use crate::step_grid::StepGrid;
 use crate::table::{COL_SEGMENT, SegmentFile, SegmentTable};
 use crate::tenant::TenantId;
 use postings::Postings;
@@ -519,10 +520,25 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(Vec<Series>, Vec<Skipped>)> {
+        self.select_reporting_at_steps(tenant, matchers, start_ms, end_ms, None)
+            .await
+    }
+
+    /// [`Storage::select_reporting`] for a selector evaluated only at the
+    /// times of `grid` (when given): each series keeps only the samples
+    /// those times see ([`StepGrid`]).
+    pub async fn select_reporting_at_steps(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        grid: Option<StepGrid>,
+    ) -> Result<(Vec<Series>, Vec<Skipped>)> {
         let once = || async {
             let (sources, mut skipped) = self.sources_reporting(tenant, start_ms, end_ms).await?;
             let (series, more) = self
-                .read_reporting(&sources, matchers, start_ms, end_ms, None)
+                .read_reporting_at_steps(&sources, matchers, start_ms, end_ms, None, grid)
                 .await?;
             skipped.extend(more);
             Ok((series, skipped))
@@ -544,7 +560,24 @@ impl Storage {
         end_ms: i64,
         ids: Option<(SeriesId, SeriesId)>,
     ) -> Result<(Vec<Series>, Vec<Skipped>)> {
-        let first = match self.read(sources, matchers, start_ms, end_ms, ids).await {
+        self.read_reporting_at_steps(sources, matchers, start_ms, end_ms, ids, None)
+            .await
+    }
+
+    /// [`Storage::read_reporting`], thinned to what `grid` sees (when given).
+    async fn read_reporting_at_steps(
+        &self,
+        sources: &[Source],
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        ids: Option<(SeriesId, SeriesId)>,
+        grid: Option<StepGrid>,
+    ) -> Result<(Vec<Series>, Vec<Skipped>)> {
+        let first = match self
+            .read_direct(sources, matchers, start_ms, end_ms, ids, grid)
+            .await
+        {
             Ok(series) => return Ok((series, Vec::new())),
             Err(e) if is_corruption(&e) => e,
             Err(e) => return Err(e),
@@ -553,7 +586,10 @@ impl Storage {
         let mut skipped = Vec::new();
         for src in sources {
             let alone = std::slice::from_ref(src);
-            match self.read(alone, matchers, start_ms, end_ms, ids).await {
+            match self
+                .read_direct(alone, matchers, start_ms, end_ms, ids, grid)
+                .await
+            {
                 Ok(_) => good.push(src.clone()),
                 Err(e) => skipped.push(skip_if_corrupt(e, src.meta.location.as_ref())?),
             }
@@ -562,7 +598,9 @@ impl Storage {
             // Not attributable to one object: report what happened.
             return Err(first);
         }
-        let series = self.read(&good, matchers, start_ms, end_ms, ids).await?;
+        let series = self
+            .read_direct(&good, matchers, start_ms, end_ms, ids, grid)
+            .await?;
         Ok((series, skipped))
     }
 
@@ -752,7 +790,7 @@ impl Storage {
         end_ms: i64,
         ids: Option<(SeriesId, SeriesId)>,
     ) -> Result<Vec<Series>> {
-        self.read_direct(sources, matchers, start_ms, end_ms, ids)
+        self.read_direct(sources, matchers, start_ms, end_ms, ids, None)
             .await
     }
 

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use promql_parser::parser::value::ValueType;
 use storage::sidecar::HistogramSeries;
+use storage::step_grid::StepGrid;
 use storage::{Labels, Matcher, Sample, Series};
 
 pub use annotations::{API_MAX_PER_KIND, Annotations};
@@ -58,6 +59,19 @@ pub trait Queryable: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, EvalError>;
+
+    /// [`Queryable::select`] for an instant vector selector evaluated only
+    /// at the times of `grid`: a source may leave out every sample none of
+    /// those times sees ([`StepGrid`]). This default returns them all.
+    async fn select_at_steps(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        _grid: StepGrid,
+    ) -> Result<Vec<Series>, EvalError> {
+        self.select(matchers, start_ms, end_ms).await
+    }
 
     /// Native histogram samples of matching series in `[start_ms, end_ms]`,
     /// in time order. A source without histograms returns none.
@@ -175,8 +189,13 @@ impl Engine {
     ) -> Result<(Value, Annotations), EvalError> {
         let expr = parse(query, syntax::QueryContext::instant(time_ms))?;
         let lookback = self.opts.lookback_delta_ms;
-        let loaded =
-            selectors::load(q, &expr, time_ms, time_ms, lookback, self.opts.max_samples).await?;
+        let loaded = selectors::load(
+            q,
+            &expr,
+            selectors::Times::instant(time_ms, lookback),
+            self.opts.max_samples,
+        )
+        .await?;
         let ev = Evaluator::new(&loaded, time_ms, time_ms, 0, lookback)
             .with_annotations(annotations::Collector::new(query, &expr));
         let value = match ev.eval(&expr, time_ms)? {
@@ -282,8 +301,18 @@ impl Engine {
             )));
         }
         let lookback = self.opts.lookback_delta_ms;
-        let loaded =
-            selectors::load(q, &expr, start_ms, end_ms, lookback, self.opts.max_samples).await?;
+        let loaded = selectors::load(
+            q,
+            &expr,
+            selectors::Times {
+                start: start_ms,
+                end: end_ms,
+                step: step_ms,
+                lookback,
+            },
+            self.opts.max_samples,
+        )
+        .await?;
         let r = steps::RangeEval {
             expr: &expr,
             loaded: &loaded,

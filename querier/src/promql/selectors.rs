@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Call, Expr, Offset, VectorSelector};
 use storage::sample::is_stale_nan;
+use storage::step_grid::StepGrid;
 use storage::{Labels, METRIC_NAME, MatchOp, Matcher, Sample};
 
 use super::native_histogram::FloatHistogram;
@@ -96,6 +97,27 @@ fn matcher_key(ms: &[Matcher]) -> String {
     parts.join("\u{0}")
 }
 
+/// The evaluation times of a query: `start, start + step, ..., end` (one
+/// time for an instant query), and its lookback delta.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Times {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub lookback: i64,
+}
+
+impl Times {
+    pub fn instant(t: i64, lookback: i64) -> Self {
+        Self {
+            start: t,
+            end: t,
+            step: 1,
+            lookback,
+        }
+    }
+}
+
 /// Time range (inclusive) of samples one selector needs.
 struct Need {
     matchers: Vec<Matcher>,
@@ -104,6 +126,28 @@ struct Need {
     nodes: Vec<usize>,
     /// `info` calls whose info series these are.
     info_calls: Vec<usize>,
+    /// Whether the samples are only read by instant selectors at the
+    /// query's own times, shifted by one offset: then only what those
+    /// times see is loaded ([`StepGrid`]).
+    grid: GridUse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum GridUse {
+    /// Read at the query's times minus this offset, and nowhere else.
+    Offset(i64),
+    /// Read otherwise (ranges, subqueries, `@`, other offsets, `info`).
+    Anywhere,
+}
+
+impl GridUse {
+    fn and(self, other: GridUse) -> GridUse {
+        if self == other {
+            self
+        } else {
+            GridUse::Anywhere
+        }
+    }
 }
 
 /// Samples loaded for every selector node of a query.
@@ -145,17 +189,32 @@ struct Planner {
     lookback: i64,
     needs: HashMap<String, Need>,
     ext: Extensions,
+    /// Subqueries the walk is inside (their times are not the query's).
+    subqueries: usize,
 }
 
 impl Planner {
-    fn add(&mut self, vs: &VectorSelector, min: i64, max: i64) -> Result<(), EvalError> {
+    fn add(
+        &mut self,
+        vs: &VectorSelector,
+        min: i64,
+        max: i64,
+        grid: GridUse,
+    ) -> Result<(), EvalError> {
         let matchers = to_storage_matchers(vs)?;
-        let (min, max) = self.ext.widen(vs, min, max, self.lookback);
-        self.need(matchers, min, max).nodes.push(node_id(vs));
+        let (wide_min, wide_max) = self.ext.widen(vs, min, max, self.lookback);
+        let grid = if (wide_min, wide_max) == (min, max) {
+            grid
+        } else {
+            GridUse::Anywhere
+        };
+        self.need(matchers, wide_min, wide_max, grid)
+            .nodes
+            .push(node_id(vs));
         Ok(())
     }
 
-    fn need(&mut self, matchers: Vec<Matcher>, min: i64, max: i64) -> &mut Need {
+    fn need(&mut self, matchers: Vec<Matcher>, min: i64, max: i64, grid: GridUse) -> &mut Need {
         let key = matcher_key(&matchers);
         let need = self.needs.entry(key).or_insert(Need {
             matchers,
@@ -163,9 +222,11 @@ impl Planner {
             max,
             nodes: Vec::new(),
             info_calls: Vec::new(),
+            grid,
         });
         need.min = need.min.min(min);
         need.max = need.max.max(max);
+        need.grid = need.grid.and(grid);
         need
     }
 
@@ -182,9 +243,14 @@ impl Planner {
         );
         let matchers = info::info_matchers(c)?;
         let lookback = self.lookback;
-        self.need(matchers, a.min(b).saturating_sub(lookback), a.max(b))
-            .info_calls
-            .push(node_id(c));
+        self.need(
+            matchers,
+            a.min(b).saturating_sub(lookback),
+            a.max(b),
+            GridUse::Anywhere,
+        )
+        .info_calls
+        .push(node_id(c));
         Ok(())
     }
 
@@ -192,12 +258,18 @@ impl Planner {
         match expr {
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
             Expr::VectorSelector(vs) => {
-                let (lo, hi) = at_ms(&vs.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
                 let off = offset_ms(&vs.offset);
+                let grid = if vs.at.is_none() && self.subqueries == 0 {
+                    GridUse::Offset(off)
+                } else {
+                    GridUse::Anywhere
+                };
+                let (lo, hi) = at_ms(&vs.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
                 self.add(
                     vs,
                     lo.saturating_sub(off).saturating_sub(self.lookback),
                     hi.saturating_sub(off),
+                    grid,
                 )
             }
             Expr::MatrixSelector(ms) => {
@@ -209,17 +281,21 @@ impl Planner {
                     vs,
                     lo.saturating_sub(off).saturating_sub(range),
                     hi.saturating_sub(off),
+                    GridUse::Anywhere,
                 )
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = at_ms(&sq.at, self.start, self.end).map_or((lo, hi), |a| (a, a));
                 let off = offset_ms(&sq.offset);
                 let range = duration_ms(&sq.range);
-                self.walk(
+                self.subqueries += 1;
+                let walked = self.walk(
                     &sq.expr,
                     lo.saturating_sub(off).saturating_sub(range),
                     hi.saturating_sub(off),
-                )
+                );
+                self.subqueries -= 1;
+                walked
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -245,24 +321,22 @@ impl Planner {
     }
 }
 
-/// Loads every selector of `expr` for evaluation times `[lo, hi]`.
-#[allow(clippy::too_many_arguments)]
+/// Loads every selector of `expr` for evaluation at `times`.
 pub(crate) async fn load(
     q: &dyn Queryable,
     parsed: &Parsed,
-    lo: i64,
-    hi: i64,
-    lookback: i64,
+    times: Times,
     max_samples: usize,
 ) -> Result<Loaded, EvalError> {
     let mut planner = Planner {
-        start: lo,
-        end: hi,
-        lookback,
+        start: times.start,
+        end: times.end,
+        lookback: times.lookback,
         needs: HashMap::new(),
         ext: parsed.ext.clone(),
+        subqueries: 0,
     };
-    planner.walk(&parsed.expr, lo, hi)?;
+    planner.walk(&parsed.expr, times.start, times.end)?;
     let mut loaded = Loaded {
         ext: parsed.ext.clone(),
         ..Loaded::default()
@@ -271,10 +345,22 @@ pub(crate) async fn load(
     for need in planner.needs.into_values() {
         // Windows are left-open, so the first millisecond is never needed.
         let (lo, hi) = (need.min.saturating_add(1), need.max);
-        let (floats, hists) = futures::join!(
-            q.select(&need.matchers, lo, hi),
-            q.select_histograms(&need.matchers, lo, hi)
-        );
+        let grid = match need.grid {
+            GridUse::Offset(off) => StepGrid::new(
+                times.start.saturating_sub(off),
+                times.end.saturating_sub(off),
+                times.step,
+                times.lookback,
+            ),
+            GridUse::Anywhere => None,
+        };
+        let floats = async {
+            match grid {
+                Some(grid) => q.select_at_steps(&need.matchers, lo, hi, grid).await,
+                None => q.select(&need.matchers, lo, hi).await,
+            }
+        };
+        let (floats, hists) = futures::join!(floats, q.select_histograms(&need.matchers, lo, hi));
         let mut series: Vec<SelSeries> = floats?
             .into_iter()
             .map(|s| SelSeries {

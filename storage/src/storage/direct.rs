@@ -36,6 +36,7 @@ use crate::manifest::Versioned;
 use crate::matcher::Matcher;
 use crate::sample::{Sample, Series};
 use crate::segment::SegmentIndex;
+use crate::step_grid::StepGrid;
 use crate::tenant::TenantId;
 use crate::{block, paths, segment};
 use ulid::Ulid;
@@ -111,6 +112,7 @@ impl Storage {
         start_ms: i64,
         end_ms: i64,
         ids: Option<(SeriesId, SeriesId)>,
+        grid: Option<StepGrid>,
     ) -> Result<Vec<Series>> {
         let in_ids = |id: SeriesId| ids.is_none_or(|(lo, hi)| lo <= id && id <= hi);
         // Per source position: matched series (id order) and their labels.
@@ -241,7 +243,7 @@ impl Storage {
                 }
             }
         }
-        gather(plans, start_ms, end_ms)
+        gather(plans, start_ms, end_ms, grid)
     }
 }
 
@@ -298,10 +300,22 @@ impl Run<'_> {
 const GATHER_SPLIT_SAMPLES: usize = 1 << 20;
 
 /// The series of `plans`, each with its runs merged ([`Gathered::finish`]),
-/// sorted by labels, samples inside `[start, end]`. Large reads are copied
-/// (and decoded) on all cores.
-fn gather(plans: Vec<(&Labels, Vec<Run<'_>>)>, start: i64, end: i64) -> Result<Vec<Series>> {
-    gather_split(plans, crate::cores(), GATHER_SPLIT_SAMPLES, start, end)
+/// sorted by labels, samples inside `[start, end]` (only those `grid` sees,
+/// when given). Large reads are copied (and decoded) on all cores.
+fn gather(
+    plans: Vec<(&Labels, Vec<Run<'_>>)>,
+    start: i64,
+    end: i64,
+    grid: Option<StepGrid>,
+) -> Result<Vec<Series>> {
+    gather_split(
+        plans,
+        crate::cores(),
+        GATHER_SPLIT_SAMPLES,
+        start,
+        end,
+        grid,
+    )
 }
 
 /// [`gather`] on up to `threads` threads, one per `split` samples.
@@ -311,6 +325,7 @@ fn gather_split(
     split: usize,
     start: i64,
     end: i64,
+    grid: Option<StepGrid>,
 ) -> Result<Vec<Series>> {
     let total: usize = plans
         .iter()
@@ -320,7 +335,7 @@ fn gather_split(
     let some = |plans: Vec<(&Labels, Vec<Run<'_>>)>| -> Result<Vec<Series>> {
         let mut out = Vec::with_capacity(plans.len());
         for plan in plans {
-            if let Some(s) = gather_one(plan, start, end)? {
+            if let Some(s) = gather_one(plan, start, end, grid.as_ref())? {
                 out.push(s);
             }
         }
@@ -356,25 +371,43 @@ fn gather_split(
 
 /// One series' runs copied or decoded into one vector of the final size,
 /// then merged if they overlap ([`Gathered::finish`]); `None` if no sample
-/// is left.
+/// is left. With a `grid`, each run is thinned to what the grid's times see
+/// as soon as it is in the vector, so the vector never holds more than the
+/// thinned runs and one whole run.
 fn gather_one(
     (labels, runs): (&Labels, Vec<Run<'_>>),
     start: i64,
     end: i64,
+    grid: Option<&StepGrid>,
 ) -> Result<Option<Series>> {
-    let len = runs.iter().map(Run::len).sum();
-    let mut g = Gathered::with_capacity(len, runs.len());
+    let len: usize = runs.iter().map(Run::len).sum();
+    let room = match grid {
+        None => len,
+        Some(g) => {
+            let longest = runs.iter().map(Run::len).max().unwrap_or(0);
+            len.min(g.steps().saturating_mul(runs.len()).saturating_add(longest))
+        }
+    };
+    let mut g = Gathered::with_capacity(room, runs.len());
     // Whether the samples so far are sorted with unique timestamps (then
     // nothing needs merging, and no second pass is made over them).
     let mut ordered = true;
     for r in runs {
         let from = g.samples.len();
+        // Plain slices are thinned as they are copied, the rest in place.
+        let thin_in_place = !matches!(r.part, Part::Slice { skip: None, .. });
         match r.part {
             Part::Slice {
                 samples,
                 skip: None,
             } => {
-                g.push_slice(r.pos, r.seq, samples);
+                match grid {
+                    None => g.push_slice(r.pos, r.seq, samples),
+                    Some(grid) => {
+                        g.start_run(r.pos, r.seq);
+                        grid.push_seen(samples, &mut g.samples);
+                    }
+                }
                 ordered = ordered && samples.windows(2).all(|w| w[0].t < w[1].t);
             }
             Part::Slice {
@@ -410,11 +443,20 @@ fn gather_one(
                 }
             }
         }
+        if let Some(grid) = grid
+            && thin_in_place
+        {
+            grid.retain_seen(&mut g.samples, from);
+        }
         if from > 0 && g.samples.len() > from && g.samples[from - 1].t >= g.samples[from].t {
             ordered = false;
         }
     }
-    let samples = if ordered { g.samples } else { g.finish() };
+    let mut samples = if ordered { g.samples } else { g.finish() };
+    if let Some(grid) = grid {
+        // Runs thinned one by one may keep samples another run's hide.
+        grid.retain_seen(&mut samples, 0);
+    }
     Ok((!samples.is_empty()).then(|| Series {
         labels: labels.clone(),
         samples,

@@ -644,7 +644,7 @@ fn gathering_on_several_threads_equals_one_thread() {
             })
             .collect()
     };
-    let one = gather_split(plans(), 1, usize::MAX, i64::MIN, i64::MAX).expect("gather");
+    let one = gather_split(plans(), 1, usize::MAX, i64::MIN, i64::MAX, None).expect("gather");
     assert_eq!(one.len(), 7);
     assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));
     assert!(one[0].samples.windows(2).all(|w| w[0].t < w[1].t));
@@ -654,7 +654,7 @@ fn gathering_on_several_threads_equals_one_thread() {
     // segment past its done range.
     assert_eq!(one[0].samples.len(), 70);
     for threads in [2, 3, 7, 16] {
-        let many = gather_split(plans(), threads, 1, i64::MIN, i64::MAX).expect("gather");
+        let many = gather_split(plans(), threads, 1, i64::MIN, i64::MAX, None).expect("gather");
         assert_eq!(bits(&many), bits(&one), "{threads} threads");
     }
 }
@@ -713,7 +713,7 @@ fn chunks_decoded_while_gathering_are_clipped_merged_and_checked() {
         vec![(&labels, runs)]
     };
     for (start, end) in [(i64::MIN, i64::MAX), (15, 1015), (495, 505), (1490, 2000)] {
-        let got = gather_split(plan(start, end), 1, usize::MAX, start, end).expect("gather");
+        let got = gather_split(plan(start, end), 1, usize::MAX, start, end, None).expect("gather");
         let mut want: Vec<Sample> = a.iter().chain(&b).chain(&c).copied().collect();
         for x in &late {
             if let Some(w) = want.iter_mut().find(|w| w.t == x.t) {
@@ -725,7 +725,7 @@ fn chunks_decoded_while_gathering_are_clipped_merged_and_checked() {
         assert_eq!(got[0].samples, want, "[{start}, {end}]");
     }
     assert!(
-        gather_split(plan(5000, 6000), 1, usize::MAX, 5000, 6000)
+        gather_split(plan(5000, 6000), 1, usize::MAX, 5000, 6000, None)
             .expect("gather")
             .is_empty()
     );
@@ -739,10 +739,61 @@ fn chunks_decoded_while_gathering_are_clipped_merged_and_checked() {
         seq: 1,
         part: part(&broken),
     }];
-    let err =
-        gather_split(vec![(&labels, runs)], 2, 1, i64::MIN, i64::MAX).expect_err("corrupt chunk");
+    let err = gather_split(vec![(&labels, runs)], 2, 1, i64::MIN, i64::MAX, None)
+        .expect_err("corrupt chunk");
     assert!(
         matches!(&err, StorageError::Corrupt { key: k, reason } if k == key.as_ref() && reason.contains("row 7")),
         "{err}"
     );
+}
+
+/// A read for a selector evaluated at a grid of times keeps only what
+/// those times see, and every time sees the same sample (bit for bit) as
+/// in the whole read: over overlapping blocks, segments with a done range
+/// and rewrites, with chunks decoded in the object tasks or while
+/// gathering.
+#[tokio::test]
+async fn a_read_at_steps_answers_every_step_as_the_whole_read() {
+    let at = |series: &[Series], t: i64, lookback: i64| -> Vec<(String, i64, u64)> {
+        series
+            .iter()
+            .filter_map(|s| {
+                let x = s.samples.iter().rev().find(|x| x.t <= t)?;
+                (x.t > t - lookback).then(|| (s.labels.to_string(), x.t, x.v.to_bits()))
+            })
+            .collect()
+    };
+    for decoded in [0, 64 << 20, 8 << 10] {
+        let s = Storage::in_memory().with_read_cache(ReadCache::new(1 << 20, decoded));
+        let srcs = sources(&s).await;
+        let all = [m(MatchOp::Regex, "job", ".+")];
+        // (start, end, step, lookback): steps wider and narrower than the
+        // lookback, times between samples and on them.
+        for (start, end, step, lookback) in [
+            (0, 5 * HOUR, 600_000, 300_000),
+            (HOUR / 3, 5 * HOUR, 7_000, 300_000),
+            (2 * HOUR + 1, 4 * HOUR + 30_000, 1_800_000, 25_000),
+        ] {
+            let grid = StepGrid::new(start, end, step, lookback).expect("grid");
+            let (lo, hi) = (start - lookback + 1, end);
+            let whole = s
+                .read_direct(&srcs, &all, lo, hi, None, None)
+                .await
+                .expect("read");
+            let thin = s
+                .read_direct(&srcs, &all, lo, hi, None, Some(grid))
+                .await
+                .expect("read at steps");
+            let mut t = start;
+            while t <= end {
+                assert_eq!(at(&thin, t, lookback), at(&whole, t, lookback), "{t}");
+                t += step;
+            }
+            let count = |x: &[Series]| x.iter().map(|s| s.samples.len()).sum::<usize>();
+            assert!(count(&thin) <= grid.steps() * thin.len(), "{grid:?}");
+            if step > 20_000 {
+                assert!(count(&thin) * 4 < count(&whole), "{grid:?} thins");
+            }
+        }
+    }
 }
