@@ -50,11 +50,22 @@ impl StepGrid {
         (at <= self.last).then_some(at)
     }
 
-    /// Whether a sample at `t`, followed by one at `next` (or by none), is
-    /// the latest sample some evaluation time sees.
-    fn seen(&self, t: i64, next: Option<i64>) -> bool {
-        self.time_from(t)
-            .is_some_and(|at| at - t < self.lookback && next.is_none_or(|n| n > at))
+    /// The index of the next sample of the time-sorted `run`, from `*i`
+    /// on, that some evaluation time sees (the latest at or before that
+    /// time, inside its window); `*i` moves past it. One binary search per
+    /// evaluation time, not a look at every sample: a week at a 10-minute
+    /// step over 15-second samples skips 39 samples in 40.
+    fn next_seen(&self, run: &[Sample], i: &mut usize) -> Option<usize> {
+        loop {
+            let at = self.time_from(run.get(*i)?.t)?;
+            let rest = run.get(*i..)?;
+            let j = *i + rest.partition_point(|x| x.t <= at);
+            *i = j;
+            let latest = run.get(j.checked_sub(1)?)?;
+            if at - latest.t < self.lookback {
+                return Some(j - 1);
+            }
+        }
     }
 
     /// Appends the samples of the time-sorted `run` some evaluation time
@@ -62,23 +73,19 @@ impl StepGrid {
     /// what is appended, so runs of one series may be thinned one by one
     /// and then merged.
     pub fn push_seen(&self, run: &[Sample], out: &mut Vec<Sample>) {
-        for (i, s) in run.iter().enumerate() {
-            if self.seen(s.t, run.get(i + 1).map(|n| n.t)) {
-                out.push(*s);
-            }
+        let mut i = 0;
+        while let Some(k) = self.next_seen(run, &mut i) {
+            out.push(run[k]);
         }
     }
 
     /// Keeps of `samples[from..]` (time-sorted) only what some evaluation
     /// time sees, in place.
     pub fn retain_seen(&self, samples: &mut Vec<Sample>, from: usize) {
-        let mut kept = from;
-        for i in from..samples.len() {
-            let next = samples.get(i + 1).map(|n| n.t);
-            if self.seen(samples[i].t, next) {
-                samples[kept] = samples[i];
-                kept += 1;
-            }
+        let (mut i, mut kept) = (from, from);
+        while let Some(k) = self.next_seen(samples, &mut i) {
+            samples[kept] = samples[k];
+            kept += 1;
         }
         samples.truncate(kept);
     }

@@ -590,6 +590,9 @@ mod tests {
         // Ties are rare (about one value in a thousand here).
         assert!(ties < 6_000, "{ties} ties in 600 000 values");
         // Exactly 907216792588175.25: Go writes the even digit.
-        assert_eq!(float(f64::from_bits(0x4309_c8de_f540_7c7a)), "907216792588175.2");
+        assert_eq!(
+            float(f64::from_bits(0x4309_c8de_f540_7c7a)),
+            "907216792588175.2"
+        );
     }
 }

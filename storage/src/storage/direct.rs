@@ -383,9 +383,13 @@ fn gather_one(
     let len: usize = runs.iter().map(Run::len).sum();
     let room = match grid {
         None => len,
+        // Mostly one sample per step, one more where runs meet, and room
+        // to decode a run before it is thinned (a hint: the vector grows
+        // if it must). Untouched room would cost nothing, but a large
+        // allocation comes as fresh pages the kernel zeroes.
         Some(g) => {
             let longest = runs.iter().map(Run::len).max().unwrap_or(0);
-            len.min(g.steps().saturating_mul(runs.len()).saturating_add(longest))
+            len.min(g.steps() + runs.len() + longest)
         }
     };
     let mut g = Gathered::with_capacity(room, runs.len());
