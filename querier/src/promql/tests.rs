@@ -7,16 +7,19 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use storage::sample::stale_nan;
+use storage::step_grid::StepGrid;
 use storage::{Labels, Matcher, Sample, Series};
 
 use super::{Engine, EvalError, Queryable, Value};
 use crate::queryable::MemQueryable;
 
-/// The shared in-memory store, recording every `select` call.
+/// The shared in-memory store, recording every `select` call (and the
+/// grid of each `select_at_steps`, whose answer it thins as storage does).
 #[derive(Default)]
 struct Recording {
     inner: MemQueryable,
     calls: Mutex<Vec<(usize, i64, i64)>>,
+    grids: Mutex<Vec<StepGrid>>,
 }
 
 #[async_trait]
@@ -32,6 +35,31 @@ impl Queryable for Recording {
             .map_err(|e| EvalError::Storage(e.to_string()))?
             .push((matchers.len(), start_ms, end_ms));
         self.inner.select(matchers, start_ms, end_ms).await
+    }
+
+    async fn select_at_steps(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        grid: StepGrid,
+    ) -> Result<Vec<Series>, EvalError> {
+        self.grids
+            .lock()
+            .map_err(|e| EvalError::Storage(e.to_string()))?
+            .push(grid);
+        let whole = self.select(matchers, start_ms, end_ms).await?;
+        Ok(whole
+            .into_iter()
+            .map(|s| {
+                let mut samples = Vec::new();
+                grid.push_seen(&s.samples, &mut samples);
+                Series {
+                    labels: s.labels,
+                    samples,
+                }
+            })
+            .collect())
     }
 }
 
@@ -73,7 +101,7 @@ fn store() -> Recording {
     ]);
     Recording {
         inner,
-        calls: Mutex::default(),
+        ..Recording::default()
     }
 }
 
@@ -370,4 +398,39 @@ async fn a_huge_subquery_range_does_not_overflow() {
             .await;
         assert!(ok(&r), "{query}: {:?}", r.err());
     }
+}
+
+/// Plain selectors evaluated at the query's own times are read thinned to
+/// what those times see, and the answers stay those of whole reads;
+/// selectors read at other times (ranges, subqueries, `@`, two offsets of
+/// one selector) are read whole.
+#[test]
+fn selectors_at_the_query_steps_are_read_thinned_and_answer_the_same() {
+    let e = Engine::default();
+    let cases: [(&str, usize); 9] = [
+        ("up", 1),
+        ("sum by (job) (req)", 1),
+        ("req offset 1m * 2", 1),
+        ("timestamp(req)", 1),
+        ("req + up", 2),
+        ("rate(req[2m])", 0),
+        ("max_over_time(req[3m:1m])", 0),
+        ("req @ 120", 0),
+        ("req - req offset 1m", 0),
+    ];
+    for (query, thinned) in cases {
+        for (start, end, step) in [(0, 300_000, 60_000), (30_000, 290_000, 100_000)] {
+            let q = store();
+            let got = block_on(e.range_query(&q, query, start, end, step)).expect(query);
+            let want = block_on(e.range_query(&q.inner, query, start, end, step)).expect(query);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{query}");
+            let grids = q.grids.lock().expect("lock").len();
+            assert_eq!(grids, thinned, "{query} at {start}..{end}/{step}");
+        }
+    }
+    // An instant query sees one time.
+    let q = store();
+    block_on(e.instant_query(&q, "up", 120_000)).expect("instant");
+    let grids = q.grids.lock().expect("lock").clone();
+    assert_eq!(grids.iter().map(StepGrid::steps).collect::<Vec<_>>(), [1]);
 }
