@@ -92,6 +92,9 @@ pub struct Storage {
 #[derive(Default)]
 struct TenantViews {
     view: Option<Arc<View>>,
+    /// When a read last found an object of the view gone: a view whose
+    /// listing began earlier may list it still, and is not kept.
+    stale_before: Option<Instant>,
     /// Segments written by this process, with when their put completed.
     recent: Vec<(Instant, Ulid, Source)>,
     /// Sidecars written by this process, likewise.
@@ -430,6 +433,7 @@ impl Storage {
             && let Some(t) = m.get_mut(tenant)
         {
             t.view = None;
+            t.stale_before = Some(Instant::now());
         }
     }
 
@@ -668,18 +672,30 @@ impl Storage {
             corrupt,
             sidecars,
         });
-        if !self.view_max_age.is_zero()
-            && let Ok(mut m) = self.views.lock()
-        {
-            let t = m.entry(tenant.clone()).or_default();
-            if t.view.as_ref().is_none_or(|old| old.taken <= taken) {
-                t.view = Some(view.clone());
-                // Writes before the listing began are in it.
-                t.recent.retain(|(at, _, _)| *at >= taken);
-                t.recent_sidecars.retain(|(at, _, _)| *at >= taken);
-            }
-        }
+        self.keep_view(tenant, &view);
         Ok(view)
+    }
+
+    /// Keeps `view` for the next reads, unless a newer one is kept or a
+    /// read has found an object gone since its listing began (a concurrent
+    /// read's listing would otherwise give the retry that object again).
+    fn keep_view(&self, tenant: &TenantId, view: &Arc<View>) {
+        if self.view_max_age.is_zero() {
+            return;
+        }
+        let Ok(mut m) = self.views.lock() else {
+            return;
+        };
+        let t = m.entry(tenant.clone()).or_default();
+        let taken = view.taken;
+        if t.view.as_ref().is_none_or(|old| old.taken <= taken)
+            && t.stale_before.is_none_or(|stale| stale <= taken)
+        {
+            t.view = Some(view.clone());
+            // Writes before the listing began are in it.
+            t.recent.retain(|(at, _, _)| *at >= taken);
+            t.recent_sidecars.retain(|(at, _, _)| *at >= taken);
+        }
     }
 
     /// Segments this process wrote that `view`'s listing may have missed.

@@ -492,3 +492,38 @@ async fn a_segment_deleted_under_a_cached_view_is_read_from_a_fresh_listing() {
         (1, 1, 0)
     );
 }
+
+/// A read that finds an object of the view gone drops the view and lists
+/// again; a listing another read began before that (and finished after)
+/// may still hold the object, so it is not kept for the retry to reuse.
+/// (Seen as a rare failure of the crash test: a query 500 on a segment the
+/// compactor had just deleted.)
+#[test]
+fn a_view_listed_before_an_object_was_found_gone_is_not_kept() {
+    let s = Storage::in_memory().with_view_max_age(Duration::from_secs(3600));
+    let t = tenant("a");
+    let view = |taken: Instant| {
+        Arc::new(View {
+            taken,
+            manifest: Versioned::default(),
+            segments: Vec::new(),
+            corrupt: Vec::new(),
+            sidecars: Vec::new(),
+        })
+    };
+    let kept = |s: &Storage| -> Option<Instant> {
+        let m = s.views.lock().expect("lock");
+        m.get(&t).and_then(|tv| tv.view.as_ref().map(|v| v.taken))
+    };
+    let before = Instant::now();
+    s.keep_view(&t, &view(before));
+    assert_eq!(kept(&s), Some(before));
+    s.drop_view(&t);
+    // The concurrent listing began before the drop: not kept.
+    s.keep_view(&t, &view(before));
+    assert_eq!(kept(&s), None);
+    // The retry's own listing began after it: kept.
+    let after = Instant::now();
+    s.keep_view(&t, &view(after));
+    assert_eq!(kept(&s), Some(after));
+}
