@@ -389,7 +389,7 @@ fn gather_one(
         // allocation comes as fresh pages the kernel zeroes.
         Some(g) => {
             let longest = runs.iter().map(Run::len).max().unwrap_or(0);
-            len.min(g.steps() + runs.len() + longest)
+            len.min(g.steps().saturating_add(runs.len()).saturating_add(longest))
         }
     };
     let mut g = Gathered::with_capacity(room, runs.len());
