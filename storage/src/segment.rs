@@ -469,15 +469,24 @@ fn check_dictionary_pages(
     for rg in metadata.row_groups() {
         let rows = usize::try_from(rg.num_rows()).map_err(|e| format!("row count: {e}"))?;
         for column in rg.columns() {
-            let mut pages = SerializedPageReader::new(reader.clone(), column, rows, None)
+            // The first page's type, learnt without decompressing a data
+            // page: the same chunk described as uncompressed hands back the
+            // page's stored bytes. (`peek_next_page` would read only the
+            // header, but panics on a data page header missing its body.)
+            let stored = column
+                .clone()
+                .into_builder()
+                .set_compression(Compression::UNCOMPRESSED)
+                .build()
                 .map_err(|e| format!("parquet: {e}"))?;
-            // Reading the header alone does not decompress a data page.
-            let first = pages
-                .peek_next_page()
+            let first = SerializedPageReader::new(reader.clone(), &stored, rows, None)
+                .and_then(|mut pages| pages.get_next_page())
                 .map_err(|e| format!("parquet: {e}"))?;
-            if !first.is_some_and(|p| p.is_dict) {
+            if !first.is_some_and(|p| p.is_dictionary_page()) {
                 continue;
             }
+            let mut pages = SerializedPageReader::new(reader.clone(), column, rows, None)
+                .map_err(|e| format!("parquet: {e}"))?;
             if let Some(Page::DictionaryPage {
                 buf, num_values, ..
             }) = pages.get_next_page().map_err(|e| format!("parquet: {e}"))?

@@ -436,6 +436,32 @@ fn a_dictionary_page_claiming_more_values_than_it_holds_is_corrupt() {
     assert!(err.to_string().contains("dictionary page"), "{err}");
 }
 
+/// Fuzz findings (`fuzz/corpus/segment/regression-data-page-missing-its-header*`):
+/// a page typed as a data page without a data page header made the dictionary
+/// check's header peek panic inside the Parquet crate. Corrupt, not a panic.
+#[test]
+fn a_data_page_without_its_header_is_corrupt() {
+    for input in [
+        &include_bytes!("../../../fuzz/corpus/segment/regression-data-page-missing-its-header")[..],
+        &include_bytes!("../../../fuzz/corpus/segment/regression-data-page-missing-its-header-2")[..],
+    ] {
+        let mut data = input.to_vec();
+        seal("k", &mut data).expect("the input has a checksum slot");
+        let err = read("k", Bytes::from(data)).expect_err("corrupt");
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+    // The same on a segment of ours: the first page's type, a dictionary
+    // page (zigzag 4), becomes a data page (0), keeping its dictionary header.
+    let input = vec![series(&[("__name__", "a")], &[(1, 1.0), (2, 2.0)])];
+    let (bytes, _) = encode(&input).expect("encode");
+    let mut data = bytes.to_vec();
+    assert_eq!((data[4], data[5]), (0x15, 0x04), "{:02x?}", &data[4..12]);
+    data[5] = 0x00;
+    seal("k", &mut data).expect("checksum slot");
+    let err = read("k", Bytes::from(data)).expect_err("corrupt");
+    assert!(err.to_string().contains("data page header"), "{err}");
+}
+
 /// The same check on a segment of ours: the first column's dictionary page
 /// header is patched to claim more values than it holds.
 #[test]
