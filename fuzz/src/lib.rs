@@ -386,6 +386,20 @@ fn object_id() -> ulid::Ulid {
 /// The query path over one object: `Storage::select` of every series at
 /// every time, as a querier runs it (footer read, series index, DataFusion
 /// scan, chunk checks and decoding).
+/// `segment::read`, whose decoder panics (see [`with_decoder_panics_contained`])
+/// must come back as a corrupt error.
+fn read_segment(
+    key: &str,
+    bytes: Bytes,
+) -> storage::error::Result<(segment::SegmentIndex, Vec<Series>)> {
+    let (result, contained) = with_decoder_panics_contained(|| segment::read(key, bytes));
+    assert!(
+        !(contained && result.is_ok()),
+        "a decoder panicked in segment::read, yet it answered data"
+    );
+    result
+}
+
 fn select_all(store: Arc<InMemory>) -> storage::error::Result<Vec<Series>> {
     let storage = Storage::new(store);
     let (result, contained) = with_decoder_panics_contained(|| {
@@ -407,9 +421,13 @@ static DECODER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// are not findings: they happen inside scan tasks (DataFusion's, or the
 /// direct read path's one task per object), which contain them (the task's
 /// panic becomes a query error, and queries read around such an object,
-/// `Storage::read_reporting`). But libFuzzer's panic hook aborts before any
-/// unwinding, so while `f` runs a hook passes over panics whose stack is in
-/// such a task and in parquet/arrow code; any other panic still aborts. Returns `f`'s result and whether a decoder panic was contained.
+/// `Storage::read_reporting`), or inside the whole-object segment reader,
+/// which catches them and answers a corrupt error. But libFuzzer's panic
+/// hook aborts before any unwinding, so while `f` runs a hook passes over
+/// panics whose stack is in such a task or reader and in parquet/arrow code;
+/// any other panic still aborts (and one passed over that nothing catches
+/// still ends the run at libFuzzer's own `catch_unwind`). Returns `f`'s
+/// result and whether a decoder panic was contained.
 fn with_decoder_panics_contained<T>(f: impl FnOnce() -> T) -> (T, bool) {
     use std::sync::atomic::Ordering;
     static HOOK: std::sync::Once = std::sync::Once::new();
@@ -423,7 +441,8 @@ fn with_decoder_panics_contained<T>(f: impl FnOnce() -> T) -> (T, bool) {
             let in_decoder = CONTAINING.load(Ordering::SeqCst) && {
                 let trace = std::backtrace::Backtrace::force_capture().to_string();
                 (trace.contains("datafusion_datasource")
-                    || trace.contains("storage::storage::direct"))
+                    || trace.contains("storage::storage::direct")
+                    || trace.contains("storage/src/segment.rs"))
                     && (trace.contains("parquet::") || trace.contains("arrow_"))
             };
             if in_decoder {
@@ -465,11 +484,11 @@ fn as_selected(series: &[Series]) -> Vec<Flat> {
 /// same samples or an error, never something else.
 pub fn segment(data: &[u8]) {
     let key = "fuzz/segment";
-    let as_given = segment::read(key, Bytes::copy_from_slice(data));
+    let as_given = read_segment(key, Bytes::copy_from_slice(data));
     let mut sealed = data.to_vec();
     let resealed = segment::seal(key, &mut sealed).is_ok();
     let read = if resealed {
-        segment::read(key, Bytes::from(sealed.clone()))
+        read_segment(key, Bytes::from(sealed.clone()))
     } else {
         // No checksum slot: the reader must have refused it (or it is a
         // version 1 segment, which has none).

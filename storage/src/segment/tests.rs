@@ -462,6 +462,23 @@ fn a_data_page_without_its_header_is_corrupt() {
     assert!(err.to_string().contains("data page header"), "{err}");
 }
 
+/// Fuzz finding (`fuzz/corpus/segment/regression-byte-stream-split-out-of-bounds`):
+/// parquet 59's byte-stream-split decoder indexes out of bounds on a page
+/// holding fewer bytes than its values need. The reader catches decoder
+/// panics: a corrupt error, not a panic.
+#[test]
+fn a_decoder_panic_is_a_corrupt_error() {
+    let mut data =
+        include_bytes!("../../../fuzz/corpus/segment/regression-byte-stream-split-out-of-bounds")
+            .to_vec();
+    seal("k", &mut data).expect("the input has a checksum slot");
+    let err = read("k", Bytes::from(data)).expect_err("corrupt");
+    assert!(
+        matches!(&err, StorageError::Corrupt { reason, .. } if reason.contains("decoder panicked")),
+        "{err}"
+    );
+}
+
 /// The same check on a segment of ours: the first column's dictionary page
 /// header is patched to claim more values than it holds.
 #[test]
