@@ -383,9 +383,6 @@ fn object_id() -> ulid::Ulid {
     ulid::Ulid::from_parts(1_700_000_000_000, 42)
 }
 
-/// The query path over one object: `Storage::select` of every series at
-/// every time, as a querier runs it (footer read, series index, DataFusion
-/// scan, chunk checks and decoding).
 /// `segment::read`, whose decoder panics (see [`with_decoder_panics_contained`])
 /// must come back as a corrupt error.
 fn read_segment(
@@ -400,6 +397,9 @@ fn read_segment(
     result
 }
 
+/// The query path over one object: `Storage::select` of every series at
+/// every time, as a querier runs it (footer read, series index, DataFusion
+/// scan, chunk checks and decoding).
 fn select_all(store: Arc<InMemory>) -> storage::error::Result<Vec<Series>> {
     let storage = Storage::new(store);
     let (result, contained) = with_decoder_panics_contained(|| {

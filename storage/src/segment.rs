@@ -29,7 +29,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnPath;
 
-use crate::error::{Result, StorageError};
+use crate::error::{Result, StorageError, panic_message};
 use crate::labels::{Labels, SeriesId};
 use crate::sample::{Sample, Series};
 use crate::segment_index;
@@ -403,7 +403,7 @@ pub fn read(key: &str, bytes: Bytes) -> Result<(SegmentIndex, Vec<Series>)> {
     .unwrap_or_else(|panic| {
         Err(corrupt(format!(
             "parquet decoder panicked: {}",
-            panic_message(panic.as_ref())
+            panic_message(panic.as_ref()).unwrap_or("no message")
         )))
     })?;
     Ok((index, out))
@@ -477,15 +477,6 @@ fn decode_rows(
         )));
     }
     Ok(out)
-}
-
-/// The message of a caught panic, when it has one.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 /// Refuses dictionary pages that claim more values than their bytes hold.

@@ -25,6 +25,7 @@ use std::time::Duration;
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use regex::Regex;
+use storage::error::panic_message;
 use storage::sidecar::{HistogramSeries, Sidecar};
 use storage::{Labels, METRIC_NAME, Sample, Series, Storage, TenantId};
 
@@ -143,13 +144,7 @@ static LAST_PANIC: LazyLock<Mutex<Option<String>>> = LazyLock::new(|| Mutex::new
 /// `todo!()`) shows up as a failed eval rather than a flood on stderr.
 pub fn install_quiet_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "panic".to_string()
-        };
+        let msg = panic_message(info.payload()).unwrap_or("panic");
         let loc = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -169,11 +164,7 @@ fn panic_text(e: tokio::task::JoinError) -> String {
         return "task cancelled".into();
     }
     match e.try_into_panic() {
-        Ok(p) => p
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".into()),
+        Ok(p) => panic_message(p.as_ref()).unwrap_or("panic").to_string(),
         Err(e) => e.to_string(),
     }
 }
