@@ -566,6 +566,27 @@ async fn print_segments(url: &str) {
             bytes / segments / 1024.0
         );
     }
+    // Where a request's time goes: with a fixed number of senders, each
+    // waiting for its answer, samples/s follow the latency of a request.
+    let mean = |prefix: &str, label: &str| {
+        let sum_of = |suffix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{prefix}_{suffix}")) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (sum, count) = (sum_of("sum"), sum_of("count"));
+        (count > 0.0).then(|| sum / count * 1e3)
+    };
+    if let (Some(request), Some(put), Some(store)) = (
+        mean("strata_http_request_seconds", "route=\"/api/v1/write\""),
+        mean("strata_ingest_segment_put_seconds", ""),
+        mean("strata_object_store_request_seconds", "op=\"put\""),
+    ) {
+        println!(
+            "  strata mean ms: write request {request:.2}, segment put {put:.2} (object store put {store:.2})"
+        );
+    }
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
