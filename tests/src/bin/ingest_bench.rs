@@ -545,6 +545,8 @@ async fn verify(name: &str, url: &str, w: &Workload, args: &Args) {
 /// Segments the run wrote and how many requests each held, from Strata's
 /// `/metrics`: what group commit made of the load (per-segment costs are
 /// paid once per segment, so fewer, larger segments are cheaper).
+/// Then the mean latency of a write request, of the segment put that
+/// answered it and of the object-store put alone.
 async fn print_segments(url: &str) {
     let Ok(resp) = reqwest::get(format!("{url}/metrics")).await else {
         return;
@@ -570,8 +572,9 @@ async fn print_segments(url: &str) {
     // waiting for its answer, samples/s follow the latency of a request.
     let mean = |prefix: &str, label: &str| {
         let sum_of = |suffix: &str| -> f64 {
+            let name = format!("{prefix}_{suffix}");
             text.lines()
-                .filter(|l| l.starts_with(&format!("{prefix}_{suffix}")) && l.contains(label))
+                .filter(|l| l.starts_with(&name) && l.contains(label))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
