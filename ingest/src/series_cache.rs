@@ -85,6 +85,10 @@ impl SeriesCache {
         if self.per_shard == 0 {
             return;
         }
+        // Computed once here, the id travels with every clone a hit hands
+        // out; otherwise each segment write hashed every series' labels
+        // again (about 6 % of ingest CPU).
+        labels.series_id();
         let hash = xxh3_64(raw);
         let Some(Ok(mut shard)) = self.shard(hash).map(|s| s.lock()) else {
             return;

@@ -8,7 +8,9 @@
 //! the whole object ([`seal`], [`verify`]), so a reader that fetched a whole
 //! segment ([`read`]) refuses a corrupt one before using any of it, and the
 //! series index is a zstd frame with its own content checksum, so footer-only
-//! readers ([`decode_index`]) refuse a corrupt index too. See
+//! readers ([`decode_index`]) refuse a corrupt index too. Since version 3
+//! the index stores each label name once and no series ids (readers derive
+//! them), which halves what each put compresses. See
 //! `docs/format/segment.md`.
 
 use std::ops::Range;
@@ -32,16 +34,17 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{Result, StorageError, panic_message};
 use crate::labels::{Labels, SeriesId};
 use crate::sample::{Sample, Series};
-use crate::segment_index;
+use crate::segment_index::{self, Layout};
 
 /// Value of the `strata.format` key: identifies a Strata segment.
 pub const FORMAT_MAGIC: &str = "strata-segment";
 /// Value of the `strata.format_version` key written by this code.
-/// Version 2 added the whole-object checksum and the index's zstd checksum.
-pub const FORMAT_VERSION: u32 = 2;
-/// Versions this code reads: version 1 segments (no checksum) stay readable
-/// until the compactor has replaced them.
-const READ_VERSIONS: [u32; 2] = [1, 2];
+/// Version 2 added the whole-object checksum and the index's zstd checksum;
+/// version 3 the index's name-table layout ([`segment_index::Layout`]).
+pub const FORMAT_VERSION: u32 = 3;
+/// Versions this code reads: older segments stay readable until the
+/// compactor has replaced them.
+const READ_VERSIONS: [u32; 3] = [1, 2, 3];
 
 const KEY_FORMAT: &str = "strata.format";
 const KEY_VERSION: &str = "strata.format_version";
@@ -228,7 +231,7 @@ fn segment_footer(index: &SegmentIndex) -> Result<Vec<KeyValue>> {
         KeyValue::new(KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
         KeyValue::new(
             KEY_INDEX.to_string(),
-            encode_index(index, true, SEGMENT_INDEX_ZSTD_LEVEL)?,
+            encode_index(index, Layout::NameTable, true, SEGMENT_INDEX_ZSTD_LEVEL)?,
         ),
         KeyValue::new(
             KEY_CHECKSUM.to_string(),
@@ -237,7 +240,7 @@ fn segment_footer(index: &SegmentIndex) -> Result<Vec<KeyValue>> {
     ])
 }
 
-/// Where the checksum digits of a version 2 segment are: the one place in
+/// Where the checksum digits of a segment (version 2 and later) are: the one place in
 /// the footer where the key `strata.checksum` is followed by a 16-byte
 /// value. An error says why there is no such place.
 fn checksum_slot(bytes: &[u8]) -> Result<Range<usize>, String> {
@@ -278,7 +281,7 @@ fn object_checksum(bytes: &[u8], slot: &Range<usize>) -> u64 {
     h.digest()
 }
 
-/// Writes the checksum of a version 2 segment into its checksum slot. The
+/// Writes the checksum of a segment (version 2 and later) into its checksum slot. The
 /// encoder calls it last; tests and the fuzzer call it to make a mutated
 /// object look intact. `key` is only used in error messages.
 pub fn seal(key: &str, bytes: &mut [u8]) -> Result<()> {
@@ -588,9 +591,19 @@ fn check_footer(
         .map_err(|e| corrupt(format!("series index is not base64: {e}")))?;
     let raw = zstd::bulk::decompress(&compressed, MAX_INDEX_BYTES)
         .map_err(|e| corrupt(format!("series index does not decompress: {e}")))?;
-    let index =
-        segment_index::decode(&raw).map_err(|e| corrupt(format!("bad series index: {e}")))?;
+    let index = segment_index::decode(&raw, index_layout(magic, version))
+        .map_err(|e| corrupt(format!("bad series index: {e}")))?;
     Ok((version, index))
+}
+
+/// The series index layout of a Strata Parquet object: the name table for
+/// segments since version 3, ids and names in full before and in blocks.
+fn index_layout(magic: &str, version: u32) -> Layout {
+    if magic == FORMAT_MAGIC && version >= 3 {
+        Layout::NameTable
+    } else {
+        Layout::WithIds
+    }
 }
 
 /// The value of footer key `k`, if present.
@@ -612,7 +625,7 @@ pub(crate) fn footer_entries(
         KeyValue::new(KEY_VERSION.to_string(), format_version.to_string()),
         KeyValue::new(
             KEY_INDEX.to_string(),
-            encode_index(index, false, BLOCK_INDEX_ZSTD_LEVEL)?,
+            encode_index(index, Layout::WithIds, false, BLOCK_INDEX_ZSTD_LEVEL)?,
         ),
     ])
 }
@@ -620,12 +633,18 @@ pub(crate) fn footer_entries(
 /// The series index as stored in the footer: base64(zstd(binary index), see
 /// [`segment_index`]). Parquet key-value values are strings, hence base64;
 /// zstd shrinks the label text about tenfold, which matters because every
-/// segment carries one. `checksum`: the zstd frame carries a content
-/// checksum (segments since version 2; blocks do not, yet). `level`: the
-/// zstd level (segments and blocks differ; any level decodes).
-fn encode_index(index: &SegmentIndex, checksum: bool, level: i32) -> Result<String> {
+/// segment carries one. `layout`: see [`index_layout`]. `checksum`: the
+/// zstd frame carries a content checksum (segments since version 2; blocks
+/// do not, yet). `level`: the zstd level (segments and blocks differ; any
+/// level decodes).
+fn encode_index(
+    index: &SegmentIndex,
+    layout: Layout,
+    checksum: bool,
+    level: i32,
+) -> Result<String> {
     let enc = |e: std::io::Error| StorageError::Encode(e.to_string());
-    let raw = segment_index::encode(index);
+    let raw = segment_index::encode(index, layout);
     let compressed = INDEX_COMPRESSOR.with(|cell| {
         // Nothing inside can call back into this function: the borrow is
         // never taken twice.

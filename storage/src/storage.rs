@@ -11,7 +11,7 @@
 //! Block rows are chunks, decoded here; segment samples that a block already
 //! holds are skipped. `read_scan` does the same through a DataFusion scan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -96,9 +96,20 @@ struct TenantViews {
     /// listing began earlier may list it still, and is not kept.
     stale_before: Option<Instant>,
     /// Segments written by this process, with when their put completed.
-    recent: Vec<(Instant, Ulid, Source)>,
+    recent: VecDeque<(Instant, Ulid, Source)>,
     /// Sidecars written by this process, likewise.
-    recent_sidecars: Vec<(Instant, Ulid, Path)>,
+    recent_sidecars: VecDeque<(Instant, Ulid, Path)>,
+}
+
+/// Drops the entries `old` names from the front of a recent-writes queue.
+/// Entries are pushed under the views lock with the time of the push, so
+/// they are in time order and the old ones are a prefix: pruning costs what
+/// it drops, not a pass over every write of the last minute (at a steady
+/// write rate that pass was a visible share of each put).
+fn drop_old<T>(q: &mut VecDeque<(Instant, Ulid, T)>, old: impl Fn(Instant) -> bool) {
+    while q.front().is_some_and(|(at, _, _)| old(*at)) {
+        q.pop_front();
+    }
 }
 
 struct View {
@@ -693,8 +704,8 @@ impl Storage {
         {
             t.view = Some(view.clone());
             // Writes before the listing began are in it.
-            t.recent.retain(|(at, _, _)| *at >= taken);
-            t.recent_sidecars.retain(|(at, _, _)| *at >= taken);
+            drop_old(&mut t.recent, |at| at < taken);
+            drop_old(&mut t.recent_sidecars, |at| at < taken);
         }
     }
 
@@ -742,8 +753,9 @@ impl Storage {
             // No view older than this is used again (a slow refresh aside,
             // hence the margin), so older writes are in every future listing.
             let keep = self.view_max_age + RECENT_WRITES_MARGIN;
-            t.recent.retain(|(at, _, _)| at.elapsed() < keep);
-            t.recent.push((Instant::now(), id, src));
+            let now = Instant::now();
+            drop_old(&mut t.recent, |at| now.duration_since(at) >= keep);
+            t.recent.push_back((now, id, src));
         }
     }
 

@@ -12,7 +12,8 @@ use tracing::debug;
 use ulid::Ulid;
 
 use super::{
-    RECENT_WRITES_MARGIN, Skipped, Storage, is_not_found, next_segment_id, skip_if_corrupt,
+    RECENT_WRITES_MARGIN, Skipped, Storage, drop_old, is_not_found, next_segment_id,
+    skip_if_corrupt,
 };
 use crate::error::{Result, StorageError};
 use crate::labels::Labels;
@@ -139,8 +140,9 @@ impl Storage {
         if let Ok(mut m) = self.views.lock() {
             let t = m.entry(tenant.clone()).or_default();
             let keep = self.view_max_age + RECENT_WRITES_MARGIN;
-            t.recent_sidecars.retain(|(at, _, _)| at.elapsed() < keep);
-            t.recent_sidecars.push((Instant::now(), id, key));
+            let now = Instant::now();
+            drop_old(&mut t.recent_sidecars, |at| now.duration_since(at) >= keep);
+            t.recent_sidecars.push_back((now, id, key));
         }
     }
 
