@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 
+use crate::chunk::bits::{put_varint, read_varint};
 use crate::labels::{Label, Labels};
 use crate::segment::{IndexedSeries, SegmentIndex};
 
@@ -135,7 +136,7 @@ fn encode_name_table(index: &SegmentIndex) -> Vec<u8> {
     // the name without hashing it.
     let mut last: Vec<usize> = Vec::new();
     for s in &index.series {
-        put_varint(&mut body, s.labels.len());
+        put_varint(&mut body, s.labels.len() as u64);
         for (k, l) in s.labels.iter().enumerate() {
             let pos = match last.get(k) {
                 Some(&p) if names[p] == l.name => p,
@@ -148,8 +149,8 @@ fn encode_name_table(index: &SegmentIndex) -> Vec<u8> {
                 Some(slot) => *slot = pos,
                 None => last.push(pos),
             }
-            put_varint(&mut body, pos);
-            put_varint(&mut body, l.value.len());
+            put_varint(&mut body, pos as u64);
+            put_varint(&mut body, l.value.len() as u64);
             body.extend_from_slice(l.value.as_bytes());
         }
     }
@@ -157,7 +158,7 @@ fn encode_name_table(index: &SegmentIndex) -> Vec<u8> {
     let mut out = header(index, 4 + name_bytes + body.len());
     out.extend_from_slice(&(names.len() as u32).to_le_bytes());
     for n in &names {
-        put_varint(&mut out, n.len());
+        put_varint(&mut out, n.len() as u64);
         out.extend_from_slice(n.as_bytes());
     }
     out.extend_from_slice(&body);
@@ -214,15 +215,6 @@ fn decode_name_table(r: &mut Reader<'_>, count: usize) -> Result<Vec<IndexedSeri
     Ok(series)
 }
 
-/// LEB128, as protobuf writes lengths.
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -259,17 +251,10 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "label is not UTF-8".to_string())
     }
 
-    /// A LEB128 varint of at most 10 bytes that fits in a `usize`.
+    /// A LEB128 varint (the chunk codec's) that fits in a `usize`.
     fn varint(&mut self) -> Result<usize, String> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let [b] = self.array()?;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return usize::try_from(n).map_err(|_| "length out of range".to_string());
-            }
-        }
-        Err("varint longer than 10 bytes".to_string())
+        let n = read_varint(self.buf, &mut self.pos).map_err(|e| format!("series index: {e}"))?;
+        usize::try_from(n).map_err(|_| "length out of range".to_string())
     }
 }
 

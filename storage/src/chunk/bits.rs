@@ -18,8 +18,10 @@ pub(super) fn unzigzag(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
+/// Appends `x` as a LEB128 varint (also the series index's, see
+/// `segment_index`).
 #[inline]
-pub(super) fn put_varint(out: &mut Vec<u8>, mut x: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         out.push((x as u8) | 0x80);
         x >>= 7;
@@ -32,6 +34,37 @@ pub(super) fn put_varint(out: &mut Vec<u8>, mut x: u64) {
 pub(super) fn varint_len(x: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 takes one byte.
     (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Reads a LEB128 varint of at most 10 bytes whose value fits in 64 bits
+/// from `buf` at `*pos` and moves `*pos` past it (also the series index's,
+/// see `segment_index`).
+#[inline]
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, &'static str> {
+    // Fast path: one byte.
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
+    let mut x = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos).ok_or("truncated")?;
+        *pos += 1;
+        if shift == 63 && b > 1 {
+            return Err("varint overflows 64 bits");
+        }
+        x |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(x);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err("varint longer than 10 bytes");
+        }
+    }
 }
 
 /// A cursor over the chunk bytes; every read is bounds-checked.
@@ -70,30 +103,7 @@ impl<'a> Reader<'a> {
     /// A LEB128 varint of at most 10 bytes whose value fits in 64 bits.
     #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, ChunkError> {
-        // Fast path: one byte.
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
-        }
-        let mut x = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = *self.buf.get(self.pos).ok_or_else(truncated)?;
-            self.pos += 1;
-            if shift == 63 && b > 1 {
-                return Err(ChunkError("varint overflows 64 bits".into()));
-            }
-            x |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(x);
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(ChunkError("varint longer than 10 bytes".into()));
-            }
-        }
+        read_varint(self.buf, &mut self.pos).map_err(|e| ChunkError(e.into()))
     }
 
     #[inline]

@@ -30,7 +30,7 @@
 //! full-precision ratios) are exceptions stored raw; when too many values are
 //! exceptions the chunk falls back to XOR.
 
-mod bits;
+pub(crate) mod bits;
 #[cfg(test)]
 mod tests;
 
