@@ -303,6 +303,15 @@ fn time_series(
             labels_of(pairs, limits).inspect(|labels| cache.insert(raw, labels.clone()))
         }
     };
+    if exemplars.is_empty() && histograms.is_empty() {
+        // Floats only, as most series are.
+        return Ok(labels.map(|labels| SeriesData {
+            labels,
+            samples,
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
+        }));
+    }
     // Malformed exemplars or histograms make the whole request malformed (as
     // a full decode would), even in an invalid series: decode them first.
     let exemplars = exemplars
@@ -314,14 +323,6 @@ fn time_series(
         .map(|b| Histogram::decode(b).map_err(|e| Wire::err(&format!("histogram: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(labels.and_then(|labels| {
-        if exemplars.is_empty() && histograms.is_empty() {
-            return Ok(SeriesData {
-                labels,
-                samples,
-                histograms: Vec::new(),
-                exemplars: Vec::new(),
-            });
-        }
         let describe = describe(labels.iter().map(|l| (&*l.name, &*l.value)));
         series_data(labels, samples, histograms, exemplars).map_err(|reason| (describe, reason))
     }))
@@ -353,6 +354,18 @@ fn utf8(b: &[u8]) -> Result<String, IngestError> {
 }
 
 fn sample(msg: &[u8]) -> Result<Sample, IngestError> {
+    // What senders write: the value (field 1, fixed64), then the timestamp
+    // (field 2, varint), nothing else. Anything else, or a bad varint, takes
+    // the general walk below, which also gives the errors.
+    if let [0x09, b0, b1, b2, b3, b4, b5, b6, b7, 0x10, rest @ ..] = msg {
+        let mut w = Wire::new(rest);
+        if let Ok(t) = w.varint()
+            && w.done()
+        {
+            let v = f64::from_bits(u64::from_le_bytes([*b0, *b1, *b2, *b3, *b4, *b5, *b6, *b7]));
+            return Ok(Sample::new(t as i64, v));
+        }
+    }
     let mut s = Sample::new(0, 0.0);
     let mut w = Wire::new(msg);
     while !w.done() {
@@ -399,7 +412,21 @@ impl<'a> Wire<'a> {
         IngestError::Protobuf(format!("malformed WriteRequest: {what}"))
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, IngestError> {
+        // Keys and short lengths: most varints of a request are one byte,
+        // and this runs several times per sample.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, IngestError> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = *self
@@ -420,6 +447,7 @@ impl<'a> Wire<'a> {
         Err(Self::err("varint longer than 10 bytes"))
     }
 
+    #[inline]
     fn key(&mut self) -> Result<(u64, u8), IngestError> {
         let k = self.varint()?;
         // Protobuf keys are 32-bit: field numbers 1..=2^29-1 (prost refuses
@@ -1056,6 +1084,77 @@ mod tests {
         ];
         let (reference, got) = decode_both(&max);
         assert!(reference && got.is_ok());
+    }
+
+    /// Samples in the shape senders write take a fast path; every other
+    /// encoding of a sample (fields swapped, repeated, extra, missing, a
+    /// long or broken timestamp) must still decode as prost decodes it.
+    #[test]
+    fn every_sample_encoding_decodes_as_prost_decodes_it() {
+        let v = |x: f64| {
+            let mut b = vec![0x09];
+            b.extend(x.to_bits().to_le_bytes());
+            b
+        };
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let samples: Vec<Vec<u8>> = vec![
+            cat(&[&v(1.5), &[0x10, 0x07]]), // the usual shape
+            cat(&[&v(-2.0), &[0x10, 0xe8, 0x9f, 0xd5, 0x8c, 0xc6, 0x31]]), // a ms timestamp
+            cat(&[&[0x10, 0x07], &v(1.5)]), // swapped
+            cat(&[&v(1.0), &[0x10, 0x07], &v(2.0)]), // value repeated: last wins
+            cat(&[&v(1.0), &[0x10, 0x07, 0x10, 0x08]]), // timestamp repeated
+            cat(&[&v(1.0), &[0x10, 0x07, 0x18, 0x01]]), // an unknown field after
+            cat(&[&v(1.0)]),                // no timestamp
+            cat(&[&v(1.0), &[0x10]]),       // truncated timestamp
+            cat(&[&v(1.0), &[0x10, 0x87]]), // timestamp varint cut short
+            cat(&[&v(1.0), &[0x10, 0x87, 0x00]]), // non-minimal varint
+            cat(&[&v(1.0), &[0x10], &[0xff; 9], &[0x01]]), // -1 as int64
+            cat(&[&v(1.0), &[0x10], &[0xff; 9], &[0x02]]), // over 64 bits
+            cat(&[&v(f64::NAN)[..5]]),      // value cut short
+        ];
+        // A series `{__name__="m"}` holding one of them.
+        let label = cat(&[&[0x0a, 0x08], b"__name__", &[0x12, 0x01], b"m"]);
+        let mut decoded = 0;
+        for sample in &samples {
+            let mut series = vec![0x0a, label.len() as u8];
+            series.extend(&label);
+            series.extend([0x12, sample.len() as u8]);
+            series.extend(sample);
+            let mut raw = vec![0x0a, series.len() as u8];
+            raw.extend(&series);
+            let body = snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .expect("snappy");
+            let reference = decode(&body, 1 << 20).map(|r| validate(r, &SeriesLimits::default()));
+            let got = decode_validated(
+                &body,
+                1 << 20,
+                &SeriesLimits::default(),
+                &SeriesCache::new(8),
+            );
+            match (reference, got) {
+                (Ok(want), Ok(got)) => {
+                    let bits = |v: &Validated| {
+                        v.series
+                            .iter()
+                            .flat_map(|s| s.samples.iter().map(|x| (x.t, x.v.to_bits())))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&got), bits(&want), "{sample:02x?}");
+                    assert_eq!(got.samples, 1, "{sample:02x?}");
+                    decoded += 1;
+                }
+                (Err(_), Err(IngestError::Protobuf(_))) => {}
+                (want, got) => panic!(
+                    "{sample:02x?}: prost {:?}, one pass {:?}",
+                    want.map(|v| v.samples),
+                    got.map(|v| v.samples)
+                ),
+            }
+        }
+        // All but the four broken ones (truncated or cut-short timestamps,
+        // one over 64 bits, a cut-short value).
+        assert_eq!(decoded, samples.len() - 4);
     }
 
     /// Found by fuzzing (`fuzz/corpus/remote_write/regression-unknown-group`):

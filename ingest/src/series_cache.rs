@@ -46,8 +46,16 @@ impl Hasher for KeyHasher {
 
 type Shard = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
 
+/// A shard's lock on a cache line of its own (128 bytes: some CPUs fetch
+/// lines in pairs). Unpadded, neighbouring shards shared lines, so two cores
+/// locking different shards still bounced one line between them: the lock
+/// was about a third of a lookup's time in an ingest profile.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(Mutex<Shard>);
+
 pub struct SeriesCache {
-    shards: Vec<Mutex<Shard>>,
+    shards: Vec<Padded>,
     per_shard: usize,
 }
 
@@ -55,7 +63,7 @@ impl SeriesCache {
     /// A cache of about `capacity` label sets (0 disables it).
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
@@ -63,7 +71,9 @@ impl SeriesCache {
     fn shard(&self, hash: u64) -> Option<&Mutex<Shard>> {
         // Middle bits: the map itself uses the low bits (bucket) and the top
         // seven (tag) of the same hash.
-        self.shards.get(((hash >> 32) as usize) % SHARDS)
+        self.shards
+            .get(((hash >> 32) as usize) % SHARDS)
+            .map(|p| &p.0)
     }
 
     /// The label set whose labels were encoded as exactly `raw`, if cached.
@@ -123,7 +133,7 @@ mod tests {
         let held: usize = cache
             .shards
             .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .map(|s| s.0.lock().map(|m| m.len()).unwrap_or(0))
             .sum();
         assert!(held <= 32 + SHARDS, "{held} entries held");
         let off = SeriesCache::new(0);
