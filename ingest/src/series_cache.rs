@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
+use crossbeam_utils::CachePadded;
 use storage::Labels;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -46,16 +47,12 @@ impl Hasher for KeyHasher {
 
 type Shard = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
 
-/// A shard's lock on a cache line of its own (128 bytes: some CPUs fetch
-/// lines in pairs). Unpadded, neighbouring shards shared lines, so two cores
-/// locking different shards still bounced one line between them: the lock
-/// was about a third of a lookup's time in an ingest profile.
-#[repr(align(128))]
-#[derive(Default)]
-struct Padded(Mutex<Shard>);
-
 pub struct SeriesCache {
-    shards: Vec<Padded>,
+    /// Each shard's lock on a cache line of its own: unpadded, neighbouring
+    /// shards shared lines, so two cores locking different shards still
+    /// bounced one line between them (the lock was about a third of a
+    /// lookup's time in an ingest profile).
+    shards: Vec<CachePadded<Mutex<Shard>>>,
     per_shard: usize,
 }
 
@@ -63,7 +60,7 @@ impl SeriesCache {
     /// A cache of about `capacity` label sets (0 disables it).
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            shards: (0..SHARDS).map(|_| CachePadded::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
@@ -73,7 +70,7 @@ impl SeriesCache {
         // seven (tag) of the same hash.
         self.shards
             .get(((hash >> 32) as usize) % SHARDS)
-            .map(|p| &p.0)
+            .map(|p| &**p)
     }
 
     /// The label set whose labels were encoded as exactly `raw`, if cached.
@@ -133,7 +130,7 @@ mod tests {
         let held: usize = cache
             .shards
             .iter()
-            .map(|s| s.0.lock().map(|m| m.len()).unwrap_or(0))
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
             .sum();
         assert!(held <= 32 + SHARDS, "{held} entries held");
         let off = SeriesCache::new(0);
