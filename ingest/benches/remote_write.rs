@@ -13,19 +13,13 @@ use prost::Message;
 fn body(series: usize, per_series: usize) -> Vec<u8> {
     let timeseries = (0..series)
         .map(|i| {
-            let labels = [
-                ("__name__", format!("bench_metric_{}", i % 50)),
-                ("instance", format!("host-{:04}.example.com:9100", i / 50)),
-                ("job", "bench".to_string()),
-                ("region", format!("region-{}", i % 3)),
-                ("series", i.to_string()),
-            ]
-            .into_iter()
-            .map(|(name, value)| Label {
-                name: name.to_string(),
-                value,
-            })
-            .collect();
+            let labels = storage::workload::benchmark_labels(i)
+                .into_iter()
+                .map(|(name, value)| Label {
+                    name: name.to_string(),
+                    value,
+                })
+                .collect();
             let samples = (0..per_series)
                 .map(|j| Sample {
                     value: ((i * 31 + j * 17) % 1000) as f64 / 10.0,

@@ -5,20 +5,13 @@
 //! noise of a whole server run.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use storage::{Labels, Sample, Series, segment};
+use storage::{Labels, Sample, Series, segment, workload};
 
-/// `series` series of the benchmark's label shape, `per_series` samples each.
+/// `series` series of the benchmark's labels, `per_series` samples each.
 fn batch(series: usize, per_series: usize) -> Vec<Series> {
     (0..series)
         .map(|i| {
-            let labels = Labels::from_pairs([
-                ("__name__", format!("bench_metric_{}", i % 50)),
-                ("instance", format!("host-{:04}.example.com:9100", i / 50)),
-                ("job", "bench".to_string()),
-                ("region", format!("region-{}", i % 3)),
-                ("series", i.to_string()),
-            ])
-            .expect("valid labels");
+            let labels = Labels::from_pairs(workload::benchmark_labels(i)).expect("valid labels");
             let samples = (0..per_series)
                 .map(|j| Sample {
                     t: 1_700_000_000_000 + j as i64 * 1000,

@@ -24,6 +24,7 @@ pub mod step_grid;
 pub mod storage;
 pub mod table;
 pub mod tenant;
+pub mod workload;
 
 pub use error::{LabelError, MatcherError, StorageError, TenantError};
 

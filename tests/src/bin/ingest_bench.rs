@@ -126,18 +126,10 @@ fn build(args: &Args) -> Workload {
         let labels: Vec<Vec<(String, String)>> = ids
             .iter()
             .map(|&i| {
-                vec![
-                    ("__name__".to_string(), format!("bench_metric_{}", i % 50)),
-                    (
-                        "instance".to_string(),
-                        format!("host-{:04}.example.com:9100", i / 50),
-                    ),
-                    ("job".to_string(), "bench".to_string()),
-                    ("region".to_string(), format!("region-{}", i % 3)),
-                    // Unique per series, so that `count_over_time` (which drops
-                    // the metric name) still gives distinct series in verify().
-                    ("series".to_string(), i.to_string()),
-                ]
+                storage::workload::benchmark_labels(i)
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect()
             })
             .collect();
         // Each request carries `steps` consecutive points of every series of this sender.
